@@ -1,0 +1,44 @@
+# authsvc: every set-up step lives here, so that `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(sort $(wildcard proto/authsvc/v1/*.proto))
+STUB_DIR := clients/python
+
+.PHONY: install run test lint stubs verify-stubs bench openapi clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's metadata changes; stubs are regenerated when a proto changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+	@$(MAKE) --no-print-directory stubs
+
+run: install
+	$(VENV)/bin/authsvc serve
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check service tests clients/python/authsvc/client.py
+	$(VENV)/bin/ruff format --check service tests clients/python/authsvc/client.py
+	$(VENV)/bin/mypy
+
+# The proto is the one source of truth: stubs are generated from it, committed, never edited.
+stubs: $(STAMP)
+	$(PY) tools/gen_stubs.py $(STUB_DIR) $(PROTOS)
+
+verify-stubs: stubs
+	@git diff --exit-code --stat -- $(STUB_DIR) || \
+	  (echo "generated stubs differ from the committed ones: run 'make stubs' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- $(STUB_DIR))" || \
+	  (echo "untracked generated stubs: run 'make stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) >&2; exit 1)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

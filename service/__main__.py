@@ -1,0 +1,153 @@
+"""The `authsvc` command: the server and the administration commands.
+
+Exit status: 0 success, 1 the operation failed (unknown user, database down, ...), 2 bad usage or
+configuration. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from service import app
+from service.config import ConfigError, Settings, load_settings
+from service.errors import AuthError
+from service.store.embedded import EmbeddedPostgresError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit status 2."""
+
+
+def parse_expiry(raw: str) -> datetime | None:
+    """`never`, or an ISO-8601 instant; one without a zone is taken as UTC."""
+    if raw.lower() == "never":
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"--at: not an ISO-8601 date or 'never': {raw!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.read()
+        # One trailing newline is the shell's, not the password's.
+        return password[:-1] if password.endswith("\n") else password
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise UsageError("the passwords do not match")
+    return first
+
+
+async def with_services(
+    settings: Settings, action: Callable[[app.Services], Awaitable[None]]
+) -> None:
+    async with app.open_database(settings) as db, app.open_services(db, settings) as services:
+        await action(services)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "serve", help="run the gRPC server (configuration from AUTHSVC_* variables)"
+    )
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    create = user.add_parser("create", help="create a user with one password")
+    create.add_argument("name")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    user.add_parser("list", help="list users")
+    for action, text in (
+        ("delete", "delete a user"),
+        ("lock", "lock a user out"),
+        ("unlock", "let a locked user in again"),
+    ):
+        user.add_parser(action, help=text).add_argument("name")
+    expire = user.add_parser("expire", help="set when a user's account expires")
+    expire.add_argument("name")
+    expire.add_argument(
+        "--at", required=True, help="an ISO-8601 instant (UTC if no zone) or 'never'"
+    )
+    return parser
+
+
+def user_command(args: argparse.Namespace) -> Callable[[app.Services], Awaitable[None]]:
+    """The administration action for `args`, reading any password before the database starts."""
+    if args.action == "create":
+        password = read_password(args.password_stdin)
+
+        async def create(services: app.Services) -> None:
+            user = await services.users.create(args.name, password)
+            print(f"created user {user.username} ({user.id})")
+
+        return create
+    if args.action == "list":
+
+        async def list_users(services: app.Services) -> None:
+            print(f"{'USERNAME':<32} {'ID':<36} {'CREATED':<20} {'LOCKED':<6} EXPIRES")
+            for u in await services.users.list():
+                expires = u.expires_at.isoformat(timespec="seconds") if u.expires_at else "never"
+                created = u.created_at.isoformat(timespec="seconds")[:19]
+                print(f"{u.username:<32} {u.id!s:<36} {created:<20} {u.locked!s:<6} {expires}")
+
+        return list_users
+    if args.action == "expire":
+        expires_at = parse_expiry(args.at)
+
+        async def expire(services: app.Services) -> None:
+            await services.users.set_expiry(args.name, expires_at)
+            print(f"{args.name}: expires {expires_at.isoformat() if expires_at else 'never'}")
+
+        return expire
+
+    async def simple(services: app.Services) -> None:
+        if args.action == "delete":
+            await services.users.delete(args.name)
+        else:
+            await services.users.set_locked(args.name, args.action == "lock")
+        print(f"{args.name}: {args.action}{'d' if args.action == 'delete' else 'ed'}")
+
+    return simple
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if args.command == "serve":
+            asyncio.run(app.serve(settings))
+        elif args.command == "migrate":
+            asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
+        else:
+            asyncio.run(with_services(settings, user_command(args)))
+    except (ConfigError, UsageError) as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (AuthError, EmbeddedPostgresError) as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Settings: the only module that reads the environment.
+
+Every knob is an `AUTHSVC_*` variable with a safe default. A bad value raises `ConfigError` whose
+message is one line naming the variable, which the CLI prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PASSWORD_MAX_BYTES = 4096
+USERNAME_MAX_CHARS = 256
+TTL_MIN, TTL_MAX, TTL_DEFAULT = 1, 86400, 300
+JWT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    """argon2id cost: `time_cost` passes over `memory_kib` KiB with `parallelism` lanes."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    pg_bin_dir: Path | None = None
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    token_issuer: str = "authsvc"
+    api_token_ttl: int = TTL_DEFAULT
+    jwt_algorithm: str = "EdDSA"
+    argon2: Argon2Parameters = Argon2Parameters()
+    hash_workers: int = os.cpu_count() or 1
+    hash_queue_limit: int = 256
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    db_timeout: float = 5.0
+    shutdown_grace: float = 10.0
+    log_level: str = "INFO"
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        for choice in choices:
+            if raw.lower() == choice.lower():
+                return choice
+        raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+
+    return parse
+
+
+def _address(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, got {raw!r}")
+    return raw
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+
+    def get(name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = env.get(f"AUTHSVC_{name}")
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"AUTHSVC_{name}: {exc}") from None
+
+    argon2 = Argon2Parameters(
+        time_cost=get("ARGON2_TIME_COST", _int(1, 100), defaults.argon2.time_cost),
+        memory_kib=get("ARGON2_MEMORY_KIB", _int(8, 4 * 1024 * 1024), defaults.argon2.memory_kib),
+        parallelism=get("ARGON2_PARALLELISM", _int(1, 64), defaults.argon2.parallelism),
+    )
+    if argon2.memory_kib < 8 * argon2.parallelism:
+        raise ConfigError(
+            "AUTHSVC_ARGON2_MEMORY_KIB: must be at least 8 * AUTHSVC_ARGON2_PARALLELISM"
+        )
+    pg_bin = get("PG_BIN_DIR", _text, "")
+    settings = Settings(
+        database_url=get("DATABASE_URL", _text, "") or None,
+        data_dir=Path(get("DATA_DIR", _text, str(defaults.data_dir))),
+        pg_bin_dir=Path(pg_bin) if pg_bin else None,
+        grpc_addr=get("GRPC_ADDR", _address, defaults.grpc_addr),
+        http_addr=get("HTTP_ADDR", _address, defaults.http_addr),
+        token_issuer=get("TOKEN_ISSUER", _text, defaults.token_issuer),
+        api_token_ttl=get("API_TOKEN_TTL", _int(TTL_MIN, TTL_MAX), defaults.api_token_ttl),
+        jwt_algorithm=get("JWT_ALGORITHM", _choice(*JWT_ALGORITHMS), defaults.jwt_algorithm),
+        argon2=argon2,
+        hash_workers=get("HASH_WORKERS", _int(1, 256), defaults.hash_workers),
+        hash_queue_limit=get("HASH_QUEUE_LIMIT", _int(1, 100_000), defaults.hash_queue_limit),
+        db_pool_min=get("DB_POOL_MIN", _int(0, 1000), defaults.db_pool_min),
+        db_pool_max=get("DB_POOL_MAX", _int(1, 1000), defaults.db_pool_max),
+        db_timeout=get("DB_TIMEOUT", _float(0.1, 600), defaults.db_timeout),
+        shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), defaults.shutdown_grace),
+        log_level=get(
+            "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
+        ),
+    )
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError("AUTHSVC_DB_POOL_MIN: must not exceed AUTHSVC_DB_POOL_MAX")
+    return settings

@@ -1,0 +1,19 @@
+"""Authorize: credentials in, a signed token out. Both REST dialects (Redis Enterprise and
+Densify) and the gRPC method end here, so they cannot drift apart."""
+
+from __future__ import annotations
+
+from service.domain.authenticator import Authenticator
+from service.domain.models import IssuedToken
+from service.domain.tokens import TokenIssuer, check_ttl
+
+
+class AuthorizationService:
+    def __init__(self, authenticator: Authenticator, issuer: TokenIssuer) -> None:
+        self._authenticator = authenticator
+        self._issuer = issuer
+
+    async def authorize(self, username: str, password: str, ttl: int | None) -> IssuedToken:
+        lifetime = check_ttl(ttl)
+        principal = await self._authenticator.authenticate(username, password)
+        return await self._issuer.issue(principal.user, lifetime)

@@ -1,0 +1,50 @@
+"""The domain's values: plain frozen dataclasses, free of any transport or storage type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class User:
+    id: UUID
+    username: str
+    created_at: datetime
+    locked: bool = False
+    expires_at: datetime | None = None
+    # Bumped whenever the password list shrinks or is replaced; tokens carry it (revocation).
+    credential_version: int = 1
+
+
+@dataclass(frozen=True)
+class StoredPassword:
+    id: int
+    hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A user who has just proven knowledge of one of their passwords (`password_id`)."""
+
+    user: User
+    password_id: int
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    algorithm: str
+    private_pem: bytes = field(repr=False)
+    public_jwk: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime

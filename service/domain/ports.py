@@ -1,0 +1,68 @@
+"""What the domain needs from storage, as Protocols (Dex's `Storage` interface, split by duty).
+
+Only `CredentialStore` (the authenticator's port) and `PasswordListStore` (which must compare a new
+password with the current ones) see password hashes; the admin port never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from service.domain.models import SigningKey, StoredPassword, User
+
+
+class CredentialStore(Protocol):
+    async def find_login(self, username_key: str) -> tuple[User, list[StoredPassword]] | None:
+        """The user and their passwords, most recently used first; None if there is no such user."""
+
+    async def record_use(self, password_id: int, rehashed: str | None) -> None:
+        """Mark a password as just used, replacing its hash when it was rehashed."""
+
+
+class LockedPasswordList(Protocol):
+    """A user's password list inside a transaction that holds the user's row lock."""
+
+    async def passwords(self) -> list[StoredPassword]: ...
+
+    async def add(self, password_hash: str) -> None: ...
+
+    async def remove(self, password_ids: Sequence[int]) -> None:
+        """Remove passwords and bump the user's credential version (revoking older tokens)."""
+
+
+class PasswordListStore(Protocol):
+    async def passwords(self, user_id: UUID) -> list[StoredPassword]: ...
+
+    def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList]:
+        """Open a transaction with the user's row locked (FOR UPDATE) until it ends."""
+
+
+class UserStore(Protocol):
+    async def create(self, username: str, username_key: str, password_hash: str) -> User:
+        """Create a user with one password; AuthError(USER_EXISTS) if the name is taken."""
+
+    async def list(self) -> list[User]: ...
+
+    async def get(self, username_key: str) -> User | None: ...
+
+    async def delete(self, username_key: str) -> bool: ...
+
+    async def set_locked(self, username_key: str, locked: bool) -> bool: ...
+
+    async def set_expiry(self, username_key: str, expires_at: datetime | None) -> bool: ...
+
+
+class KeyStore(Protocol):
+    async def newest(self, algorithm: str) -> SigningKey | None:
+        """The most recently created key for `algorithm`."""
+
+    async def add_if_none(self, key: SigningKey) -> SigningKey:
+        """Store `key` unless a key for its algorithm exists (replicas race at first start);
+        return whichever key is then the newest."""
+
+    async def published(self) -> list[SigningKey]:
+        """All keys whose public half verifiers may still need."""

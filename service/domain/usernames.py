@@ -1,0 +1,27 @@
+"""Username rules: what a name may be, and the key that makes two spellings the same account."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from service.config import USERNAME_MAX_CHARS
+from service.errors import invalid_argument
+
+
+def username_key(username: str) -> str:
+    """NFKC + case folding, so `Alice`, `ALICE` and its full-width form are one account (and one
+    failed-login counter): lookups, uniqueness and rate limits all use this key."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def check_username(username: str) -> None:
+    """A name must be 1..256 characters, without control characters or ':' (which Basic
+    authentication uses as its separator)."""
+    if not username:
+        raise invalid_argument("username is required")
+    if len(username) > USERNAME_MAX_CHARS:
+        raise invalid_argument(f"username is longer than {USERNAME_MAX_CHARS} characters")
+    if ":" in username:
+        raise invalid_argument("username must not contain ':'")
+    if any(unicodedata.category(ch) == "Cc" for ch in username):
+        raise invalid_argument("username must not contain control characters")

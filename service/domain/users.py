@@ -1,0 +1,43 @@
+"""Administration of accounts (the `authsvc user ...` commands): create, list, delete, lock,
+unlock, expire. Password rules apply to an administrator's first password as to anyone's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from service.domain.models import User
+from service.domain.passwords import PasswordHasher, check_password
+from service.domain.ports import UserStore
+from service.domain.usernames import check_username, username_key
+from service.errors import AuthError, Reason
+
+
+def _not_found(username: str) -> AuthError:
+    return AuthError(Reason.USER_NOT_FOUND, f"no such user: {username}")
+
+
+class UserAdmin:
+    def __init__(self, store: UserStore, hasher: PasswordHasher) -> None:
+        self._store = store
+        self._hasher = hasher
+
+    async def create(self, username: str, password: str) -> User:
+        check_username(username)
+        check_password(password)
+        password_hash = await self._hasher.hash(password)
+        return await self._store.create(username, username_key(username), password_hash)
+
+    async def list(self) -> list[User]:
+        return await self._store.list()
+
+    async def delete(self, username: str) -> None:
+        if not await self._store.delete(username_key(username)):
+            raise _not_found(username)
+
+    async def set_locked(self, username: str, locked: bool) -> None:
+        if not await self._store.set_locked(username_key(username), locked):
+            raise _not_found(username)
+
+    async def set_expiry(self, username: str, expires_at: datetime | None) -> None:
+        if not await self._store.set_expiry(username_key(username), expires_at):
+            raise _not_found(username)

@@ -1,0 +1,22 @@
+"""Per-request context that crosses layers without becoming a parameter of every call.
+
+The transport sets the RPC's deadline here; the store derives every pool-acquire and query timeout
+from it, so a query never outlives the call that asked for it (asyncpg waits forever otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+
+# Absolute deadline on the time.monotonic() clock, or None for "no deadline".
+deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def remaining(cap: float) -> float:
+    """Seconds left before the current deadline, never more than `cap`; <= 0 once it has passed."""
+    end = deadline.get()
+    if end is None:
+        return cap
+    return min(cap, end - time.monotonic())

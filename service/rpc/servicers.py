@@ -1,0 +1,104 @@
+"""gRPC servicers: credentials from metadata -> one domain call -> a `*_to_pb` mapper.
+
+No business rule lives here; the gateway reaches the same methods, so REST can never bypass a check.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+from authsvc.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    password_service_pb2,
+    password_service_pb2_grpc,
+)
+
+from service.domain.authenticator import Authenticator
+from service.domain.authorization import AuthorizationService
+from service.domain.models import IssuedToken, Principal
+from service.domain.password_lists import PasswordManager
+from service.errors import invalid_argument
+from service.rpc.credentials import (
+    basic_credentials,
+    credentials_required,
+    require_basic_credentials,
+)
+from service.rpc.status import rpc_method
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def authorize_to_pb(issued: IssuedToken) -> auth_service_pb2.AuthorizeResponse:
+    return auth_service_pb2.AuthorizeResponse(access_token=issued.token)
+
+
+def api_token_to_pb(issued: IssuedToken) -> auth_service_pb2.IssueApiTokenResponse:
+    return auth_service_pb2.IssueApiTokenResponse(
+        api_token=issued.token, expires=int(issued.expires_at.timestamp() * 1000), status=200
+    )
+
+
+class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
+    def __init__(self, authorization: AuthorizationService, api_token_ttl: int) -> None:
+        self._authorization = authorization
+        self._api_token_ttl = api_token_ttl
+
+    @rpc_method
+    async def Authorize(
+        self, request: auth_service_pb2.AuthorizeRequest, context: Context
+    ) -> auth_service_pb2.AuthorizeResponse:
+        header = basic_credentials(context.invocation_metadata() or ())
+        in_body = bool(request.username or request.password)
+        if header is not None and in_body:
+            raise invalid_argument(
+                "send credentials in the authorization header or the body, not both"
+            )
+        if header is None and not in_body:
+            raise credentials_required()
+        username, password = header or (request.username, request.password)
+        ttl = request.ttl if request.HasField("ttl") else None
+        return authorize_to_pb(await self._authorization.authorize(username, password, ttl))
+
+    @rpc_method
+    async def IssueApiToken(
+        self, request: auth_service_pb2.IssueApiTokenRequest, context: Context
+    ) -> auth_service_pb2.IssueApiTokenResponse:
+        if not request.user_name or not request.pwd:
+            raise invalid_argument("userName and pwd are required")
+        issued = await self._authorization.authorize(
+            request.user_name, request.pwd, self._api_token_ttl
+        )
+        return api_token_to_pb(issued)
+
+
+class PasswordServicer(password_service_pb2_grpc.PasswordServiceServicer):
+    def __init__(self, authenticator: Authenticator, passwords: PasswordManager) -> None:
+        self._authenticator = authenticator
+        self._passwords = passwords
+
+    async def _caller(self, context: Context) -> Principal:
+        username, password = require_basic_credentials(context.invocation_metadata() or ())
+        return await self._authenticator.authenticate(username, password)
+
+    @rpc_method
+    async def ReplacePasswords(
+        self, request: password_service_pb2.ReplacePasswordsRequest, context: Context
+    ) -> password_service_pb2.ReplacePasswordsResponse:
+        await self._passwords.replace(await self._caller(context), request.new_password)
+        return password_service_pb2.ReplacePasswordsResponse()
+
+    @rpc_method
+    async def AddPassword(
+        self, request: password_service_pb2.AddPasswordRequest, context: Context
+    ) -> password_service_pb2.AddPasswordResponse:
+        await self._passwords.add(await self._caller(context), request.new_password)
+        return password_service_pb2.AddPasswordResponse()
+
+    @rpc_method
+    async def DeletePassword(
+        self, request: password_service_pb2.DeletePasswordRequest, context: Context
+    ) -> password_service_pb2.DeletePasswordResponse:
+        await self._passwords.delete(await self._caller(context), request.old_password)
+        return password_service_pb2.DeletePasswordResponse()

@@ -1,0 +1,114 @@
+"""The pool, and the one place asyncpg's failures become the service's errors.
+
+Every acquire and every query gets a timeout derived from the caller's deadline (see
+`request_context`), because asyncpg's `acquire()` and queries otherwise wait forever when the
+database stalls. Connection-level failures become UNAVAILABLE (retryable); anything else is a bug
+and propagates as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import asyncpg
+
+from service import request_context
+from service.errors import AuthError, Reason
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        raise AuthError(Reason.UNAVAILABLE, "database unavailable, retry later") from exc
+
+
+async def create_pool(
+    dsn: str, min_size: int, max_size: int, connect_timeout: float
+) -> asyncpg.Pool:
+    with database_errors():
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            server_settings={"application_name": "authsvc"},
+        )
+
+
+class Database:
+    """Runs statements on the pool with deadline-bounded timeouts."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool = pool
+        self._timeout = timeout
+
+    def timeout(self) -> float:
+        left = request_context.remaining(self._timeout)
+        if left <= 0:
+            raise AuthError(Reason.UNAVAILABLE, "deadline exceeded before the database answered")
+        return left
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        with database_errors():
+            async with self.pool.acquire(timeout=self.timeout()) as conn:
+                yield Connection(conn, self)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn:
+            with database_errors():
+                async with conn.raw.transaction():
+                    yield conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self.connection() as conn:
+            return await conn.execute(sql, *args)
+
+
+class Connection:
+    """One acquired connection; every statement gets the deadline-bounded timeout."""
+
+    def __init__(self, raw: asyncpg.Connection, db: Database) -> None:
+        self.raw = raw
+        self._db = db
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with database_errors():
+            return await self.raw.fetch(sql, *args, timeout=self._db.timeout())  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        with database_errors():
+            return await self.raw.fetchrow(sql, *args, timeout=self._db.timeout())
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        with database_errors():
+            return await self.raw.execute(sql, *args, timeout=self._db.timeout())  # type: ignore[no-any-return]

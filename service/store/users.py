@@ -1,0 +1,69 @@
+"""The users table, for administration (never reads password hashes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from service.domain.models import User
+from service.errors import AuthError, Reason
+from service.store.db import Database
+
+USER_COLUMNS = "id, username, created_at, locked, expires_at, credential_version"
+INSERT_USER = f"""
+INSERT INTO users (username, username_key) VALUES ($1, $2) RETURNING {USER_COLUMNS}
+"""
+INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
+SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key"
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
+DELETE_USER = "DELETE FROM users WHERE username_key = $1"
+UPDATE_LOCKED = "UPDATE users SET locked = $2 WHERE username_key = $1"
+UPDATE_EXPIRY = "UPDATE users SET expires_at = $2 WHERE username_key = $1"
+
+
+def user_from_row(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        created_at=row["created_at"],
+        locked=row["locked"],
+        expires_at=row["expires_at"],
+        credential_version=row["credential_version"],
+    )
+
+
+def _changed_one(status: str) -> bool:
+    return status.rsplit(" ", 1)[-1] == "1"
+
+
+class PgUserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, username: str, username_key: str, password_hash: str) -> User:
+        async with self._db.transaction() as conn:
+            try:
+                row = await conn.fetchrow(INSERT_USER, username, username_key)
+            except asyncpg.UniqueViolationError:
+                raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}") from None
+            assert row is not None
+            user = user_from_row(row)
+            await conn.execute(INSERT_PASSWORD, user.id, password_hash)
+        return user
+
+    async def list(self) -> list[User]:
+        return [user_from_row(row) for row in await self._db.fetch(SELECT_USERS)]
+
+    async def get(self, username_key: str) -> User | None:
+        row = await self._db.fetchrow(SELECT_USER, username_key)
+        return None if row is None else user_from_row(row)
+
+    async def delete(self, username_key: str) -> bool:
+        return _changed_one(await self._db.execute(DELETE_USER, username_key))
+
+    async def set_locked(self, username_key: str, locked: bool) -> bool:
+        return _changed_one(await self._db.execute(UPDATE_LOCKED, username_key, locked))
+
+    async def set_expiry(self, username_key: str, expires_at: datetime | None) -> bool:
+        return _changed_one(await self._db.execute(UPDATE_EXPIRY, username_key, expires_at))

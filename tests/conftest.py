@@ -1,0 +1,102 @@
+"""Shared fixtures: one PostgreSQL per test session, a fresh database per test module.
+
+The server is the embedded one the service itself uses (so the tests exercise it too), unless
+AUTHSVC_TEST_DATABASE_URL names an existing server to use instead. Argon2 runs with cheap
+parameters so the suite stays fast; the production defaults are measured in the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+
+from service import app
+from service.config import Argon2Parameters, Settings
+from service.store.db import Database
+from service.store.embedded import EmbeddedPostgres
+
+CHEAP_ARGON2 = Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1)
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN for the session's PostgreSQL server (its maintenance database)."""
+    external = os.environ.get("AUTHSVC_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def database_url(pg_dsn: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test module."""
+    name = f"test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(pg_dsn, name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=Path(tmp_path_factory.mktemp("data")),
+        grpc_addr="127.0.0.1:0",
+        http_addr="127.0.0.1:0",
+        argon2=CHEAP_ARGON2,
+        hash_workers=2,
+        db_timeout=10.0,
+    )
+
+
+@pytest.fixture(scope="module")
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    async with app.open_database(settings) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+async def services(db: Database, settings: Settings) -> AsyncIterator[app.Services]:
+    async with app.open_services(db, settings) as built:
+        await built.keys.load()
+        yield built
+
+
+@pytest.fixture(scope="module")
+async def grpc_target(services: app.Services, settings: Settings) -> AsyncIterator[str]:
+    """A real gRPC server on a free loopback port."""
+    server, port = app.grpc_server(services, replace(settings, grpc_addr="127.0.0.1:0"))
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture(scope="module")
+async def channel(grpc_target: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(grpc_target) as chan:
+        yield chan

@@ -1,0 +1,53 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+import grpc
+from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from service import app
+from service.domain.models import User
+
+
+def basic(username: str, password: str) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying Basic credentials."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return (("authorization", f"Basic {token}"),)
+
+
+async def new_user(
+    services: app.Services, password: str = "correct horse", prefix: str = "user"
+) -> User:
+    """A user with a unique name, so tests within a module never share accounts."""
+    return await services.users.create(f"{prefix}-{secrets.token_hex(4)}", password)
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The single ErrorInfo a failed call must carry."""
+    details = [
+        value for key, value in error.trailing_metadata() or () if key == "grpc-status-details-bin"
+    ]
+    assert len(details) == 1, "status details missing"
+    status = status_pb2.Status.FromString(details[0])
+    infos = []
+    for any_detail in status.details:
+        if any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_detail.Unpack(info)
+            infos.append(info)
+    assert len(infos) == 1
+    assert status.code == error.code().value[0]
+    return infos[0]
+
+
+async def authorize(
+    channel: grpc.aio.Channel, username: str, password: str, /, **fields: object
+) -> auth_service_pb2.AuthorizeResponse:
+    stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+    return await stub.Authorize(
+        auth_service_pb2.AuthorizeRequest(**fields), metadata=basic(username, password)
+    )
