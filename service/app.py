@@ -20,6 +20,7 @@ from service.domain.passwords import PasswordHasher
 from service.domain.signing_keys import KeyRing
 from service.domain.tokens import TokenIssuer
 from service.domain.users import UserAdmin
+from service.rpc.health import HealthServicer
 from service.rpc.server import build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer
 from service.store.db import Database, create_pool
@@ -38,6 +39,7 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Services:
+    db: Database
     hasher: PasswordHasher
     keys: KeyRing
     authenticator: Authenticator
@@ -81,6 +83,7 @@ async def open_services(
         authenticator = Authenticator(PgCredentialStore(db), hasher, clock)
         issuer = TokenIssuer(keys, settings.token_issuer, clock)
         yield Services(
+            db=db,
             hasher=hasher,
             keys=keys,
             authenticator=authenticator,
@@ -96,6 +99,7 @@ def grpc_server(services: Services, settings: Settings) -> tuple[grpc.aio.Server
     return build_grpc_server(
         AuthServicer(services.authorization, settings.api_token_ttl),
         PasswordServicer(services.authenticator, services.passwords),
+        HealthServicer(services.db.ping),
         settings.grpc_addr,
     )
 

@@ -68,6 +68,10 @@ class Database:
             raise AuthError(Reason.UNAVAILABLE, "deadline exceeded before the database answered")
         return left
 
+    async def ping(self) -> None:
+        """Raise AuthError(UNAVAILABLE) unless the database answers a trivial query."""
+        await self.fetch("SELECT 1")
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         with database_errors():
