@@ -27,6 +27,12 @@ class UserAdmin:
         password_hash = await self._hasher.hash(password)
         return await self._store.create(username, username_key(username), password_hash)
 
+    async def get(self, username: str) -> User:
+        user = await self._store.get(username_key(username))
+        if user is None:
+            raise _not_found(username)
+        return user
+
     async def list(self) -> list[User]:
         return await self._store.list()
 

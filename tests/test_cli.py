@@ -1,0 +1,167 @@
+"""The `authsvc` command: administration, exit codes, and the embedded database it shares with
+a running server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import authorize, error_info
+
+CHEAP = {
+    "AUTHSVC_ARGON2_TIME_COST": "1",
+    "AUTHSVC_ARGON2_MEMORY_KIB": "64",
+    "AUTHSVC_ARGON2_PARALLELISM": "1",
+}
+
+
+def env_with(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update(CHEAP)
+    env.update(overrides)
+    return env
+
+
+def cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str) -> dict[str, str]:
+    return env_with(AUTHSVC_DATABASE_URL=database_url)
+
+
+def test_create_then_list(env) -> None:
+    """`user create --password-stdin` makes a user that `user list` shows."""
+    created = cli(env, "user", "create", "carol", "--password-stdin", stdin="pw: with colon\n")
+    assert created.returncode == 0, created.stderr
+    assert "created user carol" in created.stdout
+    listed = cli(env, "user", "list")
+    assert listed.returncode == 0 and "carol" in listed.stdout
+
+
+def test_duplicate_user_is_one_line_exit_1(env) -> None:
+    """Creating an existing user (in any case) fails with one line and exit status 1."""
+    assert cli(env, "user", "create", "dave", "--password-stdin", stdin="pw").returncode == 0
+    again = cli(env, "user", "create", "DAVE", "--password-stdin", stdin="pw")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "authsvc: user already exists: DAVE"
+
+
+@pytest.mark.parametrize("action", ["delete", "lock", "unlock"])
+def test_unknown_user_is_one_line_exit_1(env, action: str) -> None:
+    """Acting on an unknown user fails with one line naming it and exit status 1."""
+    result = cli(env, "user", action, "ghost")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "authsvc: no such user: ghost"
+
+
+def test_lock_expire_delete_lifecycle(env) -> None:
+    """lock, unlock, expire and delete all succeed on an existing user and show in the list."""
+    assert cli(env, "user", "create", "erin", "--password-stdin", stdin="pw").returncode == 0
+    assert cli(env, "user", "lock", "erin").returncode == 0
+    assert "True" in next(l for l in cli(env, "user", "list").stdout.splitlines() if "erin" in l)
+    assert cli(env, "user", "unlock", "erin").returncode == 0
+    assert cli(env, "user", "expire", "erin", "--at", "2030-01-02T03:04:05Z").returncode == 0
+    line = next(l for l in cli(env, "user", "list").stdout.splitlines() if "erin" in l)
+    assert "2030-01-02T03:04:05+00:00" in line
+    assert cli(env, "user", "expire", "erin", "--at", "never").returncode == 0
+    assert cli(env, "user", "delete", "erin").returncode == 0
+    assert "erin" not in cli(env, "user", "list").stdout
+
+
+def test_bad_expiry_is_usage_error(env) -> None:
+    """A malformed --at is exit status 2 with one line."""
+    result = cli(env, "user", "expire", "anyone", "--at", "next tuesday")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_username_is_refused(env) -> None:
+    """A name with ':' cannot be created (Basic auth could never carry it)."""
+    result = cli(env, "user", "create", "a:b", "--password-stdin", stdin="pw")
+    assert result.returncode == 1
+    assert "must not contain ':'" in result.stderr
+
+
+def test_bad_configuration_names_the_variable(env) -> None:
+    """A bad AUTHSVC_* value stops the command with one line naming the variable, exit 2."""
+    result = cli({**env, "AUTHSVC_DB_POOL_MAX": "lots"}, "user", "list")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("authsvc: AUTHSVC_DB_POOL_MAX:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, server: subprocess.Popen[str], deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
+async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> None:
+    """With no database URL, the CLI and `serve` share one embedded PostgreSQL: users made with
+    or without the server running authenticate, the data survives restarts, and SIGTERM stops
+    the server with exit 0 and the database with it."""
+    data = tmp_path / "data"
+    env = env_with(AUTHSVC_DATA_DIR=str(data))
+    made = cli(env, "user", "create", "alice", "--password-stdin", stdin="alice pw")
+    assert made.returncode == 0, made.stderr
+    assert not (data / "postgres" / "postmaster.pid").exists()  # the CLI stopped what it started
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        env={**env, "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}", "AUTHSVC_HTTP_ADDR": "127.0.0.1:0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, server)
+        made = cli(env, "user", "create", "bob", "--password-stdin", stdin="bob pw")
+        assert made.returncode == 0, made.stderr
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert (await authorize(channel, "alice", "alice pw")).access_token
+            assert (await authorize(channel, "bob", "bob pw")).access_token
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await authorize(channel, "bob", "alice pw")
+            assert error_info(caught.value).reason == "INVALID_CREDENTIALS"
+        assert (data / "postgres" / "postmaster.pid").exists()  # the CLI left the server's db up
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+        assert server.returncode == 0, stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not (data / "postgres" / "postmaster.pid").exists()
+    listed = cli(env, "user", "list")
+    assert "alice" in listed.stdout and "bob" in listed.stdout
