@@ -77,10 +77,12 @@ def test_lock_expire_delete_lifecycle(env) -> None:
     """lock, unlock, expire and delete all succeed on an existing user and show in the list."""
     assert cli(env, "user", "create", "erin", "--password-stdin", stdin="pw").returncode == 0
     assert cli(env, "user", "lock", "erin").returncode == 0
-    assert "True" in next(l for l in cli(env, "user", "list").stdout.splitlines() if "erin" in l)
+    assert "True" in next(
+        row for row in cli(env, "user", "list").stdout.splitlines() if "erin" in row
+    )
     assert cli(env, "user", "unlock", "erin").returncode == 0
     assert cli(env, "user", "expire", "erin", "--at", "2030-01-02T03:04:05Z").returncode == 0
-    line = next(l for l in cli(env, "user", "list").stdout.splitlines() if "erin" in l)
+    line = next(row for row in cli(env, "user", "list").stdout.splitlines() if "erin" in row)
     assert "2030-01-02T03:04:05+00:00" in line
     assert cli(env, "user", "expire", "erin", "--at", "never").returncode == 0
     assert cli(env, "user", "delete", "erin").returncode == 0

@@ -1,0 +1,102 @@
+"""Domain rules called directly: usernames, ttl, password length, key ids, configuration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from service.config import ConfigError, load_settings
+from service.domain.passwords import check_password
+from service.domain.signing_keys import generate_signing_key, thumbprint
+from service.domain.tokens import check_ttl
+from service.domain.usernames import check_username, username_key
+from service.errors import AuthError, Reason
+
+
+def test_username_key_folds_case_and_width() -> None:
+    """Case and Unicode compatibility forms map to one key."""
+    assert username_key("Alice") == username_key("ALICE") == username_key("\uff21lice")
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 257, "a:b", "tab\there"])
+def test_bad_usernames_are_invalid_argument(bad: str) -> None:
+    """Empty, overlong, ':' and control characters are refused."""
+    with pytest.raises(AuthError) as caught:
+        check_username(bad)
+    assert caught.value.reason is Reason.INVALID_ARGUMENT
+
+
+def test_ttl_default_and_bounds() -> None:
+    """No ttl means 300; 1 and 86400 pass; 0 and 86401 do not."""
+    assert check_ttl(None) == 300
+    assert check_ttl(1) == 1 and check_ttl(86400) == 86400
+    for bad in (0, 86401, -5):
+        with pytest.raises(AuthError):
+            check_ttl(bad)
+
+
+def test_password_limit_counts_utf8_bytes() -> None:
+    """4096 bytes pass, 4097 do not, and multi-byte characters count by their bytes."""
+    check_password("a" * 4096)
+    with pytest.raises(AuthError):
+        check_password("a" * 4097)
+    with pytest.raises(AuthError):
+        check_password("\u00e9" * 2049)
+
+
+@pytest.mark.parametrize("algorithm", ["EdDSA", "ES256", "RS256"])
+def test_kid_is_the_rfc7638_thumbprint(algorithm: str) -> None:
+    """A key's kid is the thumbprint of its public JWK, which carries alg and use."""
+    key = generate_signing_key(algorithm, datetime.now(UTC))
+    assert key.kid == thumbprint(key.public_jwk)
+    assert key.public_jwk["alg"] == algorithm and key.public_jwk["use"] == "sig"
+    assert "d" not in key.public_jwk
+
+
+def test_rfc7638_example_thumbprint() -> None:
+    """The RFC 7638 section 3.1 example key gives the published thumbprint."""
+    jwk = {
+        "kty": "RSA",
+        "n": (
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1"
+            "L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4"
+            "QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbO"
+            "pbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csF"
+            "Cur-kEgU8awapJzKnqDKgw"
+        ),
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    assert thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_settings_defaults_are_safe() -> None:
+    """With no variables set: loopback addresses, embedded database, EdDSA, RFC 9106 argon2."""
+    settings = load_settings({})
+    assert settings.database_url is None
+    assert settings.grpc_addr == "127.0.0.1:50051" and settings.http_addr == "127.0.0.1:8080"
+    assert settings.jwt_algorithm == "EdDSA"
+    assert (settings.argon2.time_cost, settings.argon2.memory_kib, settings.argon2.parallelism) == (
+        3,
+        65536,
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTHSVC_GRPC_ADDR", "no-port"),
+        ("AUTHSVC_API_TOKEN_TTL", "0"),
+        ("AUTHSVC_JWT_ALGORITHM", "HS256"),
+        ("AUTHSVC_ARGON2_MEMORY_KIB", "abc"),
+        ("AUTHSVC_DB_TIMEOUT", "-1"),
+    ],
+)
+def test_bad_values_name_their_variable(name: str, value: str) -> None:
+    """A bad value raises ConfigError whose one-line message starts with the variable's name."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert str(caught.value).startswith(f"{name}:") and "\n" not in str(caught.value)
