@@ -63,8 +63,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
         )
         try:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
-                for name in await migrate(conn):
-                    log.info("applied migration %s", name)
+                await migrate(conn)
             yield Database(pool, settings.db_timeout)
         finally:
             await pool.close()
