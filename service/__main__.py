@@ -48,9 +48,10 @@ def read_password(from_stdin: bool) -> str:
     return first
 
 
-async def with_services(
-    settings: Settings, action: Callable[[app.Services], Awaitable[None]]
-) -> None:
+Action = Callable[[app.Services], Awaitable[None]]
+
+
+async def with_services(settings: Settings, action: Action) -> None:
     async with app.open_database(settings) as db, app.open_services(db, settings) as services:
         await action(services)
 
@@ -83,10 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
     expire.add_argument(
         "--at", required=True, help="an ISO-8601 instant (UTC if no zone) or 'never'"
     )
+    keys = commands.add_parser("keys", help="manage token signing keys")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_actions.add_parser("list", help="list the published signing keys")
+    key_actions.add_parser("rotate", help="make a new key that signs at once")
     return parser
 
 
-def user_command(args: argparse.Namespace) -> Callable[[app.Services], Awaitable[None]]:
+def keys_command(args: argparse.Namespace) -> Action:
+    async def rotate(services: app.Services) -> None:
+        key = await services.keys.rotate_now()
+        print(
+            f"new signing key {key.kid} ({key.algorithm}) signs from now on; "
+            "older keys stay published until their tokens expire"
+        )
+
+    async def list_keys(services: app.Services) -> None:
+        signing = (await services.keys.signing_key()).key.kid
+        print(f"{'KID':<44} {'ALG':<6} {'CREATED':<20} {'SIGNS FROM':<20} {'RETIRES':<20} STATE")
+        for key in await services.keys.published():
+            state = "signing" if key.kid == signing else "verify-only"
+            retires = key.retires_at.isoformat(timespec="seconds")[:19] if key.retires_at else "-"
+            print(
+                f"{key.kid:<44} {key.algorithm:<6} {key.created_at.isoformat()[:19]:<20} "
+                f"{key.activates_at.isoformat()[:19]:<20} {retires:<20} {state}"
+            )
+
+    return rotate if args.action == "rotate" else list_keys
+
+
+def user_command(args: argparse.Namespace) -> Action:
     """The administration action for `args`, reading any password before the database starts."""
     if args.action == "create":
         password = read_password(args.password_stdin)
@@ -136,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(app.serve(settings))
         elif args.command == "migrate":
             asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
+        elif args.command == "keys":
+            asyncio.run(with_services(settings, keys_command(args)))
         else:
             asyncio.run(with_services(settings, user_command(args)))
     except (ConfigError, UsageError) as exc:

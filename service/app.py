@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -17,12 +18,13 @@ from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
 from service.domain.password_lists import PasswordManager
 from service.domain.passwords import PasswordHasher
-from service.domain.signing_keys import KeyRing
-from service.domain.tokens import TokenIssuer
+from service.domain.signing_keys import KeyPolicy, KeyRing
+from service.domain.tokens import TokenIssuer, TokenVerifier
 from service.domain.users import UserAdmin
+from service.errors import AuthError
 from service.rpc.health import HealthServicer
 from service.rpc.server import build_grpc_server
-from service.rpc.servicers import AuthServicer, PasswordServicer
+from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
 from service.store.embedded import EmbeddedPostgres
 from service.store.passwords import PgCredentialStore, PgPasswordListStore
@@ -46,6 +48,7 @@ class Services:
     authorization: AuthorizationService
     passwords: PasswordManager
     users: UserAdmin
+    verifier: TokenVerifier
 
 
 @asynccontextmanager
@@ -78,7 +81,13 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     hasher = PasswordHasher(settings.argon2, settings.hash_workers, settings.hash_queue_limit)
     try:
-        keys = KeyRing(PgKeyStore(db), settings.jwt_algorithm, clock)
+        policy = KeyPolicy(
+            algorithm=settings.jwt_algorithm,
+            rotation=timedelta(days=settings.key_rotation_days),
+            publish_ahead=timedelta(seconds=settings.jwks_max_age),
+            passphrase=settings.key_encryption_key,
+        )
+        keys = KeyRing(PgKeyStore(db), policy, clock)
         authenticator = Authenticator(PgCredentialStore(db), hasher, clock)
         issuer = TokenIssuer(keys, settings.token_issuer, clock)
         yield Services(
@@ -89,6 +98,9 @@ async def open_services(
             authorization=AuthorizationService(authenticator, issuer),
             passwords=PasswordManager(PgPasswordListStore(db), hasher),
             users=UserAdmin(PgUserStore(db), hasher),
+            verifier=TokenVerifier(
+                keys, PgUserStore(db), settings.token_issuer, settings.token_leeway, clock
+            ),
         )
     finally:
         hasher.close()
@@ -98,9 +110,27 @@ def grpc_server(services: Services, settings: Settings) -> tuple[grpc.aio.Server
     return build_grpc_server(
         AuthServicer(services.authorization, settings.api_token_ttl),
         PasswordServicer(services.authenticator, services.passwords),
+        TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
         HealthServicer(services.db.ping),
         settings.grpc_addr,
     )
+
+
+# How often each replica checks whether the signing key is due for rotation.
+ROTATION_CHECK_SECONDS = 600.0
+
+
+async def rotate_keys(keys: KeyRing, stop: asyncio.Event) -> None:
+    """Every replica checks now and then; the store lets exactly one of them rotate."""
+    while not stop.is_set():
+        try:
+            key = await keys.rotate_if_due()
+            if key is not None:
+                log.info("scheduled signing key %s to sign from %s", key.kid, key.activates_at)
+        except AuthError as exc:
+            log.warning("key rotation check failed: %s", exc.message)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ROTATION_CHECK_SECONDS)
 
 
 async def serve(settings: Settings) -> None:
@@ -115,7 +145,9 @@ async def serve(settings: Settings) -> None:
         await server.start()
         host = settings.grpc_addr.rpartition(":")[0]
         log.info("gRPC serving on %s:%d", host, port)
+        rotation = asyncio.create_task(rotate_keys(services.keys, stop))
         await stop.wait()
+        await rotation
         log.info("stopping: draining in-flight calls for up to %.0fs", settings.shutdown_grace)
         await server.stop(settings.shutdown_grace)
     log.info("stopped")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +51,13 @@ class Settings:
     db_timeout: float = 5.0
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
+    # `jwks_max_age` seconds before it signs (the JWKS cache lifetime), so cached key sets
+    # always hold it; `token_leeway` seconds of clock skew are tolerated when verifying.
+    key_rotation_days: int = 30
+    jwks_max_age: int = 3600
+    token_leeway: int = 10
+    key_encryption_key: str | None = field(default=None, repr=False)
 
 
 def _int(lo: int, hi: int) -> Callable[[str], int]:
@@ -94,6 +101,15 @@ def _address(raw: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"must be HOST:PORT, got {raw!r}")
     return raw
+
+
+def _secret(min_chars: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw) < min_chars:
+            raise ValueError(f"must be at least {min_chars} characters")
+        return raw
+
+    return parse
 
 
 def _text(raw: str) -> str:
@@ -142,6 +158,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_max=get("DB_POOL_MAX", _int(1, 1000), defaults.db_pool_max),
         db_timeout=get("DB_TIMEOUT", _float(0.1, 600), defaults.db_timeout),
         shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), defaults.shutdown_grace),
+        key_rotation_days=get("KEY_ROTATION_DAYS", _int(1, 3650), defaults.key_rotation_days),
+        jwks_max_age=get("JWKS_MAX_AGE", _int(0, 86400), defaults.jwks_max_age),
+        token_leeway=get("TOKEN_LEEWAY", _int(0, 300), defaults.token_leeway),
+        key_encryption_key=get("KEY_ENCRYPTION_KEY", _secret(16), None),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
         ),

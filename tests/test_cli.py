@@ -167,3 +167,15 @@ async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> Non
     assert not (data / "postgres" / "postmaster.pid").exists()
     listed = cli(env, "user", "list")
     assert "alice" in listed.stdout and "bob" in listed.stdout
+
+
+def test_keys_rotate_and_list(env) -> None:
+    """`keys rotate` makes a new signing key and `keys list` shows it signing, the old one not."""
+    first = cli(env, "keys", "list")
+    assert first.returncode == 0, first.stderr
+    rotated = cli(env, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    kid = rotated.stdout.split()[3]
+    listed = cli(env, "keys", "list").stdout.splitlines()
+    assert any(line.startswith(kid) and line.endswith("signing") for line in listed)
+    assert any(line.endswith("verify-only") for line in listed)

@@ -37,9 +37,26 @@ class Principal:
 class SigningKey:
     kid: str
     algorithm: str
+    # PKCS#8 PEM; passphrase-encrypted when `encrypted`.
     private_pem: bytes = field(repr=False)
     public_jwk: dict[str, Any]
     created_at: datetime
+    # Signs from `activates_at`; published (for verification) until `retires_at`, if set.
+    activates_at: datetime
+    retires_at: datetime | None = None
+    encrypted: bool = False
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """The claims of a token that is valid now and not revoked."""
+
+    subject: str
+    username: str
+    issuer: str
+    issued_at: int
+    expires_at: int
+    jti: str
 
 
 @dataclass(frozen=True)

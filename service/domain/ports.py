@@ -49,6 +49,8 @@ class UserStore(Protocol):
 
     async def get(self, username_key: str) -> User | None: ...
 
+    async def get_by_id(self, user_id: UUID) -> User | None: ...
+
     async def delete(self, username_key: str) -> bool: ...
 
     async def set_locked(self, username_key: str, locked: bool) -> bool: ...
@@ -57,12 +59,15 @@ class UserStore(Protocol):
 
 
 class KeyStore(Protocol):
-    async def newest(self, algorithm: str) -> SigningKey | None:
-        """The most recently created key for `algorithm`."""
+    async def published(self, now: datetime) -> list[SigningKey]:
+        """Keys not yet retired at `now`, most recently created first."""
 
-    async def add_if_none(self, key: SigningKey) -> SigningKey:
-        """Store `key` unless a key for its algorithm exists (replicas race at first start);
-        return whichever key is then the newest."""
+    async def add_key(
+        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
+    ) -> bool:
+        """Atomically (one replica at a time): unless a key for `key.algorithm` was created
+        after `unless_newer_than`, insert `key` and retire every other unretired key at
+        `retire_others_at`. True when inserted."""
 
-    async def published(self) -> list[SigningKey]:
-        """All keys whose public half verifiers may still need."""
+    async def purge_retired(self, now: datetime) -> int:
+        """Delete keys retired before `now` (their private halves with them)."""

@@ -1,27 +1,37 @@
 """Signing keys: made here, kept in PostgreSQL, so every replica signs and verifies alike.
 
+Life of a key: it is published (in the JWKS) from the moment it is created; it signs from
+`activates_at`; once a newer key activates it stops signing, and it stays published until
+`retires_at`, when every token it can have signed has expired. A scheduled rotation creates the
+next key `publish_ahead` before it activates, so verifiers that cache the key set for that long
+already hold it; a forced rotation (`authsvc keys rotate`, after a compromise) activates at once.
+
 A key's `kid` is its RFC 7638 JWK thumbprint: derived from the public key itself, so two replicas
-that race to create the first key can never publish two keys under one id.
+racing to create a key can never publish two keys under one id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+from service.config import TTL_MAX
 from service.domain.models import SigningKey
 from service.domain.ports import KeyStore
 
 SigningPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+VerifyingPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 # RFC 7638 section 3.2: the members that make up the thumbprint, per key type.
 _THUMBPRINT_MEMBERS = {
@@ -29,6 +39,10 @@ _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
     "RSA": ("e", "kty", "n"),
 }
+# How often a replica re-reads the key table, so it signs with a key another replica made.
+REFRESH_SECONDS = 60.0
+# A verification that names an unknown kid re-reads the table at most this often.
+MISS_REFRESH_SECONDS = 5.0
 
 
 def _new_private_key(algorithm: str) -> SigningPrivateKey:
@@ -47,19 +61,71 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
-def generate_signing_key(algorithm: str, now: datetime) -> SigningKey:
+def generate_signing_key(
+    algorithm: str,
+    now: datetime,
+    activates_at: datetime | None = None,
+    passphrase: str | None = None,
+) -> SigningKey:
     private = _new_private_key(algorithm)
     jwk: dict[str, Any] = get_default_algorithms()[algorithm].to_jwk(
         private.public_key(), as_dict=True
     )
     kid = thumbprint(jwk)
     jwk.update(kid=kid, alg=algorithm, use="sig")
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
     )
-    return SigningKey(kid=kid, algorithm=algorithm, private_pem=pem, public_jwk=jwk, created_at=now)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    return SigningKey(
+        kid=kid,
+        algorithm=algorithm,
+        private_pem=pem,
+        public_jwk=jwk,
+        created_at=now,
+        activates_at=activates_at or now,
+        encrypted=passphrase is not None,
+    )
+
+
+class KeyUnreadableError(Exception):
+    """A stored private key cannot be decrypted with the configured passphrase."""
+
+
+def load_private_key(key: SigningKey, passphrase: str | None) -> SigningPrivateKey:
+    if key.encrypted and passphrase is None:
+        raise KeyUnreadableError(
+            f"signing key {key.kid} is encrypted: set AUTHSVC_KEY_ENCRYPTION_KEY"
+        )
+    try:
+        private = serialization.load_pem_private_key(
+            key.private_pem, password=passphrase.encode() if key.encrypted and passphrase else None
+        )
+    except ValueError:
+        raise KeyUnreadableError(
+            f"signing key {key.kid} cannot be decrypted with AUTHSVC_KEY_ENCRYPTION_KEY"
+        ) from None
+    if not isinstance(private, SigningPrivateKey):
+        raise KeyUnreadableError(f"signing key {key.kid} is not a JWT signing key")
+    return private
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    algorithm: str
+    rotation: timedelta
+    publish_ahead: timedelta
+    passphrase: str | None = None
+
+    @property
+    def verify_window(self) -> timedelta:
+        """How long an old key must stay published after the next one activates: the longest
+        token lifetime, plus a minute of clock skew."""
+        return timedelta(seconds=TTL_MAX + 60)
 
 
 @dataclass(frozen=True)
@@ -70,29 +136,144 @@ class ActiveKey:
     private: SigningPrivateKey
 
 
+@dataclass(frozen=True)
+class PublicKey:
+    key: SigningKey
+    public: VerifyingPublicKey
+
+
+@dataclass
+class _Snapshot:
+    signing: ActiveKey | None
+    by_kid: dict[str, PublicKey]
+    loaded_at: float
+
+
 class KeyRing:
-    def __init__(self, store: KeyStore, algorithm: str, clock: Callable[[], datetime]) -> None:
+    """This replica's view of the key table: the key to sign with and the keys to verify with."""
+
+    def __init__(self, store: KeyStore, policy: KeyPolicy, clock: Callable[[], datetime]) -> None:
         self._store = store
-        self._algorithm = algorithm
+        self._policy = policy
         self._clock = clock
-        self._active: ActiveKey | None = None
+        self._snapshot: _Snapshot | None = None
+        self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        """Load the newest key for the configured algorithm, creating the first one if needed."""
-        key = await self._store.newest(self._algorithm)
-        if key is None:
-            key = await self._store.add_if_none(
-                generate_signing_key(self._algorithm, self._clock())
-            )
-        private = serialization.load_pem_private_key(key.private_pem, password=None)
-        if not isinstance(
-            private, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
-        ):
-            raise TypeError(f"signing key {key.kid} is not a JWT signing key")
-        self._active = ActiveKey(key=key, private=private)
+        """Read the key table, first creating a key for the configured algorithm if it has none
+        (replicas racing at first start agree on one)."""
+        await self._add_key(unless_newer_than=datetime.min.replace(tzinfo=UTC), activate_now=True)
+        await self._reload()
+
+    async def rotate_if_due(self) -> SigningKey | None:
+        """Schedule the next key when the newest is older than the rotation period. However many
+        replicas try, one succeeds; returns the new key if this replica made it."""
+        return await self._add_key(
+            unless_newer_than=self._clock() - self._policy.rotation, activate_now=False
+        )
+
+    async def rotate_now(self) -> SigningKey:
+        """Create a key that signs at once (after a compromise, or by an administrator)."""
+        key = await self._add_key(unless_newer_than=None, activate_now=True)
+        assert key is not None
+        await self._reload()
+        return key
 
     async def signing_key(self) -> ActiveKey:
-        if self._active is None:
+        snapshot = await self._current(REFRESH_SECONDS)
+        if snapshot.signing is None:
+            snapshot = await self._current(0)
+        if snapshot.signing is None:  # every key of our algorithm was removed under us
             await self.load()
-        assert self._active is not None
-        return self._active
+            snapshot = await self._current(0)
+        assert snapshot.signing is not None
+        return snapshot.signing
+
+    async def verification_key(self, kid: str) -> PublicKey | None:
+        """The published key named `kid`; an unknown kid re-reads the table (rate-limited), in
+        case another replica has just made it."""
+        snapshot = await self._current(REFRESH_SECONDS)
+        if kid not in snapshot.by_kid:
+            snapshot = await self._current(MISS_REFRESH_SECONDS)
+        found = snapshot.by_kid.get(kid)
+        if found is None or not _is_published(found.key, self._clock()):
+            return None
+        return found
+
+    async def published(self) -> list[SigningKey]:
+        """The public keys verifiers need now (the JWKS), newest first."""
+        snapshot = await self._current(REFRESH_SECONDS)
+        now = self._clock()
+        return [p.key for p in snapshot.by_kid.values() if _is_published(p.key, now)]
+
+    async def _current(self, max_age: float) -> _Snapshot:
+        if self._fresh(max_age):
+            assert self._snapshot is not None
+            return self._snapshot
+        async with self._lock:  # one reload at a time, however many callers find it stale
+            if self._fresh(max_age):
+                assert self._snapshot is not None
+                return self._snapshot
+            return await self._reload()
+
+    def _fresh(self, max_age: float) -> bool:
+        snapshot = self._snapshot
+        return snapshot is not None and time.monotonic() - snapshot.loaded_at < max_age
+
+    async def _reload(self) -> _Snapshot:
+        now = self._clock()
+        keys = await self._store.published(now)  # newest first
+        # The signing key is the most recently created active key of our algorithm: a key made
+        # by a forced rotation outranks one scheduled earlier to activate later.
+        signer = next(
+            (k for k in keys if k.algorithm == self._policy.algorithm and k.activates_at <= now),
+            None,
+        )
+        self._snapshot = _Snapshot(
+            signing=None
+            if signer is None
+            else ActiveKey(key=signer, private=load_private_key(signer, self._policy.passphrase)),
+            by_kid={k.kid: PublicKey(key=k, public=_public_key(k)) for k in keys},
+            loaded_at=time.monotonic(),
+        )
+        return self._snapshot
+
+    async def _add_key(
+        self, *, unless_newer_than: datetime | None, activate_now: bool
+    ) -> SigningKey | None:
+        now = self._clock()
+        if unless_newer_than is not None:
+            # A cheap look first, so that an idle check does not generate a key for nothing;
+            # the store repeats the check atomically.
+            newest = next(
+                (
+                    k
+                    for k in await self._store.published(now)
+                    if k.algorithm == self._policy.algorithm
+                ),
+                None,
+            )
+            if newest is not None and newest.created_at > unless_newer_than:
+                return None
+        activates_at = now if activate_now else now + self._policy.publish_ahead
+        key = generate_signing_key(
+            self._policy.algorithm, now, activates_at, self._policy.passphrase
+        )
+        inserted = await self._store.add_key(
+            key,
+            unless_newer_than=unless_newer_than or now + timedelta(days=1),
+            retire_others_at=activates_at + self._policy.verify_window,
+        )
+        await self._store.purge_retired(now)
+        return key if inserted else None
+
+
+def _is_published(key: SigningKey, now: datetime) -> bool:
+    return key.retires_at is None or key.retires_at > now
+
+
+def _public_key(key: SigningKey) -> VerifyingPublicKey:
+    algorithm = get_default_algorithms()[key.algorithm]
+    public = algorithm.from_jwk(key.public_jwk)
+    assert isinstance(public, VerifyingPublicKey)
+    return public

@@ -10,11 +10,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 import jwt
 
 from service.config import TTL_DEFAULT, TTL_MAX, TTL_MIN
-from service.domain.models import IssuedToken, User
+from service.domain.models import IssuedToken, User, VerifiedToken
+from service.domain.ports import UserStore
 from service.domain.signing_keys import KeyRing
 from service.errors import invalid_argument
 
@@ -52,3 +55,85 @@ class TokenIssuer:
             claims, active.private, algorithm=active.key.algorithm, headers={"kid": active.key.kid}
         )
         return IssuedToken(token=token, jti=jti, issued_at=issued_at, expires_at=expires_at)
+
+
+class TokenVerifier:
+    """Checks tokens this service issued (RFC 8725 hardening).
+
+    The algorithm comes from the stored key that the `kid` names, never from the token's header;
+    `none`, an unknown `kid`, any `crit` header (we implement no extension), a wrong `iss`,
+    expired and not-yet-valid tokens are all refused, with `leeway` seconds of clock skew. A token
+    is also refused once its user is gone, locked or expired, or once a password change bumped
+    the user's credential version past the token's `cv`.
+    """
+
+    REQUIRED_CLAIMS = ("iss", "sub", "username", "iat", "exp", "jti", "cv")
+    MAX_TOKEN_CHARS = 8192
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        users: UserStore,
+        issuer: str,
+        leeway: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._keys = keys
+        self._users = users
+        self._issuer = issuer
+        self._leeway = leeway
+        self._clock = clock
+
+    async def verify(self, token: str) -> VerifiedToken | None:
+        """The token's claims if it is active now, else None (never an error)."""
+        claims = await self._signed_claims(token)
+        if claims is None:
+            return None
+        try:
+            user_id = UUID(claims["sub"])
+        except (ValueError, TypeError, AttributeError):
+            return None
+        user = await self._users.get_by_id(user_id)
+        if (
+            user is None
+            or user.locked
+            or (user.expires_at is not None and user.expires_at <= self._clock())
+            or claims["cv"] != user.credential_version
+        ):
+            return None
+        return VerifiedToken(
+            subject=str(claims["sub"]),
+            username=str(claims["username"]),
+            issuer=str(claims["iss"]),
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            jti=str(claims["jti"]),
+        )
+
+    async def _signed_claims(self, token: str) -> dict[str, Any] | None:
+        if not token or len(token) > self.MAX_TOKEN_CHARS:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            return None
+        kid = header.get("kid")
+        if "crit" in header or not isinstance(kid, str):
+            return None
+        key = await self._keys.verification_key(kid)
+        if key is None or header.get("alg") != key.key.algorithm:
+            return None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.public,
+                algorithms=[key.key.algorithm],
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": list(self.REQUIRED_CLAIMS), "verify_aud": False},
+            )
+        except jwt.InvalidTokenError:
+            return None
+        if claims["iat"] > self._clock().timestamp() + self._leeway:
+            return None
+        return claims

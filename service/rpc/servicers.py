@@ -13,12 +13,16 @@ from authsvc.v1 import (
     auth_service_pb2_grpc,
     password_service_pb2,
     password_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
 )
 
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
-from service.domain.models import IssuedToken, Principal
+from service.domain.models import IssuedToken, Principal, SigningKey, VerifiedToken
 from service.domain.password_lists import PasswordManager
+from service.domain.signing_keys import KeyRing
+from service.domain.tokens import TokenVerifier
 from service.errors import invalid_argument
 from service.rpc.credentials import (
     basic_credentials,
@@ -102,3 +106,49 @@ class PasswordServicer(password_service_pb2_grpc.PasswordServiceServicer):
     ) -> password_service_pb2.DeletePasswordResponse:
         await self._passwords.delete(await self._caller(context), request.old_password)
         return password_service_pb2.DeletePasswordResponse()
+
+
+def verified_to_pb(verified: VerifiedToken | None) -> token_service_pb2.VerifyTokenResponse:
+    if verified is None:
+        return token_service_pb2.VerifyTokenResponse(active=False)
+    return token_service_pb2.VerifyTokenResponse(
+        active=True,
+        sub=verified.subject,
+        username=verified.username,
+        exp=verified.expires_at,
+        iat=verified.issued_at,
+        jti=verified.jti,
+        iss=verified.issuer,
+    )
+
+
+def jwks_to_pb(keys: list[SigningKey]) -> token_service_pb2.GetJwksResponse:
+    fields = {f.name for f in token_service_pb2.Jwk.DESCRIPTOR.fields}
+    return token_service_pb2.GetJwksResponse(
+        keys=[
+            token_service_pb2.Jwk(**{k: v for k, v in key.public_jwk.items() if k in fields})
+            for key in keys
+        ]
+    )
+
+
+class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
+    def __init__(self, verifier: TokenVerifier, keys: KeyRing, jwks_max_age: int) -> None:
+        self._verifier = verifier
+        self._keys = keys
+        self._cache_control = f"public, max-age={jwks_max_age}"
+
+    @rpc_method
+    async def VerifyToken(
+        self, request: token_service_pb2.VerifyTokenRequest, context: Context
+    ) -> token_service_pb2.VerifyTokenResponse:
+        return verified_to_pb(await self._verifier.verify(request.token))
+
+    @rpc_method
+    async def GetJwks(
+        self, request: token_service_pb2.GetJwksRequest, context: Context
+    ) -> token_service_pb2.GetJwksResponse:
+        # A scheduled key is published `jwks_max_age` before it signs, so a key set cached
+        # for that long always holds the key of any token it meets.
+        await context.send_initial_metadata((("cache-control", self._cache_control),))
+        return jwks_to_pb(await self._keys.published())

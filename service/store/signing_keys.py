@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import asyncpg
 
 from service.domain.models import SigningKey
 from service.store.db import Database
 
-KEY_COLUMNS = "kid, algorithm, private_pem, public_jwk, created_at"
-SELECT_NEWEST = f"""
-SELECT {KEY_COLUMNS} FROM signing_keys WHERE algorithm = $1 ORDER BY created_at DESC, kid LIMIT 1
+KEY_COLUMNS = (
+    "kid, algorithm, private_pem, public_jwk, created_at, activates_at, retires_at, encrypted"
+)
+SELECT_PUBLISHED = f"""
+SELECT {KEY_COLUMNS} FROM signing_keys
+WHERE retires_at IS NULL OR retires_at > $1
+ORDER BY created_at DESC, kid
 """
-SELECT_PUBLISHED = f"SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid"
-# Serialises the first-key race between replicas within one transaction.
+# Serialises key creation between replicas within one transaction.
 LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtext('authsvc.signing_keys'))"
-INSERT_KEY = f"""
-INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, $5)
+SELECT_NEWEST_CREATED = """
+SELECT max(created_at) FROM signing_keys
+WHERE algorithm = $1 AND (retires_at IS NULL OR retires_at > $2)
 """
+INSERT_KEY = f"""
+INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, $5, $6, NULL, $7)
+"""
+RETIRE_OTHERS = """
+UPDATE signing_keys SET retires_at = $2
+WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2)
+"""
+DELETE_RETIRED = "DELETE FROM signing_keys WHERE retires_at <= $1"
 
 
 def key_from_row(row: asyncpg.Record) -> SigningKey:
@@ -28,6 +41,9 @@ def key_from_row(row: asyncpg.Record) -> SigningKey:
         private_pem=bytes(row["private_pem"]),
         public_jwk=json.loads(row["public_jwk"]),
         created_at=row["created_at"],
+        activates_at=row["activates_at"],
+        retires_at=row["retires_at"],
+        encrypted=row["encrypted"],
     )
 
 
@@ -35,16 +51,17 @@ class PgKeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def newest(self, algorithm: str) -> SigningKey | None:
-        row = await self._db.fetchrow(SELECT_NEWEST, algorithm)
-        return None if row is None else key_from_row(row)
+    async def published(self, now: datetime) -> list[SigningKey]:
+        return [key_from_row(row) for row in await self._db.fetch(SELECT_PUBLISHED, now)]
 
-    async def add_if_none(self, key: SigningKey) -> SigningKey:
+    async def add_key(
+        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
+    ) -> bool:
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_KEYS)
-            row = await conn.fetchrow(SELECT_NEWEST, key.algorithm)
-            if row is not None:
-                return key_from_row(row)
+            newest = await conn.fetchrow(SELECT_NEWEST_CREATED, key.algorithm, key.created_at)
+            if newest is not None and newest[0] is not None and newest[0] > unless_newer_than:
+                return False
             await conn.execute(
                 INSERT_KEY,
                 key.kid,
@@ -52,8 +69,12 @@ class PgKeyStore:
                 key.private_pem,
                 json.dumps(key.public_jwk),
                 key.created_at,
+                key.activates_at,
+                key.encrypted,
             )
-        return key
+            await conn.execute(RETIRE_OTHERS, key.kid, retire_others_at)
+        return True
 
-    async def published(self) -> list[SigningKey]:
-        return [key_from_row(row) for row in await self._db.fetch(SELECT_PUBLISHED)]
+    async def purge_retired(self, now: datetime) -> int:
+        status = await self._db.execute(DELETE_RETIRED, now)
+        return int(status.rsplit(" ", 1)[-1])

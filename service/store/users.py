@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 
@@ -17,6 +18,7 @@ INSERT INTO users (username, username_key) VALUES ($1, $2) RETURNING {USER_COLUM
 INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
 SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key"
 SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
+SELECT_USER_BY_ID = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 DELETE_USER = "DELETE FROM users WHERE username_key = $1"
 UPDATE_LOCKED = "UPDATE users SET locked = $2 WHERE username_key = $1"
 UPDATE_EXPIRY = "UPDATE users SET expires_at = $2 WHERE username_key = $1"
@@ -57,6 +59,10 @@ class PgUserStore:
 
     async def get(self, username_key: str) -> User | None:
         row = await self._db.fetchrow(SELECT_USER, username_key)
+        return None if row is None else user_from_row(row)
+
+    async def get_by_id(self, user_id: UUID) -> User | None:
+        row = await self._db.fetchrow(SELECT_USER_BY_ID, user_id)
         return None if row is None else user_from_row(row)
 
     async def delete(self, username_key: str) -> bool:

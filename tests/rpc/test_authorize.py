@@ -16,17 +16,12 @@ from service.config import Settings
 from tests.support import authorize, basic, error_info, new_user
 
 
-def claims_of(token: str, services: app.Services) -> dict[str, object]:
-    """Verify `token` with the service's published key and return its claims."""
+async def claims_of(token: str, services: app.Services) -> dict[str, object]:
+    """Verify `token` independently with the service's published public key; return its claims."""
     header = jwt.get_unverified_header(token)
-    key = jwt.PyJWK(services_key_jwk(services, header["kid"]))
+    published = {key.kid: key for key in await services.keys.published()}
+    key = jwt.PyJWK(published[header["kid"]].public_jwk)
     return jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc")
-
-
-def services_key_jwk(services: app.Services, kid: str) -> dict[str, object]:
-    active = services.keys._active  # the key the service signs with
-    assert active is not None and active.key.kid == kid
-    return active.key.public_jwk
 
 
 async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
@@ -35,7 +30,7 @@ async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
     reply = await authorize(channel, user.username, "s3cret pass")
     header = jwt.get_unverified_header(reply.access_token)
     assert header["alg"] == "EdDSA" and header["kid"]
-    claims = claims_of(reply.access_token, services)
+    claims = await claims_of(reply.access_token, services)
     assert claims["sub"] == str(user.id)
     assert claims["username"] == user.username
     assert claims["exp"] - claims["iat"] == 300
@@ -47,7 +42,7 @@ async def test_body_credentials_give_a_token(channel, services) -> None:
     user = await new_user(services, "body pass")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     reply = await stub.Authorize(pb.AuthorizeRequest(username=user.username, password="body pass"))
-    assert claims_of(reply.access_token, services)["sub"] == str(user.id)
+    assert (await claims_of(reply.access_token, services))["sub"] == str(user.id)
 
 
 async def test_each_token_has_its_own_jti(channel, services) -> None:
@@ -56,8 +51,8 @@ async def test_each_token_has_its_own_jti(channel, services) -> None:
     first = await authorize(channel, user.username, "pw")
     second = await authorize(channel, user.username, "pw")
     assert (
-        claims_of(first.access_token, services)["jti"]
-        != claims_of(second.access_token, services)["jti"]
+        (await claims_of(first.access_token, services))["jti"]
+        != (await claims_of(second.access_token, services))["jti"]
     )
 
 
@@ -84,7 +79,7 @@ async def test_username_lookup_ignores_case(channel, services) -> None:
     """The same account answers to any case of its name."""
     user = await new_user(services, "pw", prefix="MiXeD")
     reply = await authorize(channel, user.username.upper(), "pw")
-    assert claims_of(reply.access_token, services)["sub"] == str(user.id)
+    assert (await claims_of(reply.access_token, services))["sub"] == str(user.id)
 
 
 @pytest.mark.parametrize("ttl", [1, 86400])
@@ -92,7 +87,7 @@ async def test_ttl_bounds_are_accepted(channel, services, ttl: int) -> None:
     """ttl 1 and 86400 are the inclusive bounds."""
     user = await new_user(services, "pw")
     reply = await authorize(channel, user.username, "pw", ttl=ttl)
-    claims = claims_of(reply.access_token, services)
+    claims = await claims_of(reply.access_token, services)
     assert claims["exp"] - claims["iat"] == ttl
 
 
@@ -157,7 +152,7 @@ async def test_password_with_colons_and_utf8(channel, services) -> None:
     password = "pä:ss:wörd 🔑"
     user = await new_user(services, password, prefix="ünïcode")
     reply = await authorize(channel, user.username, password)
-    assert claims_of(reply.access_token, services)["username"] == user.username
+    assert (await claims_of(reply.access_token, services))["username"] == user.username
 
 
 async def test_overlong_password_is_refused_before_hashing(channel, services) -> None:
@@ -205,7 +200,7 @@ async def test_densify_dialect_returns_token_expiry_and_status(channel, services
     before = time.time()
     reply = await stub.IssueApiToken(pb.IssueApiTokenRequest(user_name=user.username, pwd="pw"))
     assert reply.status == 200
-    claims = claims_of(reply.api_token, services)
+    claims = await claims_of(reply.api_token, services)
     assert reply.expires == claims["exp"] * 1000
     assert before + 299 <= reply.expires / 1000 <= time.time() + 301
 

@@ -1,0 +1,201 @@
+"""TokenService over a real gRPC channel: introspection (RFC 7662 semantics), the JWKS, and
+the RFC 8725 refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import grpc
+import jwt
+from authsvc.v1 import password_service_pb2, password_service_pb2_grpc
+from authsvc.v1 import token_service_pb2 as pb
+from authsvc.v1 import token_service_pb2_grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.support import authorize, basic, new_user
+
+
+def stub(channel: grpc.aio.Channel) -> token_service_pb2_grpc.TokenServiceStub:
+    return token_service_pb2_grpc.TokenServiceStub(channel)
+
+
+async def verify(channel: grpc.aio.Channel, token: str) -> pb.VerifyTokenResponse:
+    return await stub(channel).VerifyToken(pb.VerifyTokenRequest(token=token))
+
+
+async def signed(services, claims: dict, headers: dict | None = None) -> str:
+    """A token signed with the service's own current key (to test claim checks alone)."""
+    active = await services.keys.signing_key()
+    return jwt.encode(
+        claims,
+        active.private,
+        algorithm=active.key.algorithm,
+        headers={"kid": active.key.kid, **(headers or {})},
+    )
+
+
+async def good_claims(services) -> dict:
+    user = await new_user(services, "pw")
+    now = int(time.time())
+    return {
+        "iss": "authsvc",
+        "sub": str(user.id),
+        "username": user.username,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j1",
+        "cv": user.credential_version,
+    }
+
+
+async def test_fresh_token_is_active_with_its_claims(channel, services) -> None:
+    """A token just issued is active and introspection returns its claims."""
+    user = await new_user(services, "pw")
+    token = (await authorize(channel, user.username, "pw", ttl=120)).access_token
+    reply = await verify(channel, token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert reply.active
+    assert (reply.sub, reply.username, reply.jti, reply.iss) == (
+        str(user.id),
+        user.username,
+        claims["jti"],
+        "authsvc",
+    )
+    assert (reply.iat, reply.exp) == (claims["iat"], claims["exp"])
+
+
+async def test_inactive_answer_carries_nothing_else(channel) -> None:
+    """A token that is not valid is active=false with no other field set."""
+    reply = await verify(channel, "not.a.token")
+    assert not reply.active
+    assert not any(reply.HasField(f) for f in ("sub", "username", "exp", "iat", "jti", "iss"))
+
+
+async def test_empty_and_huge_tokens_are_inactive(channel) -> None:
+    """Empty and oversized inputs are inactive, not errors."""
+    assert not (await verify(channel, "")).active
+    assert not (await verify(channel, "a" * 100_00)).active
+
+
+async def test_alg_none_is_refused(channel, services) -> None:
+    """An unsigned token (alg none) naming a real kid is inactive."""
+    claims = await good_claims(services)
+    kid = (await services.keys.signing_key()).key.kid
+    token = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    assert not (await verify(channel, token)).active
+
+
+async def test_foreign_key_with_known_kid_is_refused(channel, services) -> None:
+    """A token signed by another Ed25519 key but naming our kid is inactive."""
+    claims = await good_claims(services)
+    kid = (await services.keys.signing_key()).key.kid
+    token = jwt.encode(
+        claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+    )
+    assert not (await verify(channel, token)).active
+
+
+async def test_tampered_signature_and_payload_are_refused(channel, services) -> None:
+    """Changing one byte of the payload or the signature makes a token inactive."""
+    token = await signed(services, await good_claims(services))
+    assert (await verify(channel, token)).active
+    head, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["username"] = "admin"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert not (await verify(channel, f"{head}.{forged}.{signature}")).active
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    assert not (await verify(channel, f"{head}.{payload}.{flipped}")).active
+
+
+async def test_crit_header_is_refused(channel, services) -> None:
+    """A token with a crit header (an extension we do not implement) is inactive."""
+    token = await signed(services, await good_claims(services), {"crit": ["exp"]})
+    assert not (await verify(channel, token)).active
+
+
+async def test_wrong_issuer_expired_and_future_tokens_are_refused(channel, services) -> None:
+    """Wrong iss, exp in the past and iat/nbf in the future beyond the leeway are inactive."""
+    base = await good_claims(services)
+    now = int(time.time())
+    for change in (
+        {"iss": "someone-else"},
+        {"exp": now - 60},
+        {"iat": now + 600, "exp": now + 900},
+        {"nbf": now + 600},
+    ):
+        token = await signed(services, {**base, **change})
+        assert not (await verify(channel, token)).active, change
+
+
+async def test_missing_claims_are_refused(channel, services) -> None:
+    """A token without one of the required claims (here jti) is inactive."""
+    claims = await good_claims(services)
+    del claims["jti"]
+    assert not (await verify(channel, await signed(services, claims))).active
+
+
+async def test_password_change_revokes_earlier_tokens(channel, services) -> None:
+    """After DeletePassword or ReplacePasswords, tokens issued before are inactive; new ones work."""
+    user = await new_user(services, "one")
+    before = (await authorize(channel, user.username, "one")).access_token
+    passwords = password_service_pb2_grpc.PasswordServiceStub(channel)
+    await passwords.AddPassword(
+        password_service_pb2.AddPasswordRequest(new_password="two"),
+        metadata=basic(user.username, "one"),
+    )
+    assert (await verify(channel, before)).active  # adding a password revokes nothing
+    await passwords.DeletePassword(
+        password_service_pb2.DeletePasswordRequest(old_password="one"),
+        metadata=basic(user.username, "two"),
+    )
+    assert not (await verify(channel, before)).active
+    after = (await authorize(channel, user.username, "two")).access_token
+    assert (await verify(channel, after)).active
+
+
+async def test_locked_or_deleted_user_tokens_are_inactive(channel, services) -> None:
+    """Locking a user makes their tokens inactive; deleting the user does too."""
+    user = await new_user(services, "pw")
+    token = (await authorize(channel, user.username, "pw")).access_token
+    await services.users.set_locked(user.username, True)
+    assert not (await verify(channel, token)).active
+    await services.users.set_locked(user.username, False)
+    assert (await verify(channel, token)).active
+    await services.users.delete(user.username)
+    assert not (await verify(channel, token)).active
+
+
+async def test_jwks_verifies_tokens_offline_and_sets_cache_control(
+    channel, services, settings
+) -> None:
+    """GetJwks returns public keys only, with Cache-Control from the rotation schedule, and a
+    token verifies against it with no call to the service."""
+    call = stub(channel).GetJwks(pb.GetJwksRequest())
+    reply = await call
+    assert ("cache-control", f"public, max-age={settings.jwks_max_age}") in tuple(
+        await call.initial_metadata()
+    )
+    user = await new_user(services, "pw")
+    token = (await authorize(channel, user.username, "pw")).access_token
+    kid = jwt.get_unverified_header(token)["kid"]
+    (jwk,) = [k for k in reply.keys if k.kid == kid]
+    assert (jwk.kty, jwk.crv, jwk.alg, jwk.use) == ("OKP", "Ed25519", "EdDSA", "sig")
+    assert not jwk.HasField("n") and not jwk.HasField("y")
+    key = jwt.PyJWK({"kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid})
+    assert jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc")["sub"] == str(user.id)
+
+
+async def test_old_token_verifies_after_rotation(channel, services) -> None:
+    """After a forced rotation, new tokens use the new key and old tokens still verify."""
+    user = await new_user(services, "pw")
+    old = (await authorize(channel, user.username, "pw")).access_token
+    new_key = await services.keys.rotate_now()
+    fresh = (await authorize(channel, user.username, "pw")).access_token
+    assert jwt.get_unverified_header(fresh)["kid"] == new_key.kid
+    assert jwt.get_unverified_header(old)["kid"] != new_key.kid
+    assert (await verify(channel, old)).active and (await verify(channel, fresh)).active
+    kids = {k.kid for k in (await stub(channel).GetJwks(pb.GetJwksRequest())).keys}
+    assert {jwt.get_unverified_header(old)["kid"], new_key.kid} <= kids
