@@ -113,6 +113,7 @@ def grpc_server(services: Services, settings: Settings) -> tuple[grpc.aio.Server
         TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
         HealthServicer(services.db.ping),
         settings.grpc_addr,
+        settings.tls,
     )
 
 

@@ -6,6 +6,7 @@ message is one line naming the variable, which the CLI prints before exiting wit
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,16 @@ class Argon2Parameters:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the server's certificate chain and key, and (for mTLS) the CA whose
+    certificates clients must present on the gRPC listener."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".data")
@@ -58,6 +69,8 @@ class Settings:
     jwks_max_age: int = 3600
     token_leeway: int = 10
     key_encryption_key: str | None = field(default=None, repr=False)
+    tls: TlsFiles | None = None
+    allow_plaintext: bool = False
 
 
 def _int(lo: int, hi: int) -> Callable[[str], int]:
@@ -112,6 +125,46 @@ def _secret(min_chars: int) -> Callable[[str], str]:
     return parse
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _readable_file(raw: str) -> Path | None:
+    path = Path(raw)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError(f"cannot read {raw!r}")
+    return path
+
+
+def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsFiles | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError(
+                "AUTHSVC_TLS_CLIENT_CA_FILE: needs AUTHSVC_TLS_CERT_FILE and _KEY_FILE"
+            )
+        return None
+    if cert is None or key is None:
+        missing = "AUTHSVC_TLS_CERT_FILE" if cert is None else "AUTHSVC_TLS_KEY_FILE"
+        raise ConfigError(f"{missing}: TLS needs both a certificate and a key file")
+    return TlsFiles(cert_file=cert, key_file=key, client_ca_file=client_ca)
+
+
+def is_loopback(address: str) -> bool:
+    """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -162,10 +215,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwks_max_age=get("JWKS_MAX_AGE", _int(0, 86400), defaults.jwks_max_age),
         token_leeway=get("TOKEN_LEEWAY", _int(0, 300), defaults.token_leeway),
         key_encryption_key=get("KEY_ENCRYPTION_KEY", _secret(16), None),
+        tls=_tls_files(
+            get("TLS_CERT_FILE", _readable_file, None),
+            get("TLS_KEY_FILE", _readable_file, None),
+            get("TLS_CLIENT_CA_FILE", _readable_file, None),
+        ),
+        allow_plaintext=get("ALLOW_PLAINTEXT", _bool, False),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
         ),
     )
+    if settings.tls is None and not settings.allow_plaintext:
+        for name, address in (("GRPC_ADDR", settings.grpc_addr), ("HTTP_ADDR", settings.http_addr)):
+            if not is_loopback(address):
+                raise ConfigError(
+                    f"AUTHSVC_{name}: plaintext on a non-loopback address; set"
+                    " AUTHSVC_TLS_CERT_FILE and AUTHSVC_TLS_KEY_FILE"
+                    " (or AUTHSVC_ALLOW_PLAINTEXT=true)"
+                )
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("AUTHSVC_DB_POOL_MIN: must not exceed AUTHSVC_DB_POOL_MAX")
     return settings

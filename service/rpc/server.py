@@ -6,11 +6,23 @@ import grpc
 from authsvc.v1 import auth_service_pb2_grpc, password_service_pb2_grpc, token_service_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from service.config import TlsFiles
 from service.rpc.health import HealthServicer
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 
 # Requests are a few fields of at most 4 KiB each; refuse anything much larger before parsing.
 MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """TLS with the configured certificate; with a client CA, mTLS: every client must present a
+    certificate that CA signed (service-to-service calls)."""
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def build_grpc_server(
@@ -19,6 +31,7 @@ def build_grpc_server(
     tokens: TokenServicer,
     health: HealthServicer,
     address: str,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server, not yet started, and the port it is bound to (for ':0')."""
     server = grpc.aio.server(
@@ -31,7 +44,11 @@ def build_grpc_server(
     password_service_pb2_grpc.add_PasswordServiceServicer_to_server(passwords, server)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_secure_port(address, server_credentials(tls))
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return server, port
