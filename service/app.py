@@ -142,6 +142,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with open_database(settings) as db, open_services(db, settings) as services:
         await services.keys.load()
+        await services.hasher.prepare()
         server, port = grpc_server(services, settings)
         await server.start()
         host = settings.grpc_addr.rpartition(":")[0]

@@ -3,6 +3,7 @@ a running server."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -179,3 +180,30 @@ def test_keys_rotate_and_list(env) -> None:
     listed = cli(env, "keys", "list").stdout.splitlines()
     assert any(line.startswith(kid) and line.endswith("signing") for line in listed)
     assert any(line.endswith("verify-only") for line in listed)
+
+
+async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
+    """SIGTERM during a slow Authorize: the call still succeeds, then the server exits 0."""
+    slow = {**env, "AUTHSVC_ARGON2_TIME_COST": "6", "AUTHSVC_ARGON2_MEMORY_KIB": "131072"}
+    made = cli(slow, "user", "create", "slowpoke", "--password-stdin", stdin="pw")
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        env={**slow, "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}", "AUTHSVC_HTTP_ADDR": "127.0.0.1:0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, server)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = asyncio.ensure_future(authorize(channel, "slowpoke", "pw"))
+            await asyncio.sleep(0.1)  # the call is now hashing on the server
+            server.send_signal(signal.SIGTERM)
+            assert (await call).access_token
+        _, stderr = await asyncio.to_thread(server.communicate, timeout=60)
+        assert server.returncode == 0, stderr
+    finally:
+        if server.poll() is None:
+            server.kill()

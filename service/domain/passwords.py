@@ -90,11 +90,16 @@ class PasswordHasher:
         except InvalidHashError:
             return False
 
+    async def prepare(self) -> None:
+        """Make the dummy hash now, so that the first unknown user costs no more than later ones."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+
     async def verify_dummy(self, password: str) -> None:
         """Spend what a real verification costs, for a user that does not exist, so that timing
         does not tell which usernames exist."""
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        await self.prepare()
+        assert self._dummy_hash is not None
         await self.verify(self._dummy_hash, password)
 
     def close(self) -> None:
