@@ -9,7 +9,9 @@ STUB_DIR := clients/python
 
 .PHONY: install run test lint stubs verify-stubs bench openapi clean
 
-install: $(STAMP)
+NODE_STAMP := clients/node/node_modules/.installed
+
+install: $(STAMP) $(NODE_STAMP)
 
 # Reinstall only when the project's metadata changes; stubs are regenerated when a proto changes.
 $(STAMP): pyproject.toml
@@ -18,6 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 	@$(MAKE) --no-print-directory stubs
+
+# The Node.js client's dependencies (its tests run inside `make test`); again when the lock changes.
+$(NODE_STAMP): clients/node/package-lock.json
+	npm ci --prefix clients/node --no-audit --no-fund
+	@touch $@
 
 run: install
 	$(VENV)/bin/authsvc serve

@@ -101,7 +101,7 @@ class AuthClient:
         """A signed JWT for the user, valid `ttl` seconds (server default 300)."""
         request = (
             auth_service_pb2.AuthorizeRequest(ttl=ttl)
-            if ttl
+            if ttl is not None
             else auth_service_pb2.AuthorizeRequest()
         )
         reply = self._call(self._auth.Authorize, request, username, password)
