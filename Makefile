@@ -47,5 +47,9 @@ verify-stubs: stubs
 	@test -z "$$(git status --porcelain -- $(STUB_DIR))" || \
 	  (echo "untracked generated stubs: run 'make stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) >&2; exit 1)
 
+# The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.
+openapi: install
+	$(PY) -m service.gateway.openapi > openapi.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,524 @@
+"""An OpenAPI 3.0 document of the gateway, from the same route table and message descriptors.
+
+Schemas use the JSON names the gateway reads and writes; 64-bit integers are numbers, enums their
+names, `google.api.field_behavior` REQUIRED fields are required, OUTPUT_ONLY fields read-only (and
+required in replies, where every field without presence is always printed). Request bodies are
+closed (`additionalProperties: false`), as the gateway refuses unknown fields.
+
+The generated `_pb2` modules carry no source info, so descriptions are not the proto comments.
+
+`python -m service.gateway.openapi > openapi.json` writes the document.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from service.errors import GRPC_CODE, HTTP_STATUS, Reason
+from service.gateway.errors import BASIC_CHALLENGE, ErrorStyle
+from service.gateway.routes import Route, Variable, build_routes, service_files
+from service.gateway.transcoding import WRAPPERS
+
+F = FieldDescriptor
+OPENAPI_VERSION = "3.0.3"
+SCHEMA_PREFIX = "#/components/schemas/"
+RESPONSE_PREFIX = "#/components/responses/"
+JSON = "application/json"
+
+# Which RPCs read Basic credentials from `authorization` (full method or service name -> whether
+# they are required). The protos have no option for it yet, so it is listed here; an RPC that is
+# not listed is documented without security.
+BASIC_AUTH: Final[dict[str, bool]] = {
+    "authsvc.v1.PasswordService": True,
+    "authsvc.v1.AuthService.Authorize": False,
+}
+
+# The error statuses every RPC route documents, and why each can happen.
+ERROR_STATUSES: Final[dict[int, str]] = {
+    400: "The request is malformed (JSON, a field's type or value) or a precondition failed.",
+    401: "Credentials are missing or wrong, the password expired or the account is locked.",
+    403: "The account has expired.",
+    404: "No such path, or the named resource does not exist.",
+    405: "The path exists but not with this method (see Allow).",
+    413: "The request body is larger than 64 KiB.",
+    415: "A non-empty body that is not application/json.",
+    429: "Too many failed attempts: wait for Retry-After seconds.",
+    500: "An unexpected error (logged with the request id).",
+    503: "The service or its database is unavailable.",
+    504: "The service did not answer in time.",
+}
+_GATEWAY_REASONS: Final[dict[int, tuple[str, ...]]] = {
+    400: ("invalid_argument",),
+    404: ("not_found",),
+    405: ("method_not_allowed",),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+    500: ("internal",),
+    503: ("unavailable",),
+    504: ("deadline_exceeded",),
+}
+
+_INT32 = (F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32)
+_UINT32 = (F.TYPE_UINT32, F.TYPE_FIXED32)
+_INT64 = (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64)
+_UINT64 = (F.TYPE_UINT64, F.TYPE_FIXED64)
+_INT_SCHEMAS: Final[dict[int, dict[str, Any]]] = {
+    **{
+        k: {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
+        for k in _INT32
+    },
+    **{
+        k: {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
+        for k in _UINT32
+    },
+    **{
+        k: {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+        for k in _INT64
+    },
+    **{k: {"type": "integer", "minimum": 0, "maximum": 2**64 - 1} for k in _UINT64},
+}
+_WELL_KNOWN: Final[dict[str, dict[str, Any]]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {"nullable": True},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+}
+_QUERY_DEPTH = 3
+_HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _behaviors(field: FieldDescriptor) -> set[int]:
+    return set(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return field.is_repeated and entry is not None and entry.GetOptions().map_entry
+
+
+class _Schemas:
+    """Builds the component schemas, one per message, on demand."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict[str, Any]] = {}
+
+    def ref(self, message: Descriptor) -> dict[str, Any]:
+        if message.full_name not in self.components:
+            self.components[message.full_name] = {}  # reserve first: messages may recurse
+            self.components[message.full_name] = self.message(message)
+        return {"$ref": SCHEMA_PREFIX + message.full_name}
+
+    def message(self, message: Descriptor, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for field in message.fields:
+            if field.name in omit:
+                continue
+            properties[field.json_name] = self.field(field)
+            behaviors = _behaviors(field)
+            if field_behavior_pb2.REQUIRED in behaviors or (
+                field_behavior_pb2.OUTPUT_ONLY in behaviors and not field.has_presence
+            ):
+                required.append(field.json_name)
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
+        schema["additionalProperties"] = False
+        return schema
+
+    def field(self, field: FieldDescriptor) -> dict[str, Any]:
+        schema: dict[str, Any]
+        if _is_map(field):
+            assert field.message_type is not None
+            value = field.message_type.fields_by_name["value"]
+            schema = {"type": "object", "additionalProperties": self.value(value)}
+        elif field.is_repeated:
+            schema = {"type": "array", "items": self.value(field)}
+        else:
+            schema = self.value(field)
+        behaviors = _behaviors(field)
+        flags: dict[str, bool] = {}
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+            flags["readOnly"] = True
+        if field_behavior_pb2.INPUT_ONLY in behaviors:
+            flags["writeOnly"] = True
+        if flags and "$ref" in schema:
+            schema = {"allOf": [schema]}  # siblings of $ref are ignored in OpenAPI 3.0
+        return {**schema, **flags}
+
+    def value(self, field: FieldDescriptor) -> dict[str, Any]:
+        """The schema of one value of the field (an item, for repeated fields)."""
+        if field.message_type is not None:
+            return self.message_value(field.message_type)
+        return _scalar_schema(field)
+
+    def message_value(self, message: Descriptor) -> dict[str, Any]:
+        name = message.full_name
+        if name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[name])
+        if name in WRAPPERS:
+            return _scalar_schema(message.fields_by_name["value"])
+        return self.ref(message)
+
+
+def _scalar_schema(field: FieldDescriptor) -> dict[str, Any]:
+    kind = field.type
+    if kind in _INT_SCHEMAS:
+        return dict(_INT_SCHEMAS[kind])
+    if kind == F.TYPE_STRING:
+        return {"type": "string"}
+    if kind == F.TYPE_BYTES:
+        return {"type": "string", "format": "byte"}
+    if kind == F.TYPE_BOOL:
+        return {"type": "boolean"}
+    if kind == F.TYPE_DOUBLE:
+        return {"type": "number", "format": "double"}
+    if kind == F.TYPE_FLOAT:
+        return {"type": "number", "format": "float"}
+    if kind == F.TYPE_ENUM:
+        assert field.enum_type is not None
+        return {"type": "string", "enum": list(field.enum_type.values_by_name)}
+    raise ValueError(f"{field.full_name}: unsupported field type {kind}")
+
+
+def _error_schemas() -> dict[str, dict[str, Any]]:
+    return {
+        "ErrorCodeBody": {
+            "type": "object",
+            "description": "An error, Redis Enterprise style.",
+            "properties": {
+                "error_code": {
+                    "type": "string",
+                    "description": "The reason in lower case, e.g. invalid_credentials.",
+                },
+                "message": {"type": "string"},
+            },
+            "required": ["error_code", "message"],
+            "additionalProperties": False,
+        },
+        "StatusBody": {
+            "type": "object",
+            "description": "An error, Densify style.",
+            "properties": {
+                "status": {"type": "integer", "format": "int32", "description": "HTTP status."},
+                "message": {"type": "string"},
+            },
+            "required": ["status", "message"],
+            "additionalProperties": False,
+        },
+        "HealthStatus": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "message": {"type": "string"},
+            },
+            "required": ["status"],
+            "additionalProperties": False,
+        },
+    }
+
+
+def _error_schema_ref(style: ErrorStyle) -> dict[str, Any]:
+    name = "StatusBody" if style is ErrorStyle.STATUS else "ErrorCodeBody"
+    return {"$ref": SCHEMA_PREFIX + name}
+
+
+_REQUEST_ID_HEADER: Final = {
+    "X-Request-Id": {
+        "description": "The request's id: the caller's X-Request-Id if valid, else a new one.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _reasons_for(status: int) -> list[str]:
+    reasons = [r.value.lower() for r in Reason if HTTP_STATUS[GRPC_CODE[r]] == status]
+    reasons += [r for r in _GATEWAY_REASONS.get(status, ()) if r not in reasons]
+    return reasons
+
+
+def _response_prefix(style: ErrorStyle) -> str:
+    return "Status" if style is ErrorStyle.STATUS else "ErrorCode"
+
+
+def _error_response_components(style: ErrorStyle) -> dict[str, Any]:
+    """components/responses for one body style: `ErrorCode400`, ..., `ErrorCodeDefault`."""
+    prefix = _response_prefix(style)
+    responses: dict[str, Any] = {}
+    for status, text in ERROR_STATUSES.items():
+        description = text
+        if style is ErrorStyle.ERROR_CODE and _reasons_for(status):
+            description += " error_code: " + ", ".join(_reasons_for(status)) + "."
+        headers: dict[str, Any] = dict(_REQUEST_ID_HEADER)
+        if status == 401:
+            headers["WWW-Authenticate"] = {
+                "description": "The Basic challenge.",
+                "required": True,
+                "schema": {"type": "string", "example": BASIC_CHALLENGE},
+            }
+        if status == 405:
+            headers["Allow"] = {"required": True, "schema": {"type": "string"}}
+        if status in (429, 503):
+            headers["Retry-After"] = {
+                "description": "Seconds to wait before trying again, when known.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        responses[f"{prefix}{status}"] = {
+            "description": description,
+            "headers": headers,
+            "content": {JSON: {"schema": _error_schema_ref(style)}},
+        }
+    responses[f"{prefix}Default"] = {
+        "description": "Any other error.",
+        "headers": dict(_REQUEST_ID_HEADER),
+        "content": {JSON: {"schema": _error_schema_ref(style)}},
+    }
+    return responses
+
+
+def _error_responses(style: ErrorStyle) -> dict[str, Any]:
+    prefix = RESPONSE_PREFIX + _response_prefix(style)
+    responses = {str(status): {"$ref": f"{prefix}{status}"} for status in ERROR_STATUSES}
+    responses["default"] = {"$ref": f"{prefix}Default"}
+    return responses
+
+
+def _security(route: Route) -> list[dict[str, list[str]]] | None:
+    method = route.method
+    required = BASIC_AUTH.get(method.full_name, BASIC_AUTH.get(method.containing_service.full_name))
+    if required is None:
+        return None
+    return [{"basicAuth": []}] if required else [{"basicAuth": []}, {}]
+
+
+def _path_parameter(route: Route, variable: Variable, schemas: _Schemas) -> dict[str, Any]:
+    field = _field_at(route.method.input_type, variable.field_path)
+    if variable.segments == ("*",):
+        schema = schemas.value(field) if field.message_type is None else {"type": "string"}
+    else:
+        pattern = "/".join(
+            "[^/]+" if s == "*" else ".*" if s == "**" else _regex_literal(s)
+            for s in variable.segments
+        )
+        schema = {"type": "string", "pattern": f"^{pattern}$"}
+    return {"name": variable.name, "in": "path", "required": True, "schema": schema}
+
+
+def _regex_literal(text: str) -> str:
+    return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
+
+
+def _field_at(message: Descriptor, path: Sequence[str]) -> FieldDescriptor:
+    field = message.fields_by_name[path[0]]
+    for name in path[1:]:
+        assert field.message_type is not None
+        field = field.message_type.fields_by_name[name]
+    return field
+
+
+def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+    bound = set(route.path_fields) | ({route.body} if route.body else set())
+    parameters: list[dict[str, Any]] = []
+
+    def walk(message: Descriptor, json_prefix: str, proto_prefix: str, depth: int) -> None:
+        for field in message.fields:
+            proto = proto_prefix + field.name
+            if (
+                proto in bound
+                or _is_map(field)
+                or field_behavior_pb2.OUTPUT_ONLY in _behaviors(field)
+            ):
+                continue
+            name = json_prefix + field.json_name
+            inner = field.message_type
+            if inner is not None and not field.is_repeated and _is_plain_message(inner):
+                if depth < _QUERY_DEPTH:
+                    walk(inner, name + ".", proto + ".", depth + 1)
+                continue
+            if inner is not None and _is_plain_message(inner):
+                continue  # a repeated message cannot be written as query parameters
+            schema = schemas.field(field)
+            parameter: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
+            if field_behavior_pb2.REQUIRED in _behaviors(field):
+                parameter["required"] = True
+            if field.is_repeated:
+                parameter.update(style="form", explode=True)
+            parameters.append(parameter)
+
+    if route.body != "*":
+        walk(route.method.input_type, "", "", 0)
+    return parameters
+
+
+def _is_plain_message(message: Descriptor) -> bool:
+    return message.full_name not in _WELL_KNOWN and message.full_name not in WRAPPERS
+
+
+def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    method = route.method
+    request = method.input_type
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "tags": [method.containing_service.name],
+        "summary": f"{method.containing_service.name}.{method.name}",
+        "description": f"Calls the gRPC method `{method.full_name}`.",
+    }
+    parameters = [_path_parameter(route, v, schemas) for v in route.template.variables]
+    parameters += _query_parameters(route, schemas)
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body == "*":
+        top_level = frozenset(n for n in route.path_fields if "." not in n)
+        body = schemas.message(request, top_level) if top_level else schemas.ref(request)
+    elif route.body:
+        body = schemas.field(request.fields_by_name[route.body])
+    else:
+        body = None
+    if body is not None:
+        operation["requestBody"] = {
+            "description": "JSON; an empty body is the same as {}.",
+            "required": False,
+            "content": {JSON: {"schema": body}},
+        }
+    if route.response_body:
+        reply = schemas.field(method.output_type.fields_by_name[route.response_body])
+    else:
+        reply = schemas.ref(method.output_type)
+    operation["responses"] = {
+        "200": {
+            "description": "OK",
+            "headers": dict(_REQUEST_ID_HEADER),
+            "content": {JSON: {"schema": reply}},
+        },
+        **_error_responses(route.error_style),
+    }
+    security = _security(route)
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def _builtin_paths() -> dict[str, Any]:
+    health = {"$ref": SCHEMA_PREFIX + "HealthStatus"}
+    error = {
+        "description": "An error.",
+        "headers": dict(_REQUEST_ID_HEADER),
+        "content": {JSON: {"schema": _error_schema_ref(ErrorStyle.ERROR_CODE)}},
+    }
+
+    def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+        return {
+            "description": description,
+            "headers": dict(_REQUEST_ID_HEADER),
+            "content": {JSON: {"schema": schema}},
+        }
+
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "Gateway_Healthz",
+                "tags": ["Gateway"],
+                "summary": "Liveness: the gateway process is up.",
+                "responses": {"200": ok(health), "default": error},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "Gateway_Readyz",
+                "tags": ["Gateway"],
+                "summary": "Readiness: the gRPC server reports SERVING (its database answers).",
+                "responses": {
+                    "200": ok(health),
+                    "503": ok(health, "Not ready."),
+                    "default": error,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "Gateway_OpenApi",
+                "tags": ["Gateway"],
+                "summary": "This document.",
+                "responses": {"200": ok({"type": "object"}), "default": error},
+            }
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("authsvc")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare tree
+        return "0.0.0"
+
+
+def openapi_document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of `routes` (default: every annotated authsvc.v1 RPC) and of
+    the gateway's own endpoints."""
+    if routes is None:
+        routes = build_routes(service_files())
+    schemas = _Schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if route.http_method not in _HTTP_METHODS:
+            continue  # a custom HTTP method cannot be described in OpenAPI
+        path = paths.setdefault(route.template.openapi_path, {})
+        path[route.http_method.lower()] = _operation(route, schemas)
+    paths.update(_builtin_paths())
+    services = sorted({r.method.containing_service.name for r in routes})
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "authsvc",
+            "version": _version(),
+            "description": (
+                "Passwords in, signed JWTs out. The REST face of the authsvc gRPC services, "
+                "served by its gateway. Every answer carries X-Request-Id."
+            ),
+        },
+        "tags": [{"name": name} for name in [*services, "Gateway"]],
+        "paths": paths,
+        "components": {
+            "schemas": {**schemas.components, **_error_schemas()},
+            "responses": {
+                name: response
+                for style in sorted(
+                    {r.error_style for r in routes} | {ErrorStyle.ERROR_CODE}, key=str
+                )
+                for name, response in _error_response_components(style).items()
+            },
+            "securitySchemes": {
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "RFC 7617; the password is everything after the first ':'.",
+                }
+            },
+        },
+    }
+
+
+def main() -> int:
+    json.dump(openapi_document(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

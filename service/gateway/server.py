@@ -1,0 +1,423 @@
+"""The aiohttp application: one handler that routes by the table, calls the RPC, answers JSON.
+
+Request headers reach the gRPC server only as `authorization` (printable ASCII, else 400) and
+`x-request-id` (the client's `X-Request-Id` when it is 1..128 printable ASCII characters, else a
+new one); no other header is forwarded, so a client cannot set `grpc-*` or any other metadata.
+The request id comes back in `X-Request-Id` on every answer, errors included. Each call carries a
+deadline (`timeout`, 10 s by default).
+
+Replies are `Cache-Control: no-store` (they carry tokens) unless the servicer sent a
+`cache-control` in its initial metadata (the JWKS); no other reply metadata becomes a header.
+
+Bodies: at most `body_limit` bytes (64 KiB), checked against Content-Length and while reading, so a
+chunked body cannot slip past (413). An empty body is `{}` whatever its Content-Type (the newer
+Redis contract sends `POST /v1/users/authorize` with Basic credentials and nothing else). A
+non-empty body must be JSON: `Content-Type: application/json` (or `application/*+json`), with no
+charset or UTF-8, or no Content-Type at all; anything else, notably curl's default
+`application/x-www-form-urlencoded`, is 415 rather than a guess at what the client meant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import hdrs, web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from multidict import CIMultiDictProxy
+
+from service.gateway import errors
+from service.gateway.errors import ErrorStyle, GatewayError, RpcFailure, bad_request
+from service.gateway.openapi import openapi_document
+from service.gateway.routes import Route, build_routes, service_files
+from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_READY_TIMEOUT = 2.0
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = "x-request-id"
+REQUEST_ID_MAX = 128
+_READ_CHUNK = 16 * 1024
+_CHANNEL_OPTIONS = (
+    # Come back quickly after the server restarts; the default backoff reaches two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+# Reply metadata that becomes an HTTP header (metadata key -> header). Replies are otherwise
+# `Cache-Control: no-store`: they carry tokens.
+FORWARDED_RESPONSE_METADATA = {"cache-control": "Cache-Control"}
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    """A gateway endpoint that is not an RPC."""
+
+    path: str
+    handler: Handler
+
+
+class Gateway:
+    """Routes HTTP requests to the gRPC server at `grpc_target`."""
+
+    def __init__(
+        self,
+        grpc_target: str,
+        routes: Sequence[Route],
+        *,
+        body_limit: int,
+        timeout: float,
+        ready_timeout: float,
+        credentials: grpc.ChannelCredentials | None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._target = grpc_target
+        self._channel_options = (*_CHANNEL_OPTIONS, *channel_options)
+        self._routes = list(routes)
+        self._body_limit = body_limit
+        self._timeout = timeout
+        self._ready_timeout = ready_timeout
+        self._credentials = credentials
+        self._channel: Any = None
+        self._calls: dict[str, Any] = {}
+        self._health: Any = None
+        self._openapi = openapi_document(self._routes)
+        self._builtins = {
+            b.path: b
+            for b in (
+                _Builtin("/healthz", self._healthz),
+                _Builtin("/readyz", self._readyz),
+                _Builtin("/openapi.json", self._openapi_json),
+            )
+        }
+        # The gateway's own paths win over a wildcard template; an RPC bound to one exactly
+        # would never be reached, so that is a start-up error.
+        for route in self._routes:
+            if route.template.text in self._builtins:
+                raise ValueError(f"{route.method.full_name}: {route.template.text} is reserved")
+
+    async def open(self) -> None:
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                self._target, self._credentials, options=self._channel_options
+            )
+        for route in self._routes:
+            self._calls[route.grpc_path] = self._channel.unary_unary(
+                route.grpc_path,
+                request_serializer=route.request_class.SerializeToString,
+                response_deserializer=route.response_class.FromString,
+            )
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        request_id = _request_id(request)
+        style = ErrorStyle.ERROR_CODE
+        try:
+            route, path_values, style = self._resolve(request)
+            if isinstance(route, _Builtin):
+                response = await route.handler(request)
+            else:
+                response = await self._call(route, path_values, request, request_id)
+        except GatewayError as error:
+            response = errors.gateway_error_response(error, style)
+        except Exception:
+            log.exception("unexpected error in the gateway (request id %s)", request_id)
+            response = errors.internal_error_response(style)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    def _resolve(self, request: web.Request) -> tuple[Route | _Builtin, dict[str, str], ErrorStyle]:
+        """The route for the request, its raw path values and its error style; or 404/405."""
+        path = request.rel_url.raw_path
+        builtin = self._builtins.get(path)
+        if builtin is not None:
+            if request.method != "GET":
+                raise GatewayError(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed on {path}; allowed: GET",
+                    {"Allow": "GET"},
+                )
+            return builtin, {}, ErrorStyle.ERROR_CODE
+        matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
+        if not matches:
+            raise GatewayError(404, "not_found", f"no such path: {request.path}")
+        for route, values in matches:
+            if route.http_method == request.method:
+                return route, values, route.error_style
+        styles = {r.error_style for r, _ in matches}
+        style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
+        allowed = ", ".join(sorted({r.http_method for r, _ in matches}))
+        raise GatewayError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}; allowed: {allowed}",
+            {"Allow": allowed},
+            style=style,
+        )
+
+    async def _call(
+        self, route: Route, path_values: Mapping[str, str], request: web.Request, request_id: str
+    ) -> web.Response:
+        metadata = call_metadata(request.headers, request_id)
+        body = await self._read_json(request) if route.body else NO_BODY
+        try:
+            message = build_request(route, path_values, request.rel_url.query.items(), body)
+        except TranscodeError as exc:
+            raise bad_request(str(exc)) from None
+        call = self._calls[route.grpc_path](message, metadata=metadata, timeout=self._timeout)
+        try:
+            reply = await call
+            headers = response_headers(await call.initial_metadata() or ())
+        except grpc.aio.AioRpcError as exc:
+            failure = RpcFailure(exc.code().name, exc.details(), exc.trailing_metadata() or ())
+            return errors.rpc_error_response(failure, route.error_style, request_id)
+        return errors.json_response(message_to_json(reply, route.response_body), headers=headers)
+
+    async def _read_json(self, request: web.Request) -> Any:
+        """The parsed JSON body, or NO_BODY when it is empty."""
+        limit = self._body_limit
+        too_large = GatewayError(
+            413, "payload_too_large", f"the request body is larger than {limit} bytes"
+        )
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks, size = [], 0
+        while chunk := await request.content.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip(b" \t\r\n"):
+            return NO_BODY
+        _check_content_type(request)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("the request body is not UTF-8") from None
+        try:
+            return json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
+        except json.JSONDecodeError as exc:
+            raise bad_request(
+                f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        except _DuplicateKey as exc:
+            raise bad_request(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
+        except (ValueError, RecursionError):
+            raise bad_request("malformed JSON") from None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return errors.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        check = health_pb2.HealthCheckRequest(service="")
+        try:
+            reply = await self._health.Check(check, timeout=self._ready_timeout)
+        except grpc.aio.AioRpcError as exc:
+            message = f"gRPC health check failed: {exc.code().name}"
+            return errors.json_response({"status": "unavailable", "message": message}, 503)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            message = f"gRPC server is {name}"
+            return errors.json_response({"status": "unavailable", "message": message}, 503)
+        return errors.json_response({"status": "ok"})
+
+    async def _openapi_json(self, request: web.Request) -> web.Response:
+        return errors.json_response(self._openapi)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_content_type(request: web.Request) -> None:
+    raw = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
+    if not raw:
+        return  # no Content-Type: the body is parsed as JSON, or refused as malformed
+    mime = request.content_type
+    json_like = mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+    charset = request.charset
+    if not json_like or (charset is not None and charset.lower() not in ("utf-8", "utf8")):
+        raise GatewayError(
+            415,
+            "unsupported_media_type",
+            f"unsupported Content-Type {raw!r}: send application/json (UTF-8)",
+        )
+
+
+def response_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The HTTP headers a reply's initial metadata asks for: only those in
+    FORWARDED_RESPONSE_METADATA (a servicer's Cache-Control for the JWKS, say), never others."""
+    headers = {}
+    for key, value in metadata:
+        name = FORWARDED_RESPONSE_METADATA.get(key)
+        if name is not None and isinstance(value, str) and _printable_ascii(value):
+            headers[name] = value
+    return headers
+
+
+def call_metadata(headers: CIMultiDictProxy[str], request_id: str) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata for a request: its request id and its Authorization header(s), nothing
+    else. An Authorization value that is not printable ASCII cannot be metadata: 400."""
+    metadata = [(REQUEST_ID_KEY, request_id)]
+    for value in headers.getall(hdrs.AUTHORIZATION, []):
+        if not _printable_ascii(value):
+            raise bad_request("the Authorization header must be printable ASCII")
+        metadata.append(("authorization", value))
+    return tuple(metadata)
+
+
+def _printable_ascii(value: str) -> bool:
+    return all(" " <= char <= "~" for char in value)
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "").strip()
+    if 0 < len(given) <= REQUEST_ID_MAX and _printable_ascii(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def create_app(
+    grpc_target: str,
+    *,
+    routes: Sequence[Route] | None = None,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    timeout: float = DEFAULT_TIMEOUT,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    credentials: grpc.ChannelCredentials | None = None,
+    channel_options: Sequence[tuple[str, Any]] = (),
+) -> web.Application:
+    """The gateway as an aiohttp application; its gRPC channel opens with the app's start-up.
+
+    `routes` defaults to every annotated RPC of the authsvc.v1 `*_service_pb2` modules.
+    `timeout` is each call's deadline and `ready_timeout` the /readyz health check's, in seconds.
+    `credentials` (e.g. `grpc.ssl_channel_credentials(...)`) make the channel TLS; plaintext
+    otherwise. `channel_options` are extra gRPC channel arguments (`grpc.ssl_target_name_override`).
+    """
+    gateway = Gateway(
+        grpc_target,
+        build_routes(service_files()) if routes is None else routes,
+        body_limit=body_limit,
+        timeout=timeout,
+        ready_timeout=ready_timeout,
+        credentials=credentials,
+        channel_options=channel_options,
+    )
+    app = web.Application(client_max_size=body_limit)
+
+    async def channel(_: web.Application) -> AsyncIterator[None]:
+        await gateway.open()
+        yield
+        await gateway.close()
+
+    app.cleanup_ctx.append(channel)
+    app.router.add_route("*", "/{path:.*}", gateway.handle)
+    return app
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) from "HOST:PORT" or "[v6]:PORT"."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"not HOST:PORT: {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def dial_target(listen_address: str, port: int) -> str:
+    """The gRPC target to reach a server listening on `listen_address` (maybe `0.0.0.0:0`) that
+    is bound to `port`: a wildcard host becomes the loopback address."""
+    host, _ = split_address(listen_address)
+    if host in ("", "0.0.0.0"):  # noqa: S104 - mapping a wildcard to loopback, not binding it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A server-side TLS context for HTTPS from PEM files (the same ones as the gRPC listener)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@asynccontextmanager
+async def serving_gateway(
+    grpc_target: str,
+    http_addr: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    **options: Any,
+) -> AsyncIterator[int]:
+    """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
+    `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
+    and lets in-flight requests finish within `shutdown_timeout` seconds. `options` go to
+    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `credentials`, `channel_options`,
+    `routes`)."""
+    host, port = split_address(http_addr)
+    runner = web.AppRunner(
+        create_app(grpc_target, **options),
+        shutdown_timeout=shutdown_timeout,
+        access_log_format=ACCESS_LOG_FORMAT,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
+        await site.start()
+        bound = runner.addresses[0][1]
+        scheme = "https" if ssl_context is not None else "http"
+        log.info("gateway serving %s on %s:%d -> gRPC %s", scheme, host, bound, grpc_target)
+        yield int(bound)
+    finally:
+        await runner.cleanup()
+
+
+async def run_gateway(
+    grpc_target: str, http_addr: str, stop: asyncio.Event, **options: Any
+) -> None:
+    """Serve the gateway until `stop` is set (`authsvc gateway`); `options` as for
+    `serving_gateway`."""
+    async with serving_gateway(grpc_target, http_addr, **options):
+        await stop.wait()
