@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the gRPC server (configuration from AUTHSVC_* variables)"
     )
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    gateway = commands.add_parser("gateway", help="run only the REST gateway")
+    gateway.add_argument(
+        "--grpc-target", required=True, metavar="HOST:PORT", help="the gRPC server to call"
+    )
 
     user = commands.add_parser("user", help="manage users").add_subparsers(
         dest="action", required=True
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.command == "serve":
             asyncio.run(app.serve(settings))
+        elif args.command == "gateway":
+            asyncio.run(app.run_standalone_gateway(settings, args.grpc_target))
         elif args.command == "migrate":
             asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
         elif args.command == "keys":

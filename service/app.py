@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,16 +19,20 @@ from service.config import Settings
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
 from service.domain.password_lists import PasswordManager
+from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher
 from service.domain.signing_keys import KeyPolicy, KeyRing
+from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.tokens import TokenIssuer, TokenVerifier
 from service.domain.users import UserAdmin
 from service.errors import AuthError
+from service.gateway.server import run_gateway, serving_gateway, tls_context
 from service.rpc.health import HealthServicer
 from service.rpc.server import build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
 from service.store.embedded import EmbeddedPostgres
+from service.store.login_throttle import PgLoginThrottleStore
 from service.store.passwords import PgCredentialStore, PgPasswordListStore
 from service.store.schema import migrate
 from service.store.signing_keys import PgKeyStore
@@ -49,6 +55,7 @@ class Services:
     passwords: PasswordManager
     users: UserAdmin
     verifier: TokenVerifier
+    throttle: LoginThrottle
 
 
 @asynccontextmanager
@@ -88,7 +95,26 @@ async def open_services(
             passphrase=settings.key_encryption_key,
         )
         keys = KeyRing(PgKeyStore(db), policy, clock)
-        authenticator = Authenticator(PgCredentialStore(db), hasher, clock)
+        throttle = LoginThrottle(
+            PgLoginThrottleStore(db),
+            ThrottlePolicy(
+                delay_base=settings.failed_login_delay_base,
+                delay_max=settings.failed_login_delay_max,
+                lockout_threshold=settings.lockout_threshold,
+                lockout_duration=settings.lockout_duration,
+            ),
+        )
+        max_age = settings.password_max_age
+        authenticator = Authenticator(
+            PgCredentialStore(db),
+            hasher,
+            clock,
+            throttle=throttle,
+            password_max_age=timedelta(seconds=max_age) if max_age else None,
+        )
+        password_policy = PasswordPolicy(
+            complexity=settings.password_complexity, min_length=settings.password_min_length
+        )
         issuer = TokenIssuer(keys, settings.token_issuer, clock)
         yield Services(
             db=db,
@@ -96,17 +122,22 @@ async def open_services(
             keys=keys,
             authenticator=authenticator,
             authorization=AuthorizationService(authenticator, issuer),
-            passwords=PasswordManager(PgPasswordListStore(db), hasher),
-            users=UserAdmin(PgUserStore(db), hasher),
+            passwords=PasswordManager(PgPasswordListStore(db), hasher, password_policy),
+            users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
             verifier=TokenVerifier(
                 keys, PgUserStore(db), settings.token_issuer, settings.token_leeway, clock
             ),
+            throttle=throttle,
         )
     finally:
         hasher.close()
 
 
-def grpc_server(services: Services, settings: Settings) -> tuple[grpc.aio.Server, int]:
+def grpc_server(
+    services: Services, settings: Settings, internal_address: str | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server on `settings.grpc_addr`, and also on `internal_address` (the private
+    socket of the in-process gateway) when given."""
     return build_grpc_server(
         AuthServicer(services.authorization, settings.api_token_ttl),
         PasswordServicer(services.authenticator, services.passwords),
@@ -114,6 +145,7 @@ def grpc_server(services: Services, settings: Settings) -> tuple[grpc.aio.Server
         HealthServicer(services.db.ping),
         settings.grpc_addr,
         settings.tls,
+        internal_address,
     )
 
 
@@ -134,6 +166,23 @@ async def rotate_keys(keys: KeyRing, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), ROTATION_CHECK_SECONDS)
 
 
+# How often each replica deletes login-throttle rows whose delay and lock have long passed.
+THROTTLE_PURGE_SECONDS = 600.0
+
+
+async def purge_login_throttle(throttle: LoginThrottle, stop: asyncio.Event) -> None:
+    """Keep the failed-login table from growing with every name a password spray tries."""
+    while not stop.is_set():
+        try:
+            purged = await throttle.purge_stale()
+            if purged:
+                log.info("purged %d stale failed-login records", purged)
+        except AuthError as exc:
+            log.warning("failed-login purge failed: %s", exc.message)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), THROTTLE_PURGE_SECONDS)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain in-flight RPCs within the grace period."""
     stop = asyncio.Event()
@@ -143,13 +192,61 @@ async def serve(settings: Settings) -> None:
     async with open_database(settings) as db, open_services(db, settings) as services:
         await services.keys.load()
         await services.hasher.prepare()
-        server, port = grpc_server(services, settings)
-        await server.start()
-        host = settings.grpc_addr.rpartition(":")[0]
-        log.info("gRPC serving on %s:%d", host, port)
-        rotation = asyncio.create_task(rotate_keys(services.keys, stop))
-        await stop.wait()
-        await rotation
-        log.info("stopping: draining in-flight calls for up to %.0fs", settings.shutdown_grace)
-        await server.stop(settings.shutdown_grace)
+        with tempfile.TemporaryDirectory(prefix="authsvc-") as private_dir:
+            # The in-process gateway reaches the servicers over a Unix socket in a 0700
+            # directory: no TLS client certificate needed, and no other local user can connect.
+            internal = f"unix:{private_dir}/grpc.sock"
+            server, port = grpc_server(services, settings, internal)
+            await server.start()
+            host = settings.grpc_addr.rpartition(":")[0]
+            log.info("gRPC serving on %s:%d", host, port)
+            rotation = asyncio.create_task(rotate_keys(services.keys, stop))
+            purge = asyncio.create_task(purge_login_throttle(services.throttle, stop))
+            async with serving_gateway(
+                internal,
+                settings.http_addr,
+                ssl_context=gateway_tls(settings),
+                shutdown_timeout=settings.shutdown_grace,
+            ):
+                await stop.wait()
+                log.info(
+                    "stopping: draining in-flight calls for up to %.0fs", settings.shutdown_grace
+                )
+            await server.stop(settings.shutdown_grace)
+            await rotation
+            await purge
     log.info("stopped")
+
+
+def gateway_tls(settings: Settings) -> ssl.SSLContext | None:
+    return tls_context(settings.tls.cert_file, settings.tls.key_file) if settings.tls else None
+
+
+def upstream_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS (and an mTLS client certificate) for a standalone gateway's calls to the server."""
+    upstream = settings.gateway_upstream
+    if upstream is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=upstream.ca_file.read_bytes(),
+        private_key=upstream.client_key_file.read_bytes() if upstream.client_key_file else None,
+        certificate_chain=(
+            upstream.client_cert_file.read_bytes() if upstream.client_cert_file else None
+        ),
+    )
+
+
+async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
+    """`authsvc gateway`: only the HTTP shim, in front of a gRPC server elsewhere."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_gateway(
+        grpc_target,
+        settings.http_addr,
+        stop,
+        ssl_context=gateway_tls(settings),
+        shutdown_timeout=settings.shutdown_grace,
+        credentials=upstream_credentials(settings),
+    )

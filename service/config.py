@@ -45,6 +45,16 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class UpstreamTls:
+    """How a standalone gateway (`authsvc gateway`) reaches a TLS gRPC server: the CA to trust,
+    and the client certificate to present when the server requires mTLS."""
+
+    ca_file: Path
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".data")
@@ -71,6 +81,19 @@ class Settings:
     key_encryption_key: str | None = field(default=None, repr=False)
     tls: TlsFiles | None = None
     allow_plaintext: bool = False
+    gateway_upstream: UpstreamTls | None = None
+    # Brute-force defence (seconds): after the n-th consecutive failed login on a name, its next
+    # attempt waits min(base * 2^(n-1), max); base 0 turns the delay off. Every
+    # `lockout_threshold`-th consecutive failure (0: never) locks it for `lockout_duration`.
+    failed_login_delay_base: float = 1.0
+    failed_login_delay_max: float = 60.0
+    lockout_threshold: int = 0
+    lockout_duration: float = 1800.0
+    # New passwords: Redis Enterprise's complexity rules when on; `password_max_age` seconds
+    # (0: never) after which a password gets no token but can still change the password list.
+    password_complexity: bool = False
+    password_min_length: int = 8
+    password_max_age: int = 0
 
 
 def _int(lo: int, hi: int) -> Callable[[str], int]:
@@ -154,6 +177,17 @@ def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> T
     return TlsFiles(cert_file=cert, key_file=key, client_ca_file=client_ca)
 
 
+def _upstream_tls(ca: Path | None, cert: Path | None, key: Path | None) -> UpstreamTls | None:
+    if (cert is None) != (key is None):
+        missing = "CERT" if cert is None else "KEY"
+        raise ConfigError(f"AUTHSVC_GATEWAY_CLIENT_{missing}_FILE: mTLS needs both files")
+    if ca is None:
+        if cert is not None:
+            raise ConfigError("AUTHSVC_GATEWAY_CA_FILE: a client certificate needs TLS")
+        return None
+    return UpstreamTls(ca_file=ca, client_cert_file=cert, client_key_file=key)
+
+
 def is_loopback(address: str) -> bool:
     """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
     host = address.rpartition(":")[0].strip("[]")
@@ -221,6 +255,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             get("TLS_CLIENT_CA_FILE", _readable_file, None),
         ),
         allow_plaintext=get("ALLOW_PLAINTEXT", _bool, False),
+        gateway_upstream=_upstream_tls(
+            get("GATEWAY_CA_FILE", _readable_file, None),
+            get("GATEWAY_CLIENT_CERT_FILE", _readable_file, None),
+            get("GATEWAY_CLIENT_KEY_FILE", _readable_file, None),
+        ),
+        failed_login_delay_base=get(
+            "FAILED_LOGIN_DELAY_BASE", _float(0, 3600), defaults.failed_login_delay_base
+        ),
+        failed_login_delay_max=get(
+            "FAILED_LOGIN_DELAY_MAX", _float(0, 86400), defaults.failed_login_delay_max
+        ),
+        lockout_threshold=get("LOCKOUT_THRESHOLD", _int(0, 1000), defaults.lockout_threshold),
+        lockout_duration=get("LOCKOUT_DURATION", _float(1, 365 * 86400), defaults.lockout_duration),
+        password_complexity=get("PASSWORD_COMPLEXITY", _bool, defaults.password_complexity),
+        password_min_length=get("PASSWORD_MIN_LENGTH", _int(8, 1024), defaults.password_min_length),
+        password_max_age=get(
+            "PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), defaults.password_max_age
+        ),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
         ),
@@ -235,4 +287,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 )
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("AUTHSVC_DB_POOL_MIN: must not exceed AUTHSVC_DB_POOL_MAX")
+    if settings.failed_login_delay_max < settings.failed_login_delay_base:
+        raise ConfigError(
+            "AUTHSVC_FAILED_LOGIN_DELAY_MAX: must not be less than AUTHSVC_FAILED_LOGIN_DELAY_BASE"
+        )
     return settings

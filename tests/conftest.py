@@ -69,6 +69,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         argon2=CHEAP_ARGON2,
         hash_workers=2,
         db_timeout=10.0,
+        # No delay after a failed login: many tests log in wrongly, then rightly, at once.
+        # tests/rpc/test_brute_force.py runs servers with the delay (and lockout) on.
+        failed_login_delay_base=0.0,
     )
 
 

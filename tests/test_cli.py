@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
+from tests.gateway.helpers import basic_auth
 from tests.support import authorize, error_info
 
 CHEAP = {
@@ -27,6 +29,8 @@ CHEAP = {
 def env_with(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(CHEAP)
+    # No delay after a failed login (as in conftest's settings) unless a test asks for one.
+    env["AUTHSVC_FAILED_LOGIN_DELAY_BASE"] = "0"
     env.update(overrides)
     return env
 
@@ -140,10 +144,14 @@ async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> Non
     assert made.returncode == 0, made.stderr
     assert not (data / "postgres" / "postmaster.pid").exists()  # the CLI stopped what it started
 
-    port = free_port()
+    port, http_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"],
-        env={**env, "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}", "AUTHSVC_HTTP_ADDR": "127.0.0.1:0"},
+        env={
+            **env,
+            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}",
+            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -155,6 +163,17 @@ async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> Non
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert (await authorize(channel, "alice", "alice pw")).access_token
             assert (await authorize(channel, "bob", "bob pw")).access_token
+        wait_for_port(http_port, server)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{http_port}/v1/users/authorize",
+                headers=basic_auth("bob", "bob pw"),
+            ) as reply,
+        ):
+            assert reply.status == 200
+            assert (await reply.json())["access_token"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await authorize(channel, "bob", "alice pw")
             assert error_info(caught.value).reason == "INVALID_CREDENTIALS"

@@ -4,16 +4,24 @@ The order matters for what a caller can learn. Every attempt costs the same argo
 or not the user exists (a dummy verification for unknown names), and account states (locked,
 expired) are told only to a caller who has just proven the password: to anyone else every
 failure is the same INVALID_CREDENTIALS.
+
+Before any of that, the brute-force throttle (`throttle.py`) admits the attempt, counting it as a
+failure up front, for unknown names too; only a right password on a usable account resets it. A
+right password on a locked account (by an administrator or by the throttle) or an expired account
+resets nothing, so it buys an attacker no faster guesses. A password older than the maximum age
+still authenticates (and resets the count): `Principal.password_expired` lets the caller decide;
+Authorize refuses it, the password RPCs accept it so the user can replace it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from service.domain.models import Principal
 from service.domain.passwords import PasswordHasher, check_password
 from service.domain.ports import CredentialStore
+from service.domain.throttle import LoginThrottle
 from service.domain.usernames import check_username, username_key
 from service.errors import AuthError, Reason
 
@@ -26,16 +34,26 @@ def invalid_credentials() -> AuthError:
 
 class Authenticator:
     def __init__(
-        self, store: CredentialStore, hasher: PasswordHasher, clock: Callable[[], datetime]
+        self,
+        store: CredentialStore,
+        hasher: PasswordHasher,
+        clock: Callable[[], datetime],
+        *,
+        throttle: LoginThrottle | None = None,
+        password_max_age: timedelta | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
+        self._throttle = throttle
+        self._password_max_age = password_max_age
 
     async def authenticate(self, username: str, password: str) -> Principal:
         check_username(username)
         check_password(password)
-        found = await self._store.find_login(username_key(username))
+        key = username_key(username)
+        attempt = await self._throttle.admit(key) if self._throttle is not None else None
+        found = await self._store.find_login(key)
         if found is None:
             await self._hasher.verify_dummy(password)
             raise invalid_credentials()
@@ -46,10 +64,24 @@ class Authenticator:
             raise invalid_credentials()
         if user.locked:
             raise AuthError(Reason.ACCOUNT_LOCKED, "the account is locked")
-        if user.expires_at is not None and user.expires_at <= self._clock():
+        if attempt is not None and attempt.locked_for is not None:
+            raise AuthError(
+                Reason.ACCOUNT_LOCKED,
+                "the account is locked after repeated failed logins, retry later",
+                retry_after=attempt.locked_for,
+            )
+        now = self._clock()
+        if user.expires_at is not None and user.expires_at <= now:
             raise AuthError(Reason.ACCOUNT_EXPIRED, "the account has expired")
+        if self._throttle is not None:
+            await self._throttle.succeeded(key)
+        password_expired = (
+            self._password_max_age is not None
+            and match.created_at is not None
+            and now - match.created_at > self._password_max_age
+        )
         rehashed = None
         if self._hasher.needs_rehash(match.hash):
             rehashed = await self._hasher.hash(password)
         await self._store.record_use(match.id, rehashed)
-        return Principal(user=user, password_id=match.id)
+        return Principal(user=user, password_id=match.id, password_expired=password_expired)

@@ -23,6 +23,8 @@ class User:
 class StoredPassword:
     id: int
     hash: str = field(repr=False)
+    # When the password was set (its age decides whether it has expired); None when unknown.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,23 @@ class Principal:
 
     user: User
     password_id: int
+    # The password is older than the configured maximum age: good for changing the password
+    # list, not for a token.
+    password_expired: bool = False
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """The brute-force throttle's answer to one login attempt on a username."""
+
+    admitted: bool
+    # Consecutive failures on the name, this attempt included when it was counted.
+    failures: int
+    # Seconds before the name's next attempt is admitted.
+    retry_after: float
+    # Seconds the name's lock has left, when the attempt came during a lock (and so was not
+    # counted); None when the name was not locked.
+    locked_for: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from service.domain.authenticator import invalid_credentials
 from service.domain.models import Principal, StoredPassword
+from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher, check_password
 from service.domain.ports import LockedPasswordList, PasswordListStore
 from service.errors import AuthError, Reason
 
 
 class PasswordManager:
-    def __init__(self, store: PasswordListStore, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, store: PasswordListStore, hasher: PasswordHasher, policy: PasswordPolicy | None = None
+    ) -> None:
         self._store = store
         self._hasher = hasher
+        self._policy = policy or PasswordPolicy()
 
     async def replace(self, principal: Principal, new_password: str) -> None:
         """Make `new_password` the caller's only password."""
-        check_password(new_password, "new_password")
+        self._policy.check_new(new_password, principal.user.username, "new_password")
         checked = await self._ensure_new(principal, new_password)
         new_hash = await self._hasher.hash(new_password)
         async with self._store.locked(principal.user.id) as locked:
@@ -32,7 +36,7 @@ class PasswordManager:
 
     async def add(self, principal: Principal, new_password: str) -> None:
         """Add `new_password` to the caller's list."""
-        check_password(new_password, "new_password")
+        self._policy.check_new(new_password, principal.user.username, "new_password")
         checked = await self._ensure_new(principal, new_password)
         new_hash = await self._hasher.hash(new_password)
         async with self._store.locked(principal.user.id) as locked:

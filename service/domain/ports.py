@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from service.domain.models import SigningKey, StoredPassword, User
+from service.domain.models import LoginAttempt, SigningKey, StoredPassword, User
 
 
 class CredentialStore(Protocol):
@@ -21,6 +21,25 @@ class CredentialStore(Protocol):
 
     async def record_use(self, password_id: int, rehashed: str | None) -> None:
         """Mark a password as just used, replacing its hash when it was rehashed."""
+
+
+class LoginThrottleStore(Protocol):
+    """Consecutive failed logins per username key, on the database's clock (every replica's)."""
+
+    async def reserve(
+        self, username_key: str, delays: Sequence[float], lock_every: int, lock_seconds: float
+    ) -> LoginAttempt:
+        """In one atomic step: refuse the attempt if the name's next attempt is not due yet
+        (counting nothing); otherwise admit it, count it as a failure unless the name is locked,
+        and set the next attempt `delays[n-1]` seconds ahead for n failures (the last entry for
+        more). Every `lock_every`-th counted failure (0: none) locks the name for
+        `lock_seconds`."""
+
+    async def reset(self, username_key: str) -> None:
+        """Forget the name's failures (a success)."""
+
+    async def purge(self, stale_seconds: float, limit: int) -> int:
+        """Delete up to `limit` names whose delay and lock ended over `stale_seconds` ago."""
 
 
 class LockedPasswordList(Protocol):

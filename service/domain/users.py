@@ -1,13 +1,17 @@
 """Administration of accounts (the `authsvc user ...` commands): create, list, delete, lock,
-unlock, expire. Password rules apply to an administrator's first password as to anyone's."""
+unlock, expire. Password rules apply to an administrator's first password as to anyone's.
+Unlocking also lifts a lockout after failed logins and forgets those failures: the administrator
+vouches for the owner."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from service.domain.models import User
-from service.domain.passwords import PasswordHasher, check_password
+from service.domain.password_policy import PasswordPolicy
+from service.domain.passwords import PasswordHasher
 from service.domain.ports import UserStore
+from service.domain.throttle import LoginThrottle
 from service.domain.usernames import check_username, username_key
 from service.errors import AuthError, Reason
 
@@ -17,13 +21,21 @@ def _not_found(username: str) -> AuthError:
 
 
 class UserAdmin:
-    def __init__(self, store: UserStore, hasher: PasswordHasher) -> None:
+    def __init__(
+        self,
+        store: UserStore,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy | None = None,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self._store = store
         self._hasher = hasher
+        self._policy = policy or PasswordPolicy()
+        self._throttle = throttle
 
     async def create(self, username: str, password: str) -> User:
         check_username(username)
-        check_password(password)
+        self._policy.check_new(password, username)
         password_hash = await self._hasher.hash(password)
         return await self._store.create(username, username_key(username), password_hash)
 
@@ -43,6 +55,8 @@ class UserAdmin:
     async def set_locked(self, username: str, locked: bool) -> None:
         if not await self._store.set_locked(username_key(username), locked):
             raise _not_found(username)
+        if not locked and self._throttle is not None:
+            await self._throttle.clear(username_key(username))
 
     async def set_expiry(self, username: str, expires_at: datetime | None) -> None:
         if not await self._store.set_expiry(username_key(username), expires_at):

@@ -32,6 +32,7 @@ def build_grpc_server(
     health: HealthServicer,
     address: str,
     tls: TlsFiles | None = None,
+    internal_address: str | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server, not yet started, and the port it is bound to (for ':0')."""
     server = grpc.aio.server(
@@ -51,4 +52,6 @@ def build_grpc_server(
     )
     if port == 0:
         raise OSError(f"cannot listen on {address}")
+    if internal_address is not None and server.add_insecure_port(internal_address) == 0:
+        raise OSError(f"cannot listen on {internal_address}")
     return server, port

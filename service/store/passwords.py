@@ -12,7 +12,8 @@ from service.store.db import Connection, Database
 from service.store.users import USER_COLUMNS, user_from_row
 
 SELECT_LOGIN = f"""
-SELECT {", ".join("u." + c for c in USER_COLUMNS.split(", "))}, p.id AS password_id, p.hash
+SELECT {", ".join("u." + c for c in USER_COLUMNS.split(", "))}, p.id AS password_id, p.hash,
+    p.created_at AS password_created_at
 FROM users u LEFT JOIN passwords p ON p.user_id = u.id
 WHERE u.username_key = $1
 ORDER BY p.last_used_at DESC NULLS LAST, p.id DESC
@@ -38,7 +39,9 @@ class PgCredentialStore:
         if not rows:
             return None
         passwords = [
-            StoredPassword(id=row["password_id"], hash=row["hash"])
+            StoredPassword(
+                id=row["password_id"], hash=row["hash"], created_at=row["password_created_at"]
+            )
             for row in rows
             if row["password_id"] is not None
         ]

@@ -50,10 +50,9 @@ async def test_each_token_has_its_own_jti(channel, services) -> None:
     user = await new_user(services, "pw")
     first = await authorize(channel, user.username, "pw")
     second = await authorize(channel, user.username, "pw")
-    assert (
-        (await claims_of(first.access_token, services))["jti"]
-        != (await claims_of(second.access_token, services))["jti"]
-    )
+    assert (await claims_of(first.access_token, services))["jti"] != (
+        await claims_of(second.access_token, services)
+    )["jti"]
 
 
 async def test_wrong_password_is_unauthenticated_with_error_info(channel, services) -> None:

@@ -9,9 +9,8 @@ import time
 
 import grpc
 import jwt
-from authsvc.v1 import password_service_pb2, password_service_pb2_grpc
+from authsvc.v1 import password_service_pb2, password_service_pb2_grpc, token_service_pb2_grpc
 from authsvc.v1 import token_service_pb2 as pb
-from authsvc.v1 import token_service_pb2_grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.support import authorize, basic, new_user
@@ -138,7 +137,7 @@ async def test_missing_claims_are_refused(channel, services) -> None:
 
 
 async def test_password_change_revokes_earlier_tokens(channel, services) -> None:
-    """After DeletePassword or ReplacePasswords, tokens issued before are inactive; new ones work."""
+    """After DeletePassword, tokens issued before are inactive; new ones work."""
     user = await new_user(services, "one")
     before = (await authorize(channel, user.username, "one")).access_token
     passwords = password_service_pb2_grpc.PasswordServiceStub(channel)

@@ -1,0 +1,104 @@
+"""`authsvc gateway --grpc-target`: the shim alone, in front of a server that requires mTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from dataclasses import replace
+
+import aiohttp
+import pytest
+
+from service import app
+from service.config import TlsFiles
+from tests.gateway.helpers import basic_auth
+from tests.pki import make_pki
+from tests.support import new_user
+from tests.test_cli import env_with, free_port
+
+
+async def wait_http(port: int, process: subprocess.Popen[str]) -> None:
+    for _ in range(300):
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("gateway did not start")
+
+
+async def test_standalone_gateway_over_mtls(services, settings, tmp_path) -> None:
+    """A standalone gateway with the CA and a client certificate serves REST calls to an mTLS
+    gRPC server, and exits 0 on SIGTERM."""
+    pki = make_pki(tmp_path)
+    tls = TlsFiles(pki.server_cert, pki.server_key, client_ca_file=pki.ca_cert)
+    server, port = app.grpc_server(services, replace(settings, grpc_addr="127.0.0.1:0", tls=tls))
+    await server.start()
+    user = await new_user(services, "pw")
+    http_port = free_port()
+    env = env_with(
+        AUTHSVC_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        AUTHSVC_GATEWAY_CA_FILE=str(pki.ca_cert),
+        AUTHSVC_GATEWAY_CLIENT_CERT_FILE=str(pki.client_cert),
+        AUTHSVC_GATEWAY_CLIENT_KEY_FILE=str(pki.client_key),
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "service", "gateway", "--grpc-target", f"localhost:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_http(http_port, gateway)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{http_port}/v1/users/authorize",
+                headers=basic_auth(user.username, "pw"),
+                json={"ttl": 60},
+            ) as reply:
+                assert reply.status == 200, await reply.text()
+                assert (await reply.json())["access_token"]
+            async with http.get(f"http://127.0.0.1:{http_port}/readyz") as ready:
+                assert ready.status == 200
+        gateway.terminate()
+        _, stderr = await asyncio.to_thread(gateway.communicate, timeout=30)
+        assert gateway.returncode == 0, stderr
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        await server.stop(None)
+
+
+def test_gateway_needs_a_target() -> None:
+    """`authsvc gateway` without --grpc-target is a usage error (exit 2)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "gateway"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        (
+            "AUTHSVC_GATEWAY_CLIENT_CERT_FILE",
+            "AUTHSVC_GATEWAY_CLIENT_KEY_FILE: mTLS needs both files",
+        )
+    ],
+)
+def test_half_a_client_certificate_is_refused(tmp_path, variable: str, expected: str) -> None:
+    """A client certificate without its key stops the gateway with one line naming the variable."""
+    pki = make_pki(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "gateway", "--grpc-target", "localhost:1"],
+        env=env_with(AUTHSVC_GATEWAY_CA_FILE=str(pki.ca_cert), **{variable: str(pki.client_cert)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"authsvc: {expected}"
