@@ -142,6 +142,8 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     async def VerifyToken(
         self, request: token_service_pb2.VerifyTokenRequest, context: Context
     ) -> token_service_pb2.VerifyTokenResponse:
+        if not request.token:
+            raise invalid_argument("token is required")  # RFC 7662: invalid_request
         return verified_to_pb(await self._verifier.verify(request.token))
 
     @rpc_method

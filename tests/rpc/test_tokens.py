@@ -9,6 +9,7 @@ import time
 
 import grpc
 import jwt
+import pytest
 from authsvc.v1 import password_service_pb2, password_service_pb2_grpc, token_service_pb2_grpc
 from authsvc.v1 import token_service_pb2 as pb
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -72,10 +73,16 @@ async def test_inactive_answer_carries_nothing_else(channel) -> None:
     assert not any(reply.HasField(f) for f in ("sub", "username", "exp", "iat", "jti", "iss"))
 
 
-async def test_empty_and_huge_tokens_are_inactive(channel) -> None:
-    """Empty and oversized inputs are inactive, not errors."""
-    assert not (await verify(channel, "")).active
-    assert not (await verify(channel, "a" * 100_00)).active
+async def test_huge_token_is_inactive(channel) -> None:
+    """An oversized input is inactive, not an error."""
+    assert not (await verify(channel, "a" * 10_000)).active
+
+
+async def test_missing_token_is_invalid_argument(channel) -> None:
+    """No token at all is INVALID_ARGUMENT (RFC 7662 invalid_request), not active=false."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await verify(channel, "")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_alg_none_is_refused(channel, services) -> None:
