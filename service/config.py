@@ -96,30 +96,28 @@ class Settings:
     password_max_age: int = 0
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(kind: Callable[[str], N], noun: str, lo: N, hi: N) -> Callable[[str], N]:
+    def parse(raw: str) -> N:
         try:
-            value = int(raw)
+            value = kind(raw)
         except ValueError:
-            raise ValueError(f"must be an integer, got {raw!r}") from None
+            raise ValueError(f"must be {noun}, got {raw!r}") from None
         if not lo <= value <= hi:
             raise ValueError(f"must be between {lo} and {hi}, got {value}")
         return value
 
     return parse
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    return _number(int, "an integer", lo, hi)
 
 
 def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
+    return _number(float, "a number", lo, hi)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:

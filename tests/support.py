@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import grpc
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from service import app
+from service.config import Settings
 from service.domain.models import User
+from service.store.db import Database
 
 
 def basic(username: str, password: str) -> tuple[tuple[str, str], ...]:
@@ -51,3 +56,33 @@ async def authorize(
     return await stub.Authorize(
         auth_service_pb2.AuthorizeRequest(**fields), metadata=basic(username, password)
     )
+
+
+@asynccontextmanager
+async def serving_target(
+    db: Database, settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[str, app.Services]]:
+    """A real gRPC server on a free loopback port, on the module's database, configured with
+    `overrides`; yields its target ("127.0.0.1:PORT") and its services."""
+    configured = replace(settings, grpc_addr="127.0.0.1:0", **overrides)
+    async with app.open_services(db, configured) as services:
+        await services.keys.load()
+        await services.hasher.prepare()
+        server, port = app.grpc_server(services, configured)
+        await server.start()
+        try:
+            yield f"127.0.0.1:{port}", services
+        finally:
+            await server.stop(None)
+
+
+@asynccontextmanager
+async def serving(
+    db: Database, settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[grpc.aio.Channel, app.Services]]:
+    """As `serving_target`, with a channel to the server."""
+    async with (
+        serving_target(db, settings, **overrides) as (target, services),
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        yield channel, services

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 __all__ = [
@@ -135,28 +136,23 @@ class _Runner:
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
+        # As an unprivileged system user, or behind the user-namespace prefix (maybe empty).
+        as_user: dict[str, Any] = (
+            {"user": self.uid, "group": self.gid, "extra_groups": []}
+            if self.user is not None
+            else {}
+        )
+        command = list(argv) if self.user is not None else [*self.prefix, *argv]
         try:
-            if self.user is not None:
-                return subprocess.run(
-                    list(argv),
-                    input=stdin,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    cwd="/",
-                    env=env,
-                    user=self.uid,
-                    group=self.gid,
-                    extra_groups=[],
-                )
             return subprocess.run(
-                [*self.prefix, *argv],
+                command,
                 input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 cwd="/",
                 env=env,
+                **as_user,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise EmbeddedPostgresError(f"cannot run {Path(argv[0]).name}: {exc}") from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -12,7 +11,7 @@ import pytest
 from service import app
 from service.gateway.server import serving_gateway
 from tests.gateway.helpers import basic_auth
-from tests.support import new_user
+from tests.support import new_user, serving_target
 
 BACKDATE = "UPDATE passwords SET created_at = now() - interval '2 minutes' WHERE user_id = $1"
 
@@ -20,21 +19,15 @@ BACKDATE = "UPDATE passwords SET created_at = now() - interval '2 minutes' WHERE
 @pytest.fixture(scope="module")
 async def rest(db, settings) -> AsyncIterator[tuple[aiohttp.ClientSession, app.Services]]:
     """Gateway + server with a 60 s password age and a 30 s failed-login delay."""
-    configured = replace(
-        settings, grpc_addr="127.0.0.1:0", password_max_age=60, failed_login_delay_base=30.0
-    )
-    async with app.open_services(db, configured) as services:
-        await services.keys.load()
-        server, port = app.grpc_server(services, configured)
-        await server.start()
-        try:
-            async with (
-                serving_gateway(f"127.0.0.1:{port}", "127.0.0.1:0", shutdown_timeout=1) as http,
-                aiohttp.ClientSession(base_url=f"http://127.0.0.1:{http}") as session,
-            ):
-                yield session, services
-        finally:
-            await server.stop(None)
+    async with (
+        serving_target(db, settings, password_max_age=60, failed_login_delay_base=30.0) as (
+            target,
+            services,
+        ),
+        serving_gateway(target, "127.0.0.1:0", shutdown_timeout=1) as http,
+        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{http}") as session,
+    ):
+        yield session, services
 
 
 async def test_expired_password_is_password_expired(rest, db) -> None:

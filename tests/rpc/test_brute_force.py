@@ -12,8 +12,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import grpc
@@ -24,13 +22,13 @@ from authsvc.v1 import password_service_pb2 as password_pb
 from google.rpc import error_details_pb2, status_pb2
 
 from service import app
-from service.config import Argon2Parameters, Settings
+from service.config import Argon2Parameters
 from service.domain.authenticator import Authenticator
 from service.domain.passwords import PasswordHasher
 from service.domain.usernames import username_key
 from service.store.passwords import PgCredentialStore
 from tests.conftest import CHEAP_ARGON2
-from tests.support import authorize, basic, error_info, new_user
+from tests.support import authorize, basic, error_info, new_user, serving
 from tests.test_cli import env_with, free_port, wait_for_port
 
 THROTTLE_ROW = """
@@ -40,24 +38,6 @@ SELECT failures, locked_until,
        extract(epoch FROM next_attempt_at - updated_at)::float8 AS delay
 FROM login_throttle WHERE username_key = $1
 """
-
-
-@asynccontextmanager
-async def serving(
-    db, settings: Settings, **overrides: object
-) -> AsyncIterator[tuple[grpc.aio.Channel, app.Services]]:
-    """A real gRPC server on a free port, on the module's database, with `overrides`."""
-    configured = replace(settings, grpc_addr="127.0.0.1:0", **overrides)
-    async with app.open_services(db, configured) as services:
-        await services.keys.load()
-        await services.hasher.prepare()
-        server, port = app.grpc_server(services, configured)
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield channel, services
-        finally:
-            await server.stop(None)
 
 
 @pytest.fixture(scope="module")

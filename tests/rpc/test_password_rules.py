@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 
 import grpc
@@ -14,7 +13,7 @@ from authsvc.v1 import password_service_pb2 as password_pb
 
 from service import app
 from service.errors import AuthError, Reason
-from tests.support import authorize, basic, error_info, new_user
+from tests.support import authorize, basic, error_info, new_user, serving
 from tests.test_cli import cli, env_with
 
 CURRENT = "Current-Pass1"
@@ -25,22 +24,10 @@ BACKDATE = "UPDATE passwords SET created_at = now() - $2::interval WHERE user_id
 @pytest.fixture(scope="module")
 async def rules(db, settings) -> AsyncIterator[tuple[grpc.aio.Channel, app.Services]]:
     """A server with complexity on (minimum 10 characters) and a 60 s maximum password age."""
-    configured = replace(
-        settings,
-        grpc_addr="127.0.0.1:0",
-        password_complexity=True,
-        password_min_length=10,
-        password_max_age=60,
-    )
-    async with app.open_services(db, configured) as services:
-        await services.keys.load()
-        server, port = app.grpc_server(services, configured)
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield channel, services
-        finally:
-            await server.stop(None)
+    async with serving(
+        db, settings, password_complexity=True, password_min_length=10, password_max_age=60
+    ) as served:
+        yield served
 
 
 def passwords(channel: grpc.aio.Channel) -> password_service_pb2_grpc.PasswordServiceStub:
