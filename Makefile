@@ -33,8 +33,8 @@ test: install
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check service tests clients/python/authsvc/client.py
-	$(VENV)/bin/ruff format --check service tests clients/python/authsvc/client.py
+	$(VENV)/bin/ruff check service tests bench clients/python/authsvc/client.py
+	$(VENV)/bin/ruff format --check service tests bench clients/python/authsvc/client.py
 	$(VENV)/bin/mypy
 
 # The proto is the one source of truth: stubs are generated from it, committed, never edited.
@@ -46,6 +46,10 @@ verify-stubs: stubs
 	  (echo "generated stubs differ from the committed ones: run 'make stubs' and commit" >&2; exit 1)
 	@test -z "$$(git status --porcelain -- $(STUB_DIR))" || \
 	  (echo "untracked generated stubs: run 'make stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) >&2; exit 1)
+
+# Starts its own server (temporary embedded PostgreSQL, production argon2id) and prints ratios.
+bench: install
+	$(PY) bench/run.py
 
 # The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.
 openapi: install
