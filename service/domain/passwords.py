@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -46,19 +47,26 @@ class PasswordHasher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._limit = workers + queue_limit
         self._in_flight = 0
+        self._count_lock = threading.Lock()
         self._dummy_hash: str | None = None
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
-        if self._in_flight >= self._limit:
-            raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
-        self._in_flight += 1
-        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        # The slot is freed when the thread is done, not when a cancelled caller walks away.
-        future.add_done_callback(self._release)
-        return await asyncio.shield(future)
+        with self._count_lock:
+            if self._in_flight >= self._limit:
+                raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
+            self._in_flight += 1
+        work = self._pool.submit(fn, *args)
+        # The slot is freed when the work is done, or dropped unstarted; a hash that has started
+        # keeps its slot until it ends, even if its caller walked away.
+        work.add_done_callback(self._release)
+        # Awaiting the wrapped future (no shield): if the caller is cancelled (deadline, client
+        # gone) while its work is still queued, the work is cancelled and never runs, so a burst
+        # of abandoned calls does not burn the cores that waiting callers need.
+        return await asyncio.wrap_future(work)
 
     def _release(self, _: object) -> None:
-        self._in_flight -= 1
+        with self._count_lock:  # runs in a worker thread, or wherever the work was cancelled
+            self._in_flight -= 1
 
     async def hash(self, password: str) -> str:
         return await self._run(self._argon2.hash, password)

@@ -68,3 +68,28 @@ async def test_needs_rehash_when_parameters_change() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+async def test_abandoned_queued_work_never_runs() -> None:
+    """Calls cancelled while still queued are dropped unrun, and their slots come back."""
+    hasher = PasswordHasher(SLOW, workers=1, queue_limit=16)
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        time.sleep(0.05)
+        ran.append(name)
+        return name
+
+    try:
+        first = asyncio.ensure_future(hasher._run(work, "first"))
+        await asyncio.sleep(0.01)  # "first" now occupies the only worker
+        queued = [asyncio.ensure_future(hasher._run(work, f"queued-{i}")) for i in range(8)]
+        await asyncio.sleep(0)
+        for call in queued:
+            call.cancel()
+        assert await first == "first"
+        assert await hasher._run(work, "next") == "next"
+        assert ran == ["first", "next"]
+        assert hasher._in_flight == 0
+    finally:
+        hasher.close()
