@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(sort $(wildcard proto/authsvc/v1/*.proto))
 STUB_DIR := clients/python
 
-.PHONY: install run test lint stubs verify-stubs bench openapi clean
+.PHONY: install run test lint stubs verify-stubs proto-lint bench openapi clean
 
 NODE_STAMP := clients/node/node_modules/.installed
 
@@ -40,6 +40,21 @@ lint: install
 # The proto is the one source of truth: stubs are generated from it, committed, never edited.
 stubs: $(STAMP)
 	$(PY) tools/gen_stubs.py $(STUB_DIR) $(PROTOS)
+
+# Buf STANDARD lint of proto/, offline: buf comes from npm (pinned in tools/buf), the google/api
+# imports from the installed googleapis-common-protos.
+BUF_STAMP := tools/buf/node_modules/.installed
+
+# `npm install --no-save`, not `npm ci`: npm records only some platforms' optional binaries of
+# @bufbuild/buf in the lock and `npm ci` then refuses it; the version is pinned exactly anyway.
+$(BUF_STAMP): tools/buf/package.json tools/buf/package-lock.json
+	npm install --prefix tools/buf --no-save --no-audit --no-fund
+	@touch $@
+
+proto-lint: $(STAMP) $(BUF_STAMP)
+	@rm -rf proto/third_party && mkdir -p proto/third_party/google/api
+	@cp "$$($(PY) -c 'import google.api.annotations_pb2 as m, os; print(os.path.dirname(m.__file__))')"/*.proto proto/third_party/google/api/
+	cd proto && ../tools/buf/node_modules/.bin/buf lint
 
 verify-stubs: stubs
 	@git diff --exit-code --stat -- $(STUB_DIR) || \
