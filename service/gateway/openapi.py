@@ -32,14 +32,6 @@ SCHEMA_PREFIX = "#/components/schemas/"
 RESPONSE_PREFIX = "#/components/responses/"
 JSON = "application/json"
 
-# Which RPCs read Basic credentials from `authorization` (full method or service name -> whether
-# they are required). The protos have no option for it yet, so it is listed here; an RPC that is
-# not listed is documented without security.
-BASIC_AUTH: Final[dict[str, bool]] = {
-    "authsvc.v1.PasswordService": True,
-    "authsvc.v1.AuthService.Authorize": False,
-}
-
 # The error statuses every RPC route documents, and why each can happen.
 ERROR_STATUSES: Final[dict[int, str]] = {
     400: "The request is malformed (JSON, a field's type or value) or a precondition failed.",
@@ -300,11 +292,16 @@ def _error_responses(style: ErrorStyle) -> dict[str, Any]:
 
 
 def _security(route: Route) -> list[dict[str, list[str]]] | None:
-    method = route.method
-    required = BASIC_AUTH.get(method.full_name, BASIC_AUTH.get(method.containing_service.full_name))
-    if required is None:
-        return None
-    return [{"basicAuth": []}] if required else [{"basicAuth": []}, {}]
+    # From the method's `(authsvc.v1.basic_credentials)` option (imported here, as in routes.py).
+    from authsvc.v1 import http_options_pb2
+
+    extensions: Any = route.method.GetOptions().Extensions
+    credentials = extensions[http_options_pb2.basic_credentials]
+    if credentials == http_options_pb2.BASIC_CREDENTIALS_REQUIRED:
+        return [{"basicAuth": []}]
+    if credentials == http_options_pb2.BASIC_CREDENTIALS_OPTIONAL:
+        return [{"basicAuth": []}, {}]
+    return None
 
 
 def _path_parameter(route: Route, variable: Variable, schemas: _Schemas) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from authsvc.v1 import http_options_pb2 as authsvc_dot_v1_dot_http__options__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1d\x61uthsvc/v1/http_options.proto\x1a\x1fgoogle/api/field_behavior.proto\"P\n\x10\x41uthorizeRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x03ttl\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_ttl\"=\n\x11\x41uthorizeResponse\x12(\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x0c\x61\x63\x63\x65ss_token\"L\n\x14IssueApiTokenRequest\x12!\n\tuser_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x08userName\x12\x11\n\x03pwd\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x15IssueApiTokenResponse\x12!\n\tapi_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x08\x61piToken\x12\x15\n\x07\x65xpires\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06status\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x32\xe8\x01\n\x0b\x41uthService\x12h\n\tAuthorize\x12\x1c.authsvc.v1.AuthorizeRequest\x1a\x1d.authsvc.v1.AuthorizeResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/users/authorize:\x01*\x12o\n\rIssueApiToken\x12 .authsvc.v1.IssueApiTokenRequest\x1a!.authsvc.v1.IssueApiTokenResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\"\n/authorize:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/auth_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1d\x61uthsvc/v1/http_options.proto\x1a\x1fgoogle/api/field_behavior.proto\"P\n\x10\x41uthorizeRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x03ttl\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_ttl\"=\n\x11\x41uthorizeResponse\x12(\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x0c\x61\x63\x63\x65ss_token\"L\n\x14IssueApiTokenRequest\x12!\n\tuser_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x08userName\x12\x11\n\x03pwd\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x15IssueApiTokenResponse\x12!\n\tapi_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x08\x61piToken\x12\x15\n\x07\x65xpires\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06status\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x32\xec\x01\n\x0b\x41uthService\x12l\n\tAuthorize\x12\x1c.authsvc.v1.AuthorizeRequest\x1a\x1d.authsvc.v1.AuthorizeResponse\"\"\x90\xb5\x18\x02\x82\xd3\xe4\x93\x02\x18\"\x13/v1/users/authorize:\x01*\x12o\n\rIssueApiToken\x12 .authsvc.v1.IssueApiTokenRequest\x1a!.authsvc.v1.IssueApiTokenResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\"\n/authorize:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,7 +47,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUEAPITOKENRESPONSE'].fields_by_name['status']._loaded_options = None
   _globals['_ISSUEAPITOKENRESPONSE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
   _globals['_AUTHSERVICE'].methods_by_name['Authorize']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Authorize']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/users/authorize:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Authorize']._serialized_options = b'\220\265\030\002\202\323\344\223\002\030\"\023/v1/users/authorize:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['IssueApiToken']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['IssueApiToken']._serialized_options = b'\210\265\030\002\202\323\344\223\002\017\"\n/authorize:\001*'
   _globals['_AUTHORIZEREQUEST']._serialized_start=139
@@ -59,5 +59,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUEAPITOKENRESPONSE']._serialized_start=362
   _globals['_ISSUEAPITOKENRESPONSE']._serialized_end=465
   _globals['_AUTHSERVICE']._serialized_start=468
-  _globals['_AUTHSERVICE']._serialized_end=700
+  _globals['_AUTHSERVICE']._serialized_end=704
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/http_options.proto\x12\nauthsvc.v1\x1a google/protobuf/descriptor.proto*p\n\x0e\x45rrorBodyStyle\x12 \n\x1c\x45RROR_BODY_STYLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_BODY_STYLE_ERROR_CODE\x10\x01\x12\x1b\n\x17\x45RROR_BODY_STYLE_STATUS\x10\x02:V\n\x10\x65rror_body_style\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x1a.authsvc.v1.ErrorBodyStyleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/http_options.proto\x12\nauthsvc.v1\x1a google/protobuf/descriptor.proto*p\n\x0e\x45rrorBodyStyle\x12 \n\x1c\x45RROR_BODY_STYLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_BODY_STYLE_ERROR_CODE\x10\x01\x12\x1b\n\x17\x45RROR_BODY_STYLE_STATUS\x10\x02*u\n\x10\x42\x61sicCredentials\x12!\n\x1d\x42\x41SIC_CREDENTIALS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42\x41SIC_CREDENTIALS_REQUIRED\x10\x01\x12\x1e\n\x1a\x42\x41SIC_CREDENTIALS_OPTIONAL\x10\x02:V\n\x10\x65rror_body_style\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x1a.authsvc.v1.ErrorBodyStyle:Y\n\x11\x62\x61sic_credentials\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0e\x32\x1c.authsvc.v1.BasicCredentialsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORBODYSTYLE']._serialized_start=79
   _globals['_ERRORBODYSTYLE']._serialized_end=191
+  _globals['_BASICCREDENTIALS']._serialized_start=193
+  _globals['_BASICCREDENTIALS']._serialized_end=310
 # @@protoc_insertion_point(module_scope)

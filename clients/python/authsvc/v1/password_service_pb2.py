@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from authsvc.v1 import http_options_pb2 as authsvc_dot_v1_dot_http__options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!authsvc/v1/password_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"C\n\x17ReplacePasswordsRequest\x12(\n\x0cnew_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cnew_password\"\x1a\n\x18ReplacePasswordsResponse\">\n\x12\x41\x64\x64PasswordRequest\x12(\n\x0cnew_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cnew_password\"\x15\n\x13\x41\x64\x64PasswordResponse\"A\n\x15\x44\x65letePasswordRequest\x12(\n\x0cold_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cold_password\"\x18\n\x16\x44\x65letePasswordResponse2\xf6\x02\n\x0fPasswordService\x12|\n\x10ReplacePasswords\x12#.authsvc.v1.ReplacePasswordsRequest\x1a$.authsvc.v1.ReplacePasswordsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x1a\x12/v1/users/password:\x01*\x12m\n\x0b\x41\x64\x64Password\x12\x1e.authsvc.v1.AddPasswordRequest\x1a\x1f.authsvc.v1.AddPasswordResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/users/password:\x01*\x12v\n\x0e\x44\x65letePassword\x12!.authsvc.v1.DeletePasswordRequest\x1a\".authsvc.v1.DeletePasswordResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x12/v1/users/password:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!authsvc/v1/password_service.proto\x12\nauthsvc.v1\x1a\x1d\x61uthsvc/v1/http_options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"C\n\x17ReplacePasswordsRequest\x12(\n\x0cnew_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cnew_password\"\x1a\n\x18ReplacePasswordsResponse\">\n\x12\x41\x64\x64PasswordRequest\x12(\n\x0cnew_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cnew_password\"\x15\n\x13\x41\x64\x64PasswordResponse\"A\n\x15\x44\x65letePasswordRequest\x12(\n\x0cold_password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0cold_password\"\x18\n\x16\x44\x65letePasswordResponse2\x83\x03\n\x0fPasswordService\x12\x80\x01\n\x10ReplacePasswords\x12#.authsvc.v1.ReplacePasswordsRequest\x1a$.authsvc.v1.ReplacePasswordsResponse\"!\x90\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\x1a\x12/v1/users/password:\x01*\x12q\n\x0b\x41\x64\x64Password\x12\x1e.authsvc.v1.AddPasswordRequest\x1a\x1f.authsvc.v1.AddPasswordResponse\"!\x90\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/v1/users/password:\x01*\x12z\n\x0e\x44\x65letePassword\x12!.authsvc.v1.DeletePasswordRequest\x1a\".authsvc.v1.DeletePasswordResponse\"!\x90\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17*\x12/v1/users/password:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,23 +41,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPASSWORDREQUEST'].fields_by_name['old_password']._loaded_options = None
   _globals['_DELETEPASSWORDREQUEST'].fields_by_name['old_password']._serialized_options = b'\342A\001\002'
   _globals['_PASSWORDSERVICE'].methods_by_name['ReplacePasswords']._loaded_options = None
-  _globals['_PASSWORDSERVICE'].methods_by_name['ReplacePasswords']._serialized_options = b'\202\323\344\223\002\027\032\022/v1/users/password:\001*'
+  _globals['_PASSWORDSERVICE'].methods_by_name['ReplacePasswords']._serialized_options = b'\220\265\030\001\202\323\344\223\002\027\032\022/v1/users/password:\001*'
   _globals['_PASSWORDSERVICE'].methods_by_name['AddPassword']._loaded_options = None
-  _globals['_PASSWORDSERVICE'].methods_by_name['AddPassword']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/users/password:\001*'
+  _globals['_PASSWORDSERVICE'].methods_by_name['AddPassword']._serialized_options = b'\220\265\030\001\202\323\344\223\002\027\"\022/v1/users/password:\001*'
   _globals['_PASSWORDSERVICE'].methods_by_name['DeletePassword']._loaded_options = None
-  _globals['_PASSWORDSERVICE'].methods_by_name['DeletePassword']._serialized_options = b'\202\323\344\223\002\027*\022/v1/users/password:\001*'
-  _globals['_REPLACEPASSWORDSREQUEST']._serialized_start=112
-  _globals['_REPLACEPASSWORDSREQUEST']._serialized_end=179
-  _globals['_REPLACEPASSWORDSRESPONSE']._serialized_start=181
-  _globals['_REPLACEPASSWORDSRESPONSE']._serialized_end=207
-  _globals['_ADDPASSWORDREQUEST']._serialized_start=209
-  _globals['_ADDPASSWORDREQUEST']._serialized_end=271
-  _globals['_ADDPASSWORDRESPONSE']._serialized_start=273
-  _globals['_ADDPASSWORDRESPONSE']._serialized_end=294
-  _globals['_DELETEPASSWORDREQUEST']._serialized_start=296
-  _globals['_DELETEPASSWORDREQUEST']._serialized_end=361
-  _globals['_DELETEPASSWORDRESPONSE']._serialized_start=363
-  _globals['_DELETEPASSWORDRESPONSE']._serialized_end=387
-  _globals['_PASSWORDSERVICE']._serialized_start=390
-  _globals['_PASSWORDSERVICE']._serialized_end=764
+  _globals['_PASSWORDSERVICE'].methods_by_name['DeletePassword']._serialized_options = b'\220\265\030\001\202\323\344\223\002\027*\022/v1/users/password:\001*'
+  _globals['_REPLACEPASSWORDSREQUEST']._serialized_start=143
+  _globals['_REPLACEPASSWORDSREQUEST']._serialized_end=210
+  _globals['_REPLACEPASSWORDSRESPONSE']._serialized_start=212
+  _globals['_REPLACEPASSWORDSRESPONSE']._serialized_end=238
+  _globals['_ADDPASSWORDREQUEST']._serialized_start=240
+  _globals['_ADDPASSWORDREQUEST']._serialized_end=302
+  _globals['_ADDPASSWORDRESPONSE']._serialized_start=304
+  _globals['_ADDPASSWORDRESPONSE']._serialized_end=325
+  _globals['_DELETEPASSWORDREQUEST']._serialized_start=327
+  _globals['_DELETEPASSWORDREQUEST']._serialized_end=392
+  _globals['_DELETEPASSWORDRESPONSE']._serialized_start=394
+  _globals['_DELETEPASSWORDRESPONSE']._serialized_end=418
+  _globals['_PASSWORDSERVICE']._serialized_start=421
+  _globals['_PASSWORDSERVICE']._serialized_end=808
 # @@protoc_insertion_point(module_scope)
