@@ -111,6 +111,7 @@ async def open_services(
             clock,
             throttle=throttle,
             password_max_age=timedelta(seconds=max_age) if max_age else None,
+            max_passwords=settings.max_passwords,
         )
         password_policy = PasswordPolicy(
             complexity=settings.password_complexity, min_length=settings.password_min_length
@@ -122,7 +123,9 @@ async def open_services(
             keys=keys,
             authenticator=authenticator,
             authorization=AuthorizationService(authenticator, issuer),
-            passwords=PasswordManager(PgPasswordListStore(db), hasher, password_policy),
+            passwords=PasswordManager(
+                PgPasswordListStore(db), hasher, password_policy, settings.max_passwords
+            ),
             users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
             verifier=TokenVerifier(
                 keys, PgUserStore(db), settings.token_issuer, settings.token_leeway, clock

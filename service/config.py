@@ -94,6 +94,9 @@ class Settings:
     password_complexity: bool = False
     password_min_length: int = 8
     password_max_age: int = 0
+    # How many passwords one user may hold at once (rotation needs two: the old and the new).
+    # Every failed login costs this many argon2 verifications, so that its timing tells nothing.
+    max_passwords: int = 2
 
 
 N = TypeVar("N", int, float)
@@ -271,6 +274,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         password_max_age=get(
             "PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), defaults.password_max_age
         ),
+        max_passwords=get("MAX_PASSWORDS", _int(1, 16), defaults.max_passwords),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
         ),

@@ -72,6 +72,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # No delay after a failed login: many tests log in wrongly, then rightly, at once.
         # tests/rpc/test_brute_force.py runs servers with the delay (and lockout) on.
         failed_login_delay_base=0.0,
+        # Room for the concurrency tests' long lists; tests/rpc/test_password_count.py checks
+        # the default limit.
+        max_passwords=16,
     )
 
 

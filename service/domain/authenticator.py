@@ -1,7 +1,8 @@
 """Authentication: a username and a password in, a Principal out, or one of a few reasons.
 
-The order matters for what a caller can learn. Every attempt costs the same argon2 work whether
-or not the user exists (a dummy verification for unknown names), and account states (locked,
+The order matters for what a caller can learn. Every failed attempt costs the same argon2 work,
+`max_passwords` verifications, whether or not the user exists and however many passwords it
+holds (dummy verifications make up the difference), and account states (locked,
 expired) are told only to a caller who has just proven the password: to anyone else every
 failure is the same INVALID_CREDENTIALS.
 
@@ -41,26 +42,33 @@ class Authenticator:
         *,
         throttle: LoginThrottle | None = None,
         password_max_age: timedelta | None = None,
+        max_passwords: int = 1,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
         self._throttle = throttle
         self._password_max_age = password_max_age
+        self._max_passwords = max_passwords
 
     async def authenticate(self, username: str, password: str) -> Principal:
         check_username(username)
         check_password(password)
         key = username_key(username)
+        if self._hasher.saturated():
+            raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
         attempt = await self._throttle.admit(key) if self._throttle is not None else None
         found = await self._store.find_login(key)
         if found is None:
-            await self._hasher.verify_dummy(password)
+            await self._hasher.verify_dummy(password, self._max_passwords)
             raise invalid_credentials()
         user, passwords = found
         # Most recently used first: the usual login costs one verification however long the list.
         match = await self._hasher.first_match(passwords, password)
         if match is None:
+            # A failure always costs `max_passwords` verifications, so its timing tells neither
+            # whether the user exists nor how many passwords it holds.
+            await self._hasher.verify_dummy(password, self._max_passwords - len(passwords))
             raise invalid_credentials()
         if user.locked:
             raise AuthError(Reason.ACCOUNT_LOCKED, "the account is locked")

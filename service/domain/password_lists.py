@@ -18,11 +18,16 @@ from service.errors import AuthError, Reason
 
 class PasswordManager:
     def __init__(
-        self, store: PasswordListStore, hasher: PasswordHasher, policy: PasswordPolicy | None = None
+        self,
+        store: PasswordListStore,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy | None = None,
+        max_passwords: int = 2,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._policy = policy or PasswordPolicy()
+        self._max_passwords = max_passwords
 
     async def replace(self, principal: Principal, new_password: str) -> None:
         """Make `new_password` the caller's only password."""
@@ -40,7 +45,12 @@ class PasswordManager:
         checked = await self._ensure_new(principal, new_password)
         new_hash = await self._hasher.hash(new_password)
         async with self._store.locked(principal.user.id) as locked:
-            await self._recheck(principal, locked, new_password, checked)
+            current = await self._recheck(principal, locked, new_password, checked)
+            if len(current) >= self._max_passwords:
+                raise AuthError(
+                    Reason.TOO_MANY_PASSWORDS,
+                    f"a user holds at most {self._max_passwords} passwords: delete one first",
+                )
             await locked.add(new_hash)
 
     async def delete(self, principal: Principal, old_password: str) -> None:

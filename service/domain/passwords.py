@@ -103,12 +103,19 @@ class PasswordHasher:
         if self._dummy_hash is None:
             self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
 
-    async def verify_dummy(self, password: str) -> None:
-        """Spend what a real verification costs, for a user that does not exist, so that timing
-        does not tell which usernames exist."""
+    async def verify_dummy(self, password: str, times: int = 1) -> None:
+        """Spend what `times` real verifications cost, with nothing to match, so that a failed
+        login costs the same whether the user exists and however many passwords it holds."""
         await self.prepare()
         assert self._dummy_hash is not None
-        await self.verify(self._dummy_hash, password)
+        for _ in range(times):
+            await self.verify(self._dummy_hash, password)
+
+    def saturated(self) -> bool:
+        """True when no more work can be queued: checked before a login attempt is counted, so
+        a flood that fills the queue cannot get attempts counted without paying for a hash."""
+        with self._count_lock:
+            return self._in_flight >= self._limit
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
