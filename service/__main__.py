@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from service import app
-from service.config import ConfigError, Settings, load_settings
+from service.config import ConfigError, Settings, is_loopback, load_settings
+from service.domain.signing_keys import KeyUnreadableError
 from service.errors import AuthError
 from service.store.embedded import EmbeddedPostgresError
 
@@ -24,6 +25,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """Bad command-line input: exit status 2."""
+
+
+def check_upstream(settings: Settings, grpc_target: str) -> None:
+    """Credentials must not cross the network in plaintext: a non-loopback --grpc-target needs
+    AUTHSVC_GATEWAY_CA_FILE (TLS), unless AUTHSVC_ALLOW_PLAINTEXT says otherwise."""
+    plaintext = settings.gateway_upstream is None and not settings.allow_plaintext
+    if plaintext and not is_loopback(grpc_target):
+        raise UsageError(
+            "--grpc-target: plaintext to a non-loopback server; set AUTHSVC_GATEWAY_CA_FILE"
+            " (or AUTHSVC_ALLOW_PLAINTEXT=true)"
+        )
 
 
 def parse_expiry(raw: str) -> datetime | None:
@@ -91,17 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage token signing keys")
     key_actions = keys.add_subparsers(dest="action", required=True)
     key_actions.add_parser("list", help="list the published signing keys")
-    key_actions.add_parser("rotate", help="make a new key that signs at once")
+    rotate = key_actions.add_parser("rotate", help="make a new key that signs at once")
+    rotate.add_argument(
+        "--retire-old",
+        action="store_true",
+        help="after a compromise: retire every other key now, invalidating the tokens it signed",
+    )
     return parser
 
 
 def keys_command(args: argparse.Namespace) -> Action:
     async def rotate(services: app.Services) -> None:
-        key = await services.keys.rotate_now()
-        print(
-            f"new signing key {key.kid} ({key.algorithm}) signs from now on; "
-            "older keys stay published until their tokens expire"
+        key = await services.keys.rotate_now(retire_others=args.retire_old)
+        older = (
+            "older keys are retired: the tokens they signed no longer verify"
+            if args.retire_old
+            else "older keys stay published until their tokens expire"
         )
+        print(f"new signing key {key.kid} ({key.algorithm}) signs from now on; {older}")
 
     async def list_keys(services: app.Services) -> None:
         signing = (await services.keys.signing_key()).key.kid
@@ -166,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             asyncio.run(app.serve(settings))
         elif args.command == "gateway":
+            check_upstream(settings, args.grpc_target)
             asyncio.run(app.run_standalone_gateway(settings, args.grpc_target))
         elif args.command == "migrate":
             asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
@@ -176,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"authsvc: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (AuthError, EmbeddedPostgresError) as exc:
+    except (AuthError, EmbeddedPostgresError, KeyUnreadableError) as exc:
         print(f"authsvc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # e.g. a listen address already in use
+        print(f"authsvc: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -152,42 +152,44 @@ def grpc_server(
     )
 
 
-# How often each replica checks whether the signing key is due for rotation.
+# How often each replica checks whether the signing key is due for rotation, and deletes
+# login-throttle rows whose delay and lock have long passed.
 ROTATION_CHECK_SECONDS = 600.0
-
-
-async def rotate_keys(keys: KeyRing, stop: asyncio.Event) -> None:
-    """Every replica checks now and then; the store lets exactly one of them rotate."""
-    while not stop.is_set():
-        try:
-            key = await keys.rotate_if_due()
-            if key is not None:
-                log.info("scheduled signing key %s to sign from %s", key.kid, key.activates_at)
-        except AuthError as exc:
-            log.warning("key rotation check failed: %s", exc.message)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ROTATION_CHECK_SECONDS)
-
-
-# How often each replica deletes login-throttle rows whose delay and lock have long passed.
 THROTTLE_PURGE_SECONDS = 600.0
 
 
-async def purge_login_throttle(throttle: LoginThrottle, stop: asyncio.Event) -> None:
-    """Keep the failed-login table from growing with every name a password spray tries."""
+async def every(
+    seconds: float, stop: asyncio.Event, what: str, action: Callable[[], Awaitable[object]]
+) -> None:
+    """Run `action` now and every `seconds` until `stop`; a failure is logged and retried at
+    the next turn, never the end of the loop."""
     while not stop.is_set():
         try:
-            purged = await throttle.purge_stale()
-            if purged:
-                log.info("purged %d stale failed-login records", purged)
+            await action()
         except AuthError as exc:
-            log.warning("failed-login purge failed: %s", exc.message)
+            log.warning("%s failed: %s", what, exc.message)
+        except Exception:
+            log.exception("%s failed", what)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), THROTTLE_PURGE_SECONDS)
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def rotate_keys(keys: KeyRing) -> None:
+    """Every replica checks now and then; the store lets exactly one of them rotate."""
+    key = await keys.rotate_if_due()
+    if key is not None:
+        log.info("scheduled signing key %s to sign from %s", key.kid, key.activates_at)
+
+
+async def purge_login_throttle(throttle: LoginThrottle) -> None:
+    """Keep the failed-login table from growing with every name a password spray tries."""
+    purged = await throttle.purge_stale()
+    if purged:
+        log.info("purged %d stale failed-login records", purged)
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then drain in-flight RPCs within the grace period."""
+    """Run until SIGTERM or SIGINT, then drain in-flight calls within the grace period."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,28 +203,49 @@ async def serve(settings: Settings) -> None:
             internal = f"unix:{private_dir}/grpc.sock"
             server, port = grpc_server(services, settings, internal)
             await server.start()
-            host = settings.grpc_addr.rpartition(":")[0]
-            log.info("gRPC serving on %s:%d", host, port)
-            rotation = asyncio.create_task(rotate_keys(services.keys, stop))
-            purge = asyncio.create_task(purge_login_throttle(services.throttle, stop))
-            async with serving_gateway(
-                internal,
-                settings.http_addr,
-                ssl_context=gateway_tls(settings),
-                shutdown_timeout=settings.shutdown_grace,
-            ):
-                await stop.wait()
-                log.info(
-                    "stopping: draining in-flight calls for up to %.0fs", settings.shutdown_grace
-                )
-            await server.stop(settings.shutdown_grace)
-            await rotation
-            await purge
+            chores = [
+                asyncio.create_task(
+                    every(
+                        ROTATION_CHECK_SECONDS,
+                        stop,
+                        "key rotation check",
+                        lambda: rotate_keys(services.keys),
+                    )
+                ),
+                asyncio.create_task(
+                    every(
+                        THROTTLE_PURGE_SECONDS,
+                        stop,
+                        "failed-login purge",
+                        lambda: purge_login_throttle(services.throttle),
+                    )
+                ),
+            ]
+            try:
+                host = settings.grpc_addr.rpartition(":")[0]
+                log.info("gRPC serving on %s:%d", host, port)
+                async with serving_gateway(
+                    internal,
+                    settings.http_addr,
+                    ssl_context=gateway_tls(settings),
+                    shutdown_timeout=settings.shutdown_grace,
+                ):
+                    await stop.wait()
+                    log.info(
+                        "stopping: draining in-flight calls for up to %.0fs",
+                        settings.shutdown_grace,
+                    )
+            finally:
+                stop.set()  # also when the gateway could not start: wind everything down
+                await server.stop(settings.shutdown_grace)
+                await asyncio.gather(*chores)
     log.info("stopped")
 
 
 def gateway_tls(settings: Settings) -> ssl.SSLContext | None:
-    return tls_context(settings.tls.cert_file, settings.tls.key_file) if settings.tls else None
+    if settings.tls is None:
+        return None
+    return tls_context(settings.tls.cert_file, settings.tls.key_file, settings.tls.client_ca_file)
 
 
 def upstream_credentials(settings: Settings) -> grpc.ChannelCredentials | None:

@@ -95,3 +95,11 @@ class AuthError(Exception):
 
 def invalid_argument(message: str) -> AuthError:
     return AuthError(Reason.INVALID_ARGUMENT, message)
+
+
+INVALID_CREDENTIALS_MESSAGE = "invalid username or password"
+
+
+def invalid_credentials() -> AuthError:
+    """Every failed login looks like this, whatever failed (unknown user, wrong password, ...)."""
+    return AuthError(Reason.INVALID_CREDENTIALS, INVALID_CREDENTIALS_MESSAGE)

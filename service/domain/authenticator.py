@@ -24,13 +24,7 @@ from service.domain.passwords import PasswordHasher, check_password
 from service.domain.ports import CredentialStore
 from service.domain.throttle import LoginThrottle
 from service.domain.usernames import check_username, username_key
-from service.errors import AuthError, Reason
-
-INVALID_CREDENTIALS_MESSAGE = "invalid username or password"
-
-
-def invalid_credentials() -> AuthError:
-    return AuthError(Reason.INVALID_CREDENTIALS, INVALID_CREDENTIALS_MESSAGE)
+from service.errors import AuthError, Reason, invalid_credentials
 
 
 class Authenticator:

@@ -8,12 +8,11 @@ other. A caller whose own password was removed meanwhile is no longer authentica
 
 from __future__ import annotations
 
-from service.domain.authenticator import invalid_credentials
 from service.domain.models import Principal, StoredPassword
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher, check_password
 from service.domain.ports import LockedPasswordList, PasswordListStore
-from service.errors import AuthError, Reason
+from service.errors import AuthError, Reason, invalid_credentials
 
 
 class PasswordManager:

@@ -84,9 +84,9 @@ class KeyStore(Protocol):
     async def add_key(
         self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
     ) -> bool:
-        """Atomically (one replica at a time): unless a key for `key.algorithm` was created
-        after `unless_newer_than`, insert `key` and retire every other unretired key at
-        `retire_others_at`. True when inserted."""
+        """Atomically (one replica at a time): unless a key for `key.algorithm` that is not
+        retiring was created after `unless_newer_than`, insert `key` and retire every other key
+        at `retire_others_at` (or sooner, if already due). True when inserted."""
 
     async def purge_retired(self, now: datetime) -> int:
         """Delete keys retired before `now` (their private halves with them)."""

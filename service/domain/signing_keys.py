@@ -40,7 +40,7 @@ _THUMBPRINT_MEMBERS = {
     "RSA": ("e", "kty", "n"),
 }
 # How often a replica re-reads the key table, so it signs with a key another replica made.
-REFRESH_SECONDS = 60.0
+REFRESH_SECONDS = 10.0
 # A verification that names an unknown kid re-reads the table at most this often.
 MISS_REFRESH_SECONDS = 5.0
 
@@ -172,9 +172,13 @@ class KeyRing:
             unless_newer_than=self._clock() - self._policy.rotation, activate_now=False
         )
 
-    async def rotate_now(self) -> SigningKey:
-        """Create a key that signs at once (after a compromise, or by an administrator)."""
-        key = await self._add_key(unless_newer_than=None, activate_now=True)
+    async def rotate_now(self, *, retire_others: bool = False) -> SigningKey:
+        """Create a key that signs at once. With `retire_others` (a compromised key), every
+        other key is retired now, so the tokens they signed stop verifying (within a replica's
+        key refresh) and their holders must authorize again."""
+        key = await self._add_key(
+            unless_newer_than=None, activate_now=True, retire_others_now=retire_others
+        )
         assert key is not None
         await self._reload()
         return key
@@ -239,17 +243,22 @@ class KeyRing:
         return self._snapshot
 
     async def _add_key(
-        self, *, unless_newer_than: datetime | None, activate_now: bool
+        self,
+        *,
+        unless_newer_than: datetime | None,
+        activate_now: bool,
+        retire_others_now: bool = False,
     ) -> SigningKey | None:
         now = self._clock()
         if unless_newer_than is not None:
             # A cheap look first, so that an idle check does not generate a key for nothing;
             # the store repeats the check atomically.
+            # Only keys not already on their way out count: a retiring key must not sign on.
             newest = next(
                 (
                     k
                     for k in await self._store.published(now)
-                    if k.algorithm == self._policy.algorithm
+                    if k.algorithm == self._policy.algorithm and k.retires_at is None
                 ),
                 None,
             )
@@ -262,7 +271,9 @@ class KeyRing:
         inserted = await self._store.add_key(
             key,
             unless_newer_than=unless_newer_than or now + timedelta(days=1),
-            retire_others_at=activates_at + self._policy.verify_window,
+            retire_others_at=now
+            if retire_others_now
+            else activates_at + self._policy.verify_window,
         )
         await self._store.purge_retired(now)
         return key if inserted else None

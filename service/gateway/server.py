@@ -374,11 +374,18 @@ def dial_target(listen_address: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """A server-side TLS context for HTTPS from PEM files (the same ones as the gRPC listener)."""
+def tls_context(
+    cert_file: Path, key_file: Path, client_ca_file: Path | None = None
+) -> ssl.SSLContext:
+    """A server-side TLS context for HTTPS from PEM files (the same ones as the gRPC listener).
+    With `client_ca_file`, mTLS: a client without a certificate that CA signed is refused in the
+    handshake, as on the gRPC listener, so REST is no way around it."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
+    if client_ca_file is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=client_ca_file)
     return context
 
 

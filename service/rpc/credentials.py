@@ -21,7 +21,8 @@ def credentials_required() -> AuthError:
 
 
 def basic_credentials(metadata: Metadata) -> tuple[str, str] | None:
-    """(username, password) from the metadata, or None when there is no authorization entry."""
+    """(username, password) from the metadata, or None when there are no Basic credentials
+    (no authorization entry, or another scheme, which Authorize then ignores for body fields)."""
     values = [value for key, value in metadata if key.lower() == "authorization"]
     if not values:
         return None
@@ -32,7 +33,7 @@ def basic_credentials(metadata: Metadata) -> tuple[str, str] | None:
         raise invalid_argument("malformed authorization header")
     scheme, _, param = value.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise credentials_required()
+        return None  # another scheme (a Bearer token, say) carries no password
     try:
         decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):

@@ -37,10 +37,20 @@ _UNAVAILABLE = (
 )
 
 
+class UniqueViolation(Exception):
+    """A row would duplicate a unique key; `constraint` names it. Stores map it to a reason."""
+
+    def __init__(self, constraint: str | None) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
 @contextmanager
 def database_errors() -> Iterator[None]:
     try:
         yield
+    except asyncpg.UniqueViolationError as exc:
+        raise UniqueViolation(exc.constraint_name) from exc
     except _UNAVAILABLE as exc:
         log.warning("database unavailable: %s", exc.__class__.__name__)
         raise AuthError(Reason.UNAVAILABLE, "database unavailable, retry later") from exc

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from uuid import UUID
 
-from service.domain.authenticator import invalid_credentials
 from service.domain.models import StoredPassword, User
+from service.errors import invalid_credentials
 from service.store.db import Connection, Database
 from service.store.users import USER_COLUMNS, user_from_row
 

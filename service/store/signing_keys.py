@@ -20,9 +20,9 @@ ORDER BY created_at DESC, kid
 """
 # Serialises key creation between replicas within one transaction.
 LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtext('authsvc.signing_keys'))"
+# Keys already scheduled to retire do not count: they must not go on signing.
 SELECT_NEWEST_CREATED = """
-SELECT max(created_at) FROM signing_keys
-WHERE algorithm = $1 AND (retires_at IS NULL OR retires_at > $2)
+SELECT max(created_at) FROM signing_keys WHERE algorithm = $1 AND retires_at IS NULL
 """
 INSERT_KEY = f"""
 INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, $5, $6, NULL, $7)
@@ -59,7 +59,7 @@ class PgKeyStore:
     ) -> bool:
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_KEYS)
-            newest = await conn.fetchrow(SELECT_NEWEST_CREATED, key.algorithm, key.created_at)
+            newest = await conn.fetchrow(SELECT_NEWEST_CREATED, key.algorithm)
             if newest is not None and newest[0] is not None and newest[0] > unless_newer_than:
                 return False
             await conn.execute(

@@ -9,7 +9,7 @@ import asyncpg
 
 from service.domain.models import User
 from service.errors import AuthError, Reason
-from service.store.db import Database
+from service.store.db import Database, UniqueViolation
 
 USER_COLUMNS = "id, username, created_at, locked, expires_at, credential_version"
 INSERT_USER = f"""
@@ -47,7 +47,7 @@ class PgUserStore:
         async with self._db.transaction() as conn:
             try:
                 row = await conn.fetchrow(INSERT_USER, username, username_key)
-            except asyncpg.UniqueViolationError:
+            except UniqueViolation:
                 raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}") from None
             assert row is not None
             user = user_from_row(row)

@@ -102,3 +102,62 @@ def test_half_a_client_certificate_is_refused(tmp_path, variable: str, expected:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"authsvc: {expected}"
+
+
+async def test_mtls_applies_to_rest_too(grpc_target, services, tmp_path) -> None:
+    """With a client CA, HTTPS refuses a client without a certificate and serves one with it."""
+    import ssl
+
+    from service.gateway.server import serving_gateway, tls_context
+
+    pki = make_pki(tmp_path)
+    user = await new_user(services, "pw")
+    server_tls = tls_context(pki.server_cert, pki.server_key, pki.ca_cert)
+    async with serving_gateway(grpc_target, "127.0.0.1:0", ssl_context=server_tls) as port:
+        url = f"https://127.0.0.1:{port}/v1/users/authorize"
+        anonymous = ssl.create_default_context(cafile=pki.ca_cert)
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.ClientError):
+                async with http.post(url, headers=basic_auth(user.username, "pw"), ssl=anonymous):
+                    pass
+            holder = ssl.create_default_context(cafile=pki.ca_cert)
+            holder.load_cert_chain(pki.client_cert, pki.client_key)
+            async with http.post(url, headers=basic_auth(user.username, "pw"), ssl=holder) as r:
+                assert r.status == 200
+
+
+def test_plaintext_to_a_remote_target_is_refused() -> None:
+    """Without AUTHSVC_GATEWAY_CA_FILE, a non-loopback --grpc-target is a usage error (exit 2)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "gateway", "--grpc-target", "10.1.2.3:50051"],
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("authsvc: --grpc-target: plaintext")
+
+
+def test_busy_http_port_is_one_line_exit_1(database_url, tmp_path) -> None:
+    """`serve` with its HTTP port taken stops cleanly: exit 1, one line, no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve"],
+            env=env_with(
+                AUTHSVC_DATABASE_URL=database_url,
+                AUTHSVC_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+                AUTHSVC_HTTP_ADDR=f"127.0.0.1:{busy}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("authsvc: ")

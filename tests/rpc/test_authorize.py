@@ -245,3 +245,14 @@ async def test_old_argon2_parameters_are_rehashed_on_login(
     assert row is not None and row["hash"] != old_hash
     assert "m=64,t=1,p=1" in row["hash"]
     assert replace(settings).argon2.memory_kib == 64
+
+
+async def test_bearer_header_does_not_hide_body_credentials(channel, services) -> None:
+    """A non-Basic authorization header (a stale Bearer token) is ignored for body credentials."""
+    user = await new_user(services, "pw")
+    stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+    reply = await stub.Authorize(
+        pb.AuthorizeRequest(username=user.username, password="pw"),
+        metadata=_raw_auth("Bearer stale.token.here"),
+    )
+    assert reply.access_token

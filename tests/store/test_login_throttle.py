@@ -149,8 +149,9 @@ async def test_serve_purge_loop_runs_at_start_and_stops(db) -> None:
         name,
     )
     stop = asyncio.Event()
+    throttle = LoginThrottle(store, ThrottlePolicy())
     task = asyncio.create_task(
-        app.purge_login_throttle(LoginThrottle(store, ThrottlePolicy()), stop)
+        app.every(60, stop, "purge", lambda: app.purge_login_throttle(throttle))
     )
     for _ in range(200):
         if await row(db, name) is None:
@@ -159,3 +160,19 @@ async def test_serve_purge_loop_runs_at_start_and_stops(db) -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await row(db, name) is None
+
+
+async def test_a_failing_chore_keeps_its_loop_alive() -> None:
+    """A chore that raises an unexpected error is logged and tried again, not silently ended."""
+    calls = 0
+    stop = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        stop.set()
+
+    await asyncio.wait_for(app.every(0.01, stop, "flaky chore", flaky), 5)
+    assert calls == 2

@@ -117,3 +117,31 @@ async def test_key_round_trips(db, empty_keys) -> None:
     store = PgKeyStore(db)
     assert await store.add_key(key, unless_newer_than=now, retire_others_at=now + DAY)
     assert await store.published(now) == [key]
+
+
+async def test_switching_algorithm_back_makes_a_fresh_key(db, empty_keys) -> None:
+    """EdDSA -> RS256 -> EdDSA: the second EdDSA ring signs with a new key that is not retiring,
+    not with the first one, which the switch to RS256 put on its way out."""
+    clock = Clock()
+    first = ring(db, clock, "EdDSA")
+    await first.load()
+    old = (await first.signing_key()).key
+    await ring(db, clock, "RS256").load()
+    clock.now += timedelta(seconds=1)
+    back = ring(db, clock, "EdDSA")
+    await back.load()
+    signing = (await back.signing_key()).key
+    assert signing.kid != old.kid and signing.retires_at is None
+
+
+async def test_rotation_after_a_compromise_retires_old_keys_at_once(db, empty_keys) -> None:
+    """rotate_now(retire_others=True): old keys stop verifying and leave the JWKS immediately."""
+    clock = Clock()
+    r = ring(db, clock)
+    await r.load()
+    old = (await r.signing_key()).key
+    clock.now += timedelta(seconds=1)
+    new = await r.rotate_now(retire_others=True)
+    assert await r.verification_key(old.kid) is None
+    assert [k.kid for k in await r.published()] == [new.kid]
+    assert old.kid not in {row["kid"] for row in await db.fetch("SELECT kid FROM signing_keys")}
