@@ -116,7 +116,7 @@ async def open_services(
         password_policy = PasswordPolicy(
             complexity=settings.password_complexity, min_length=settings.password_min_length
         )
-        issuer = TokenIssuer(keys, settings.token_issuer, clock)
+        issuer = TokenIssuer(keys, settings.token_issuer, settings.token_audience, clock)
         yield Services(
             db=db,
             hasher=hasher,
@@ -128,7 +128,12 @@ async def open_services(
             ),
             users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
             verifier=TokenVerifier(
-                keys, PgUserStore(db), settings.token_issuer, settings.token_leeway, clock
+                keys,
+                PgUserStore(db),
+                settings.token_issuer,
+                settings.token_audience,
+                settings.token_leeway,
+                clock,
             ),
             throttle=throttle,
         )

@@ -62,6 +62,7 @@ class Settings:
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     token_issuer: str = "authsvc"
+    token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
     jwt_algorithm: str = "EdDSA"
     argon2: Argon2Parameters = Argon2Parameters()
@@ -237,6 +238,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc_addr=get("GRPC_ADDR", _address, defaults.grpc_addr),
         http_addr=get("HTTP_ADDR", _address, defaults.http_addr),
         token_issuer=get("TOKEN_ISSUER", _text, defaults.token_issuer),
+        token_audience=get("TOKEN_AUDIENCE", _text, defaults.token_audience),
         api_token_ttl=get("API_TOKEN_TTL", _int(TTL_MIN, TTL_MAX), defaults.api_token_ttl),
         jwt_algorithm=get("JWT_ALGORITHM", _choice(*JWT_ALGORITHMS), defaults.jwt_algorithm),
         argon2=argon2,

@@ -31,10 +31,18 @@ def check_ttl(ttl: int | None) -> int:
     return ttl
 
 
+# RFC 9068 explicit typing (RFC 8725 section 3.11): an access token says so in its header, so it
+# cannot be confused with another JWT signed by the same key.
+TOKEN_TYPE = "at+jwt"
+
+
 class TokenIssuer:
-    def __init__(self, keys: KeyRing, issuer: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, keys: KeyRing, issuer: str, audience: str, clock: Callable[[], datetime]
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
+        self._audience = audience
         self._clock = clock
 
     async def issue(self, user: User, ttl: int) -> IssuedToken:
@@ -44,6 +52,7 @@ class TokenIssuer:
         jti = secrets.token_urlsafe(16)
         claims = {
             "iss": self._issuer,
+            "aud": self._audience,
             "sub": str(user.id),
             "username": user.username,
             "iat": int(issued_at.timestamp()),
@@ -52,7 +61,10 @@ class TokenIssuer:
             "cv": user.credential_version,
         }
         token = jwt.encode(
-            claims, active.private, algorithm=active.key.algorithm, headers={"kid": active.key.kid}
+            claims,
+            active.private,
+            algorithm=active.key.algorithm,
+            headers={"kid": active.key.kid, "typ": TOKEN_TYPE},
         )
         return IssuedToken(token=token, jti=jti, issued_at=issued_at, expires_at=expires_at)
 
@@ -67,7 +79,7 @@ class TokenVerifier:
     the user's credential version past the token's `cv`.
     """
 
-    REQUIRED_CLAIMS = ("iss", "sub", "username", "iat", "exp", "jti", "cv")
+    REQUIRED_CLAIMS = ("iss", "aud", "sub", "username", "iat", "exp", "jti", "cv")
     MAX_TOKEN_CHARS = 8192
 
     def __init__(
@@ -75,12 +87,14 @@ class TokenVerifier:
         keys: KeyRing,
         users: UserStore,
         issuer: str,
+        audience: str,
         leeway: int,
         clock: Callable[[], datetime],
     ) -> None:
         self._keys = keys
         self._users = users
         self._issuer = issuer
+        self._audience = audience
         self._leeway = leeway
         self._clock = clock
 
@@ -118,7 +132,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             return None
         kid = header.get("kid")
-        if "crit" in header or not isinstance(kid, str):
+        if "crit" in header or not isinstance(kid, str) or header.get("typ") != TOKEN_TYPE:
             return None
         key = await self._keys.verification_key(kid)
         if key is None or header.get("alg") != key.key.algorithm:
@@ -129,8 +143,9 @@ class TokenVerifier:
                 key.public,
                 algorithms=[key.key.algorithm],
                 issuer=self._issuer,
+                audience=self._audience,
                 leeway=self._leeway,
-                options={"require": list(self.REQUIRED_CLAIMS), "verify_aud": False},
+                options={"require": list(self.REQUIRED_CLAIMS)},
             )
         except jwt.InvalidTokenError:
             return None

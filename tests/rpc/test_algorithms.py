@@ -27,7 +27,9 @@ async def test_configured_algorithm_signs_and_verifies(db, settings, algorithm, 
         assert (jwk.kty, jwk.alg) == (kty, algorithm)
         fields = ("kty", "crv", "x", "y", "n", "e")
         public = jwt.PyJWK({f: getattr(jwk, f) for f in fields if f == "kty" or jwk.HasField(f)})
-        claims = jwt.decode(token, public, algorithms=[algorithm], issuer="authsvc")
+        claims = jwt.decode(
+            token, public, algorithms=[algorithm], issuer="authsvc", audience="authsvc"
+        )
         assert claims["sub"] == str(user.id)
         assert (await tokens.VerifyToken(pb.VerifyTokenRequest(token=token))).active
 

@@ -21,7 +21,7 @@ async def claims_of(token: str, services: app.Services) -> dict[str, object]:
     header = jwt.get_unverified_header(token)
     published = {key.kid: key for key in await services.keys.published()}
     key = jwt.PyJWK(published[header["kid"]].public_jwk)
-    return jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc")
+    return jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc", audience="authsvc")
 
 
 async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
@@ -34,7 +34,8 @@ async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
     assert claims["sub"] == str(user.id)
     assert claims["username"] == user.username
     assert claims["exp"] - claims["iat"] == 300
-    assert set(claims) >= {"iss", "sub", "username", "iat", "exp", "jti"}
+    assert set(claims) >= {"iss", "aud", "sub", "username", "iat", "exp", "jti"}
+    assert header["typ"] == "at+jwt"
 
 
 async def test_body_credentials_give_a_token(channel, services) -> None:

@@ -32,7 +32,7 @@ async def signed(services, claims: dict, headers: dict | None = None) -> str:
         claims,
         active.private,
         algorithm=active.key.algorithm,
-        headers={"kid": active.key.kid, **(headers or {})},
+        headers={"kid": active.key.kid, "typ": "at+jwt", **(headers or {})},
     )
 
 
@@ -41,6 +41,7 @@ async def good_claims(services) -> dict:
     now = int(time.time())
     return {
         "iss": "authsvc",
+        "aud": "authsvc",
         "sub": str(user.id),
         "username": user.username,
         "iat": now,
@@ -114,6 +115,16 @@ async def test_tampered_signature_and_payload_are_refused(channel, services) -> 
     assert not (await verify(channel, f"{head}.{forged}.{signature}")).active
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     assert not (await verify(channel, f"{head}.{payload}.{flipped}")).active
+
+
+async def test_wrong_audience_or_type_is_refused(channel, services) -> None:
+    """A token for another audience, or not typed as an access token (typ at+jwt), is inactive."""
+    claims = await good_claims(services)
+    assert (await verify(channel, await signed(services, claims))).active
+    for_others = await signed(services, {**claims, "aud": "another-service"})
+    assert not (await verify(channel, for_others)).active
+    untyped = await signed(services, claims, {"typ": "JWT"})
+    assert not (await verify(channel, untyped)).active
 
 
 async def test_crit_header_is_refused(channel, services) -> None:
@@ -191,7 +202,9 @@ async def test_jwks_verifies_tokens_offline_and_sets_cache_control(
     assert (jwk.kty, jwk.crv, jwk.alg, jwk.use) == ("OKP", "Ed25519", "EdDSA", "sig")
     assert not jwk.HasField("n") and not jwk.HasField("y")
     key = jwt.PyJWK({"kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid})
-    assert jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc")["sub"] == str(user.id)
+    assert jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc", audience="authsvc")[
+        "sub"
+    ] == str(user.id)
 
 
 async def test_old_token_verifies_after_rotation(channel, services) -> None:
