@@ -36,7 +36,7 @@ class Authenticator:
         *,
         throttle: LoginThrottle | None = None,
         password_max_age: timedelta | None = None,
-        max_passwords: int = 1,
+        max_passwords: int = 2,
     ) -> None:
         self._store = store
         self._hasher = hasher
