@@ -75,6 +75,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # Room for the concurrency tests' long lists; tests/rpc/test_password_count.py checks
         # the default limit.
         max_passwords=16,
+        # Each login reserves max_passwords of hashing room: keep bursts of 20 within it.
+        hash_queue_limit=1024,
     )
 
 

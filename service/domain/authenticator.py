@@ -48,16 +48,21 @@ class Authenticator:
     async def authenticate(self, username: str, password: str) -> Principal:
         check_username(username)
         check_password(password)
-        key = username_key(username)
-        if self._hasher.saturated():
-            raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
+        # Room for this login's hashing is reserved before the attempt is counted: once counted,
+        # it is sure to be verified, never refused for want of room.
+        with self._hasher.admission(self._max_passwords):
+            return await self._admitted(username_key(username), password)
+
+    async def _admitted(self, key: str, password: str) -> Principal:
         attempt = await self._throttle.admit(key) if self._throttle is not None else None
         found = await self._store.find_login(key)
         if found is None:
             await self._hasher.verify_dummy(password, self._max_passwords)
             raise invalid_credentials()
-        user, passwords = found
-        # Most recently used first: the usual login costs one verification however long the list.
+        user, stored = found
+        # Most recently used first: the usual login costs one verification. Only the newest
+        # `max_passwords` count (a list can be longer if the limit was lowered since).
+        passwords = stored[: self._max_passwords]
         match = await self._hasher.first_match(passwords, password)
         if match is None:
             # A failure always costs `max_passwords` verifications, so its timing tells neither

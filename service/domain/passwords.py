@@ -12,8 +12,10 @@ import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import argon2
@@ -25,6 +27,8 @@ from service.errors import AuthError, Reason, invalid_argument
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Set while a login admitted by `PasswordHasher.admission` runs (per task, so per call).
+_admitted: ContextVar[bool] = ContextVar("hash_admitted", default=False)
 
 
 def check_password(password: str, field: str = "password") -> None:
@@ -47,12 +51,14 @@ class PasswordHasher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._limit = workers + queue_limit
         self._in_flight = 0
+        self._reserved = 0
         self._count_lock = threading.Lock()
         self._dummy_hash: str | None = None
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
         with self._count_lock:
-            if self._in_flight >= self._limit:
+            # Work of an admitted login has its room reserved: it is never refused.
+            if not _admitted.get() and self._in_flight + self._reserved >= self._limit:
                 raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
             self._in_flight += 1
         work = self._pool.submit(fn, *args)
@@ -111,11 +117,23 @@ class PasswordHasher:
         for _ in range(times):
             await self.verify(self._dummy_hash, password)
 
-    def saturated(self) -> bool:
-        """True when no more work can be queued: checked before a login attempt is counted, so
-        a flood that fills the queue cannot get attempts counted without paying for a hash."""
+    @contextmanager
+    def admission(self, verifications: int) -> Iterator[None]:
+        """Reserve queue room for one login's `verifications` before the attempt is counted
+        against the user, or refuse it (UNAVAILABLE) uncounted: a flood that fills the queue
+        can neither get attempts counted without paying for their hashes nor make a right
+        password be counted as a failure and then refused."""
         with self._count_lock:
-            return self._in_flight >= self._limit
+            if self._in_flight + self._reserved + verifications > self._limit:
+                raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
+            self._reserved += verifications
+        token = _admitted.set(True)
+        try:
+            yield
+        finally:
+            _admitted.reset(token)
+            with self._count_lock:
+                self._reserved -= verifications
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -82,11 +82,17 @@ class KeyStore(Protocol):
         """Keys not yet retired at `now`, most recently created first."""
 
     async def add_key(
-        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
+        self,
+        key: SigningKey,
+        *,
+        unless_newer_than: datetime,
+        retire_others_at: datetime,
+        ignore_retiring: bool = False,
     ) -> bool:
-        """Atomically (one replica at a time): unless a key for `key.algorithm` that is not
-        retiring was created after `unless_newer_than`, insert `key` and retire every other key
-        at `retire_others_at` (or sooner, if already due). True when inserted."""
+        """Atomically (one replica at a time): unless a published key for `key.algorithm` (with
+        `ignore_retiring`, one not scheduled to retire) was created after `unless_newer_than`,
+        insert `key` and retire every other key at `retire_others_at` (or sooner, if already
+        due). True when inserted."""
 
     async def purge_retired(self, now: datetime) -> int:
         """Delete keys retired before `now` (their private halves with them)."""

@@ -162,7 +162,15 @@ class KeyRing:
     async def load(self) -> None:
         """Read the key table, first creating a key for the configured algorithm if it has none
         (replicas racing at first start agree on one)."""
-        await self._add_key(unless_newer_than=datetime.min.replace(tzinfo=UTC), activate_now=True)
+        # A key on its way out does not count here, so a replica never goes on signing with
+        # one (say, after switching the algorithm away and back); the periodic check below
+        # counts it, so replicas on two algorithms during a rolling change do not take turns
+        # making keys every check.
+        await self._add_key(
+            unless_newer_than=datetime.min.replace(tzinfo=UTC),
+            activate_now=True,
+            ignore_retiring=True,
+        )
         await self._reload()
 
     async def rotate_if_due(self) -> SigningKey | None:
@@ -248,17 +256,18 @@ class KeyRing:
         unless_newer_than: datetime | None,
         activate_now: bool,
         retire_others_now: bool = False,
+        ignore_retiring: bool = False,
     ) -> SigningKey | None:
         now = self._clock()
         if unless_newer_than is not None:
             # A cheap look first, so that an idle check does not generate a key for nothing;
             # the store repeats the check atomically.
-            # Only keys not already on their way out count: a retiring key must not sign on.
             newest = next(
                 (
                     k
                     for k in await self._store.published(now)
-                    if k.algorithm == self._policy.algorithm and k.retires_at is None
+                    if k.algorithm == self._policy.algorithm
+                    and (k.retires_at is None or not ignore_retiring)
                 ),
                 None,
             )
@@ -274,6 +283,7 @@ class KeyRing:
             retire_others_at=now
             if retire_others_now
             else activates_at + self._policy.verify_window,
+            ignore_retiring=ignore_retiring,
         )
         await self._store.purge_retired(now)
         return key if inserted else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
+
 import grpc
 from authsvc.v1 import auth_service_pb2_grpc, password_service_pb2_grpc, token_service_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -25,6 +28,17 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
+def _listen(address: str, add_port: Callable[[], int]) -> int:
+    """Bind, turning grpcio's ways of failing (0, or RuntimeError) into one OSError."""
+    try:
+        port = add_port()
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(errno.EADDRINUSE, f"cannot listen on {address}")
+    return port
+
+
 def build_grpc_server(
     auth: AuthServicer,
     passwords: PasswordServicer,
@@ -45,13 +59,14 @@ def build_grpc_server(
     password_service_pb2_grpc.add_PasswordServiceServicer_to_server(passwords, server)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = (
-        server.add_secure_port(address, server_credentials(tls))
-        if tls is not None
-        else server.add_insecure_port(address)
+    port = _listen(
+        address,
+        lambda: (
+            server.add_secure_port(address, server_credentials(tls))
+            if tls is not None
+            else server.add_insecure_port(address)
+        ),
     )
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    if internal_address is not None and server.add_insecure_port(internal_address) == 0:
-        raise OSError(f"cannot listen on {internal_address}")
+    if internal_address is not None:
+        _listen(internal_address, lambda: server.add_insecure_port(internal_address))
     return server, port

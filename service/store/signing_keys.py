@@ -20,9 +20,11 @@ ORDER BY created_at DESC, kid
 """
 # Serialises key creation between replicas within one transaction.
 LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtext('authsvc.signing_keys'))"
-# Keys already scheduled to retire do not count: they must not go on signing.
+# The newest key of an algorithm that is still published at $2; with $3, only among keys not
+# already scheduled to retire.
 SELECT_NEWEST_CREATED = """
-SELECT max(created_at) FROM signing_keys WHERE algorithm = $1 AND retires_at IS NULL
+SELECT max(created_at) FROM signing_keys
+WHERE algorithm = $1 AND (retires_at IS NULL OR (NOT $3 AND retires_at > $2))
 """
 INSERT_KEY = f"""
 INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, $5, $6, NULL, $7)
@@ -55,11 +57,18 @@ class PgKeyStore:
         return [key_from_row(row) for row in await self._db.fetch(SELECT_PUBLISHED, now)]
 
     async def add_key(
-        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
+        self,
+        key: SigningKey,
+        *,
+        unless_newer_than: datetime,
+        retire_others_at: datetime,
+        ignore_retiring: bool = False,
     ) -> bool:
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_KEYS)
-            newest = await conn.fetchrow(SELECT_NEWEST_CREATED, key.algorithm)
+            newest = await conn.fetchrow(
+                SELECT_NEWEST_CREATED, key.algorithm, key.created_at, ignore_retiring
+            )
             if newest is not None and newest[0] is not None and newest[0] > unless_newer_than:
                 return False
             await conn.execute(

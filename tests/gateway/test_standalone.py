@@ -161,3 +161,27 @@ def test_busy_http_port_is_one_line_exit_1(database_url, tmp_path) -> None:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("authsvc: ")
+
+
+def test_busy_grpc_port_is_one_line_exit_1(database_url) -> None:
+    """`serve` with its gRPC port taken: exit 1, one line naming the address, no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve"],
+            env=env_with(
+                AUTHSVC_DATABASE_URL=database_url,
+                AUTHSVC_GRPC_ADDR=f"127.0.0.1:{busy}",
+                AUTHSVC_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"authsvc: cannot listen on 127.0.0.1:{busy}"

@@ -47,10 +47,11 @@ class CountingHasher(PasswordHasher):
         return await super().verify(password_hash, password)
 
 
-@pytest.mark.parametrize("held", [0, 1, 3])
+@pytest.mark.parametrize("held", [0, 1, 3, 6])
 async def test_failed_login_costs_the_same_whatever_the_list(db, services, held: int) -> None:
-    """A failed login runs exactly max_passwords verifications: for an unknown user, and for a
-    user with one or three passwords, so timing tells neither existence nor list length."""
+    """A failed login runs exactly max_passwords (4) verifications: for an unknown user, and for
+    a user with one, three or six (over the limit, lowered since) passwords, so timing tells
+    neither existence nor list length."""
     from datetime import UTC, datetime
 
     hasher = CountingHasher()
@@ -77,3 +78,46 @@ async def test_failed_login_costs_the_same_whatever_the_list(db, services, held:
         assert hasher.verifications == 4
     finally:
         hasher.close()
+
+
+async def test_a_burst_never_counts_a_login_it_then_refuses(db, settings) -> None:
+    """With the hash queue nearly full, twelve right-password logins at once are each either
+    served or refused UNAVAILABLE before being counted: no name is left with a failure."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from service.domain.throttle import LoginThrottle, ThrottlePolicy
+    from service.domain.usernames import username_key
+    from service.errors import Reason
+    from service.store.login_throttle import PgLoginThrottleStore
+
+    hasher = PasswordHasher(CHEAP_ARGON2, workers=1, queue_limit=2)
+    try:
+        authenticator = Authenticator(
+            PgCredentialStore(db),
+            hasher,
+            lambda: datetime.now(UTC),
+            throttle=LoginThrottle(
+                PgLoginThrottleStore(db), ThrottlePolicy(delay_base=30.0, delay_max=60.0)
+            ),
+            max_passwords=1,
+        )
+        users = [await services_user(db, settings, f"burst-{i}") for i in range(12)]
+        results = await asyncio.gather(
+            *(authenticator.authenticate(name, "pw") for name in users), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, AuthError)]
+        assert refused, "the queue should have overflowed"
+        assert {r.reason for r in refused} == {Reason.UNAVAILABLE}
+        keys = [username_key(name) for name in users]
+        rows = await db.fetch("SELECT 1 FROM login_throttle WHERE username_key = ANY($1)", keys)
+        assert rows == []
+    finally:
+        hasher.close()
+
+
+async def services_user(db, settings, prefix: str) -> str:
+    from service import app
+
+    async with app.open_services(db, settings) as services:
+        return (await new_user(services, "pw", prefix=prefix)).username

@@ -145,3 +145,17 @@ async def test_rotation_after_a_compromise_retires_old_keys_at_once(db, empty_ke
     assert await r.verification_key(old.kid) is None
     assert [k.kid for k in await r.published()] == [new.kid]
     assert old.kid not in {row["kid"] for row in await db.fetch("SELECT kid FROM signing_keys")}
+
+
+async def test_replicas_on_two_algorithms_do_not_take_turns_making_keys(db, empty_keys) -> None:
+    """During a rolling algorithm change, periodic checks on either algorithm make no new key."""
+    clock = Clock()
+    eddsa, es256 = ring(db, clock, "EdDSA"), ring(db, clock, "ES256")
+    await eddsa.load()
+    await es256.load()
+    before = len(await PgKeyStore(db).published(clock.now))
+    for _ in range(6):
+        clock.now += timedelta(minutes=10)
+        assert await eddsa.rotate_if_due() is None
+        assert await es256.rotate_if_due() is None
+    assert len(await PgKeyStore(db).published(clock.now)) == before == 2
