@@ -80,7 +80,7 @@ async def test_failed_login_costs_the_same_whatever_the_list(db, services, held:
         hasher.close()
 
 
-async def test_a_burst_never_counts_a_login_it_then_refuses(db, settings) -> None:
+async def test_a_burst_never_counts_a_login_it_then_refuses(db, services) -> None:
     """With the hash queue nearly full, twelve right-password logins at once are each either
     served or refused UNAVAILABLE before being counted: no name is left with a failure."""
     import asyncio
@@ -102,7 +102,7 @@ async def test_a_burst_never_counts_a_login_it_then_refuses(db, settings) -> Non
             ),
             max_passwords=1,
         )
-        users = [await services_user(db, settings, f"burst-{i}") for i in range(12)]
+        users = [(await new_user(services, "pw", prefix=f"burst-{i}")).username for i in range(12)]
         results = await asyncio.gather(
             *(authenticator.authenticate(name, "pw") for name in users), return_exceptions=True
         )
@@ -114,10 +114,3 @@ async def test_a_burst_never_counts_a_login_it_then_refuses(db, settings) -> Non
         assert rows == []
     finally:
         hasher.close()
-
-
-async def services_user(db, settings, prefix: str) -> str:
-    from service import app
-
-    async with app.open_services(db, settings) as services:
-        return (await new_user(services, "pw", prefix=prefix)).username
