@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PASSWORD_MAX_BYTES = 4096
 USERNAME_MAX_CHARS = 256
@@ -83,6 +84,9 @@ class Settings:
     tls: TlsFiles | None = None
     allow_plaintext: bool = False
     gateway_upstream: UpstreamTls | None = None
+    # Peers (IP networks) whose X-Forwarded-For / Forwarded header (REST) or `x-forwarded-for`
+    # metadata (gRPC) names the real client; nobody else's is believed. Empty by default.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     # Brute-force defence (seconds): after the n-th consecutive failed login on a name, its next
     # attempt waits min(base * 2^(n-1), max); base 0 turns the delay off. Every
     # `lockout_threshold`-th consecutive failure (0: never) locks it for `lockout_duration`.
@@ -201,6 +205,19 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses or CIDR networks ("10.0.0.0/8, 192.0.2.7, ::1")."""
+    networks = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {item.strip()!r}") from None
+    return tuple(networks)
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -263,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             get("GATEWAY_CLIENT_CERT_FILE", _readable_file, None),
             get("GATEWAY_CLIENT_KEY_FILE", _readable_file, None),
         ),
+        trusted_proxies=get("TRUSTED_PROXIES", _networks, defaults.trusted_proxies),
         failed_login_delay_base=get(
             "FAILED_LOGIN_DELAY_BASE", _float(0, 3600), defaults.failed_login_delay_base
         ),

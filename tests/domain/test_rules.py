@@ -85,6 +85,13 @@ def test_settings_defaults_are_safe() -> None:
     )
 
 
+def test_trusted_proxies_are_networks_and_none_by_default() -> None:
+    """AUTHSVC_TRUSTED_PROXIES takes addresses and CIDRs, comma-separated; unset trusts nobody."""
+    assert load_settings({}).trusted_proxies == ()
+    proxies = load_settings({"AUTHSVC_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,::1"})
+    assert [str(n) for n in proxies.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -93,6 +100,7 @@ def test_settings_defaults_are_safe() -> None:
         ("AUTHSVC_JWT_ALGORITHM", "HS256"),
         ("AUTHSVC_ARGON2_MEMORY_KIB", "abc"),
         ("AUTHSVC_DB_TIMEOUT", "-1"),
+        ("AUTHSVC_TRUSTED_PROXIES", "10.0.0.0/8,proxy.example"),
     ],
 )
 def test_bad_values_name_their_variable(name: str, value: str) -> None:
