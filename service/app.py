@@ -33,7 +33,8 @@ from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
 from service.store.embedded import EmbeddedPostgres
 from service.store.login_throttle import PgLoginThrottleStore
-from service.store.passwords import PgCredentialStore, PgPasswordListStore
+from service.store.logins import PgLoginStore
+from service.store.passwords import PgPasswordListStore
 from service.store.schema import migrate
 from service.store.signing_keys import PgKeyStore
 from service.store.users import PgUserStore
@@ -96,22 +97,23 @@ async def open_services(
         )
         keys = KeyRing(PgKeyStore(db), policy, clock)
         throttle = LoginThrottle(
-            PgLoginThrottleStore(db),
             ThrottlePolicy(
+                allowance=settings.failed_login_allowance,
+                source_allowance=settings.source_failure_allowance,
                 delay_base=settings.failed_login_delay_base,
                 delay_max=settings.failed_login_delay_max,
                 lockout_threshold=settings.lockout_threshold,
                 lockout_duration=settings.lockout_duration,
             ),
+            PgLoginThrottleStore(db),
         )
         max_age = settings.password_max_age
         authenticator = Authenticator(
-            PgCredentialStore(db),
+            PgLoginStore(db),
             hasher,
+            throttle,
             clock,
-            throttle=throttle,
             password_max_age=timedelta(seconds=max_age) if max_age else None,
-            max_passwords=settings.max_passwords,
         )
         password_policy = PasswordPolicy(
             complexity=settings.password_complexity, min_length=settings.password_min_length
@@ -124,7 +126,11 @@ async def open_services(
             authenticator=authenticator,
             authorization=AuthorizationService(authenticator, issuer),
             passwords=PasswordManager(
-                PgPasswordListStore(db), hasher, password_policy, settings.max_passwords
+                PgPasswordListStore(db),
+                hasher,
+                password_policy,
+                settings.max_passwords,
+                settings.password_history,
             ),
             users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
             verifier=TokenVerifier(
@@ -147,8 +153,8 @@ def grpc_server(
     """The gRPC server on `settings.grpc_addr`, and also on `internal_address` (the private
     socket of the in-process gateway) when given."""
     return build_grpc_server(
-        AuthServicer(services.authorization, settings.api_token_ttl),
-        PasswordServicer(services.authenticator, services.passwords),
+        AuthServicer(services.authorization, settings.api_token_ttl, settings.trusted_proxies),
+        PasswordServicer(services.authenticator, services.passwords, settings.trusted_proxies),
         TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
         HealthServicer(services.db.ping),
         settings.grpc_addr,
@@ -201,7 +207,6 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with open_database(settings) as db, open_services(db, settings) as services:
         await services.keys.load()
-        await services.hasher.prepare()
         with tempfile.TemporaryDirectory(prefix="authsvc-") as private_dir:
             # The in-process gateway reaches the servicers over a Unix socket in a 0700
             # directory: no TLS client certificate needed, and no other local user can connect.

@@ -87,9 +87,13 @@ class Settings:
     # Peers (IP networks) whose X-Forwarded-For / Forwarded header (REST) or `x-forwarded-for`
     # metadata (gRPC) names the real client; nobody else's is believed. Empty by default.
     trusted_proxies: tuple[IPNetwork, ...] = ()
-    # Brute-force defence (seconds): after the n-th consecutive failed login on a name, its next
-    # attempt waits min(base * 2^(n-1), max); base 0 turns the delay off. Every
-    # `lockout_threshold`-th consecutive failure (0: never) locks it for `lockout_duration`.
+    # Brute-force defence (see service/domain/throttle.py): the first `allowance` consecutive
+    # failures of a name from a source (`source_failure_allowance` of a source across names)
+    # cost nothing; after the n-th, the next attempt waits min(base * 2^(n-allowance-1), max)
+    # seconds; base 0 turns the delays off. Every `lockout_threshold`-th consecutive failure
+    # (0: never) locks the name's count for `lockout_duration`.
+    failed_login_allowance: int = 3
+    source_failure_allowance: int = 10
     failed_login_delay_base: float = 1.0
     failed_login_delay_max: float = 60.0
     lockout_threshold: int = 0
@@ -99,9 +103,11 @@ class Settings:
     password_complexity: bool = False
     password_min_length: int = 8
     password_max_age: int = 0
-    # How many passwords one user may hold at once (rotation needs two: the old and the new).
-    # Every failed login costs this many argon2 verifications, so that its timing tells nothing.
-    max_passwords: int = 2
+    # How many passwords one user may hold at once: a bound for storage (a login costs one hash
+    # however long the list is). `password_history`: how many retired passwords a new one may
+    # not repeat (0: off).
+    max_passwords: int = 32
+    password_history: int = 0
 
 
 N = TypeVar("N", int, float)
@@ -281,6 +287,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             get("GATEWAY_CLIENT_KEY_FILE", _readable_file, None),
         ),
         trusted_proxies=get("TRUSTED_PROXIES", _networks, defaults.trusted_proxies),
+        failed_login_allowance=get(
+            "FAILED_LOGIN_ALLOWANCE", _int(0, 1000), defaults.failed_login_allowance
+        ),
+        source_failure_allowance=get(
+            "SOURCE_FAILURE_ALLOWANCE", _int(0, 100_000), defaults.source_failure_allowance
+        ),
         failed_login_delay_base=get(
             "FAILED_LOGIN_DELAY_BASE", _float(0, 3600), defaults.failed_login_delay_base
         ),
@@ -294,7 +306,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         password_max_age=get(
             "PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), defaults.password_max_age
         ),
-        max_passwords=get("MAX_PASSWORDS", _int(1, 16), defaults.max_passwords),
+        max_passwords=get("MAX_PASSWORDS", _int(1, 1024), defaults.max_passwords),
+        password_history=get("PASSWORD_HISTORY", _int(0, 1024), defaults.password_history),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
         ),

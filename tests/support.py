@@ -67,7 +67,6 @@ async def serving_target(
     configured = replace(settings, grpc_addr="127.0.0.1:0", **overrides)
     async with app.open_services(db, configured) as services:
         await services.keys.load()
-        await services.hasher.prepare()
         server, port = app.grpc_server(services, configured)
         await server.start()
         try:

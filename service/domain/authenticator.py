@@ -1,30 +1,49 @@
-"""Authentication: a username and a password in, a Principal out, or one of a few reasons.
+"""Authentication: a username, a password and the caller's source in, a Principal out, or one of
+a few reasons.
 
-The order matters for what a caller can learn. Every failed attempt costs the same argon2 work,
-`max_passwords` verifications, whether or not the user exists and however many passwords it
-holds (dummy verifications make up the difference), and account states (locked,
-expired) are told only to a caller who has just proven the password: to anyone else every
-failure is the same INVALID_CREDENTIALS.
+The order is the security property:
+1. One read (`find_login`) brings the user, its passwords and every failure count that applies,
+   for unknown names too: no second round trip on the usual login.
+2. The throttle (`throttle.py`) refuses the attempt, uncounted, while a count that applies is
+   delayed, or makes it wait for its turn; a right password is never refused for others'
+   parallel attempts.
+3. One argon2id computation checks the candidate against the whole list (`passwords.py`), for an
+   unknown user against a dummy salt: the time taken tells neither whether the name exists nor
+   how many passwords it holds. From the moment the hash starts, the check runs to its end and
+   its outcome is recorded even if the caller goes away (deadline, client gone): a right
+   password is never a failure, a wrong one is always counted. Queued but not started when the
+   caller goes, it never runs and counts for nothing.
+4. Account states (locked, expired) are told only to a caller who has just proven the password;
+   to anyone else every failure is the same INVALID_CREDENTIALS. A right password on a locked
+   or expired account resets nothing, so it buys an attacker no faster guesses.
+5. A success writes only what changed: counts that had failures, a source not yet known (or
+   known for long), a password not used lately or needing a rehash. The usual login writes
+   nothing.
 
-Before any of that, the brute-force throttle (`throttle.py`) admits the attempt, counting it as a
-failure up front, for unknown names too; only a right password on a usable account resets it. A
-right password on a locked account (by an administrator or by the throttle) or an expired account
-resets nothing, so it buys an attacker no faster guesses. A password older than the maximum age
-still authenticates (and resets the count): `Principal.password_expired` lets the caller decide;
-Authorize refuses it, the password RPCs accept it so the user can replace it.
+A password older than the maximum age still authenticates: `Principal.password_expired` lets
+the caller decide; Authorize refuses it, the password RPCs accept it so the user can replace it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from service.domain.models import Principal
-from service.domain.passwords import PasswordHasher, check_password
+from service import request_context
+from service.domain.models import FailureCount, LoginView, Principal, SuccessRecord
+from service.domain.passwords import HashJob, Match, PasswordHasher, check_password
 from service.domain.ports import CredentialStore
-from service.domain.throttle import LoginThrottle
+from service.domain.throttle import LoginThrottle, Turn
 from service.domain.usernames import check_username, username_key
 from service.errors import AuthError, Reason, invalid_credentials
+
+# Last-used times and known sources are refreshed at most this often: a login that changes
+# nothing else writes nothing.
+LAST_USED_GRANULARITY = timedelta(hours=1)
+KNOWN_SOURCE_REFRESH = timedelta(days=1)
+# A source that has not logged in to a user for this long is a stranger to it again.
+KNOWN_SOURCE_LIFETIME = timedelta(days=90)
 
 
 class Authenticator:
@@ -32,63 +51,124 @@ class Authenticator:
         self,
         store: CredentialStore,
         hasher: PasswordHasher,
+        throttle: LoginThrottle,
         clock: Callable[[], datetime],
         *,
-        throttle: LoginThrottle | None = None,
         password_max_age: timedelta | None = None,
-        max_passwords: int = 2,
     ) -> None:
         self._store = store
         self._hasher = hasher
-        self._clock = clock
         self._throttle = throttle
+        self._clock = clock
         self._password_max_age = password_max_age
-        self._max_passwords = max_passwords
+        # Checks that outlive their callers, kept referenced until they end.
+        self._checks: set[asyncio.Task[Principal | None]] = set()
 
-    async def authenticate(self, username: str, password: str) -> Principal:
+    async def authenticate(self, username: str, password: str, source: str) -> Principal:
+        """`source` names where the call comes from (a client address, an mTLS identity)."""
         check_username(username)
         check_password(password)
-        # Room for this login's hashing is reserved before the attempt is counted: once counted,
-        # it is sure to be verified, never refused for want of room.
-        with self._hasher.admission(self._max_passwords):
-            return await self._admitted(username_key(username), password)
+        key = username_key(username)
+        view = await self._store.find_login(key, source)
+        known = self._source_known(view)
+        turn = await self._throttle.turn(
+            key,
+            source,
+            source_known=known,
+            name_count=view.this_source if known else view.strangers,
+            source_count=view.source,
+        )
+        try:
+            salt = view.password_salt or self._hasher.dummy_salt
+            job = self._hasher.start(password, salt, view.passwords)
+        except BaseException:
+            self._throttle.done(turn)
+            raise
+        check = asyncio.create_task(self._conclude(job, turn, key, source, view))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+        try:
+            principal = await asyncio.shield(check)
+        except asyncio.CancelledError:
+            job.cancel_if_queued()  # started: it runs on and is recorded; queued: never runs
+            raise
+        if principal is None:
+            raise invalid_credentials()
+        return principal
 
-    async def _admitted(self, key: str, password: str) -> Principal:
-        attempt = await self._throttle.admit(key) if self._throttle is not None else None
-        found = await self._store.find_login(key)
-        if found is None:
-            await self._hasher.verify_dummy(password, self._max_passwords)
-            raise invalid_credentials()
-        user, stored = found
-        # Most recently used first: the usual login costs one verification. Only the newest
-        # `max_passwords` count (a list can be longer if the limit was lowered since).
-        passwords = stored[: self._max_passwords]
-        match = await self._hasher.first_match(passwords, password)
-        if match is None:
-            # A failure always costs `max_passwords` verifications, so its timing tells neither
-            # whether the user exists nor how many passwords it holds.
-            await self._hasher.verify_dummy(password, self._max_passwords - len(passwords))
-            raise invalid_credentials()
+    def _source_known(self, view: LoginView) -> bool:
+        seen = view.source_last_login
+        return seen is not None and view.now is not None and view.now - seen < KNOWN_SOURCE_LIFETIME
+
+    async def _conclude(
+        self, job: HashJob, turn: Turn, key: str, source: str, view: LoginView
+    ) -> Principal | None:
+        """Await the check and record its outcome, whatever the caller does meanwhile."""
+        # The caller's deadline no longer bounds the record: the truth is written regardless.
+        request_context.deadline.set(None)
+        try:
+            match = await job.result()
+            if match.found is None or view.user is None:
+                record = await self._store.record_failure(
+                    key,
+                    turn.counter,
+                    self._throttle.name_schedule,
+                    self._throttle.policy.lockout_threshold,
+                    self._throttle.policy.lockout_duration,
+                    source,
+                    self._throttle.source_schedule,
+                )
+                self._throttle.recorded(turn, record.name, record.source)
+                return None
+            return await self._succeeded(match, turn, key, source, view)
+        finally:
+            self._throttle.done(turn)
+
+    async def _succeeded(
+        self, match: Match, turn: Turn, key: str, source: str, view: LoginView
+    ) -> Principal:
+        user, found = view.user, match.found
+        assert user is not None and found is not None and view.password_salt is not None
+        count = view.this_source if turn.counter else view.strangers
         if user.locked:
             raise AuthError(Reason.ACCOUNT_LOCKED, "the account is locked")
-        if attempt is not None and attempt.locked_for is not None:
+        if count.locked_for > 0:
             raise AuthError(
                 Reason.ACCOUNT_LOCKED,
                 "the account is locked after repeated failed logins, retry later",
-                retry_after=attempt.locked_for,
+                retry_after=count.locked_for,
             )
         now = self._clock()
         if user.expires_at is not None and user.expires_at <= now:
             raise AuthError(Reason.ACCOUNT_EXPIRED, "the account has expired")
-        if self._throttle is not None:
-            await self._throttle.succeeded(key)
+        db_now = view.now or now
+        seen = view.source_last_login
+        record = SuccessRecord(
+            user_id=user.id,
+            source=source,
+            reset_counter=turn.counter if count.failures else None,
+            reset_source=view.source.failures > 0,
+            remember_source=seen is None or db_now - seen >= KNOWN_SOURCE_REFRESH,
+            touch_password=(
+                found.id
+                if match.rehash
+                or found.last_used_at is None
+                or db_now - found.last_used_at >= LAST_USED_GRANULARITY
+                else None
+            ),
+            rehashed=match.candidate_hash if match.rehash else None,
+        )
+        if record.changes_anything:
+            await self._store.record_success(key, record)
+        self._throttle.recorded(turn, FailureCount(), FailureCount())
         password_expired = (
             self._password_max_age is not None
-            and match.created_at is not None
-            and now - match.created_at > self._password_max_age
+            and found.created_at is not None
+            and now - found.created_at > self._password_max_age
         )
-        rehashed = None
-        if self._hasher.needs_rehash(match.hash):
-            rehashed = await self._hasher.hash(password)
-        await self._store.record_use(match.id, rehashed)
-        return Principal(user=user, password_id=match.id, password_expired=password_expired)
+        return Principal(
+            user=user,
+            password_id=found.id,
+            password_salt=view.password_salt,
+            password_expired=password_expired,
+        )

@@ -19,9 +19,11 @@ class AuthorizationService:
         self._authenticator = authenticator
         self._issuer = issuer
 
-    async def authorize(self, username: str, password: str, ttl: int | None) -> IssuedToken:
+    async def authorize(
+        self, username: str, password: str, source: str, ttl: int | None
+    ) -> IssuedToken:
         lifetime = check_ttl(ttl)
-        principal = await self._authenticator.authenticate(username, password)
+        principal = await self._authenticator.authenticate(username, password, source)
         if principal.password_expired:
             raise AuthError(Reason.PASSWORD_EXPIRED, PASSWORD_EXPIRED_MESSAGE)
         return await self._issuer.issue(principal.user, lifetime)

@@ -25,6 +25,8 @@ class StoredPassword:
     hash: str = field(repr=False)
     # When the password was set (its age decides whether it has expired); None when unknown.
     created_at: datetime | None = None
+    # When it last logged in, kept coarsely (see `Authenticator`); None when never.
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -33,23 +35,82 @@ class Principal:
 
     user: User
     password_id: int
+    # The salt every hash of the user's passwords is made with.
+    password_salt: bytes = field(repr=False)
     # The password is older than the configured maximum age: good for changing the password
     # list, not for a token.
     password_expired: bool = False
 
 
 @dataclass(frozen=True)
-class LoginAttempt:
-    """The brute-force throttle's answer to one login attempt on a username."""
+class FailureCount:
+    """Consecutive failed logins on one counter (a name from a source, or a source), as the
+    database saw it: `wait` seconds before its next attempt is admitted, `locked_for` seconds of
+    lock left (0: none)."""
 
-    admitted: bool
-    # Consecutive failures on the name, this attempt included when it was counted.
-    failures: int
-    # Seconds before the name's next attempt is admitted.
-    retry_after: float
-    # Seconds the name's lock has left, when the attempt came during a lock (and so was not
-    # counted); None when the name was not locked.
-    locked_for: float | None = None
+    failures: int = 0
+    wait: float = 0.0
+    locked_for: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoginView:
+    """Everything a login needs, read in one statement: the user (None if there is no such
+    name), its salt and passwords, whether the caller's source has logged in to it before, and
+    the failure counters that could apply."""
+
+    user: User | None
+    password_salt: bytes | None = field(default=None, repr=False)
+    passwords: tuple[StoredPassword, ...] = ()
+    # The source's last login to this user (coarse), or None when it never logged in to it.
+    source_last_login: datetime | None = None
+    # The name's counter for sources that have not logged in to it.
+    strangers: FailureCount = FailureCount()
+    # The name's counter for this source (meaningful when it is known).
+    this_source: FailureCount = FailureCount()
+    # The source's counter across every name (password spraying).
+    source: FailureCount = FailureCount()
+    # The database's clock when it answered.
+    now: datetime | None = None
+
+    @property
+    def source_known(self) -> bool:
+        return self.source_last_login is not None
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """The counters after a failed login was recorded."""
+
+    name: FailureCount
+    source: FailureCount
+
+
+@dataclass(frozen=True)
+class SuccessRecord:
+    """What a successful login changes; each field None or False when it changes nothing, and
+    nothing is written at all when every field is (the usual login)."""
+
+    user_id: UUID
+    source: str
+    # The name's counter to reset ("" for strangers, or the source), when it had failures.
+    reset_counter: str | None = None
+    # Reset the source's own counter (it had failures).
+    reset_source: bool = False
+    # Remember (or refresh) the source as one that has logged in to the user.
+    remember_source: bool = False
+    # Mark this password used (coarse), replacing its hash when `rehashed` is set.
+    touch_password: int | None = None
+    rehashed: str | None = field(default=None, repr=False)
+
+    @property
+    def changes_anything(self) -> bool:
+        return (
+            self.reset_counter is not None
+            or self.reset_source
+            or self.remember_source
+            or self.touch_password is not None
+        )
 
 
 @dataclass(frozen=True)

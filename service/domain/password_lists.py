@@ -1,18 +1,26 @@
 """The caller's own list of passwords: replace it with one, add one, delete one, never the last.
 
-Hashing is slow, so it happens outside the transaction; the check-and-write happens inside one
-that holds the user's row lock, re-checking only what changed since the slow part. Two concurrent
-deletes therefore cannot both see "two passwords left", and concurrent adds cannot overwrite each
-other. A caller whose own password was removed meanwhile is no longer authenticated.
+Hashing is slow, so it happens outside the transaction, once: the new password is hashed with
+the user's salt, and that one digest is compared with every current password (and, with a
+password history, every recently retired one). The check-and-write happens inside a transaction
+that holds the user's row lock, re-checking only what changed since the slow part, by comparing
+digests (no second hash). Two concurrent deletes therefore cannot both see "two passwords left",
+and concurrent adds cannot overwrite each other. A caller whose own password was removed
+meanwhile is no longer authenticated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from service.domain.models import Principal, StoredPassword
 from service.domain.password_policy import PasswordPolicy
-from service.domain.passwords import PasswordHasher, check_password
+from service.domain.passwords import Match, PasswordHasher, check_password
 from service.domain.ports import LockedPasswordList, PasswordListStore
 from service.errors import AuthError, Reason, invalid_credentials
+
+# A bound for storage, not for timing: a login costs one hash however long the list is.
+MAX_PASSWORDS_DEFAULT = 32
 
 
 class PasswordManager:
@@ -21,52 +29,54 @@ class PasswordManager:
         store: PasswordListStore,
         hasher: PasswordHasher,
         policy: PasswordPolicy | None = None,
-        max_passwords: int = 2,
+        max_passwords: int = MAX_PASSWORDS_DEFAULT,
+        history: int = 0,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._policy = policy or PasswordPolicy()
         self._max_passwords = max_passwords
+        # How many retired passwords a new one may not repeat (0: none).
+        self._history = history
 
     async def replace(self, principal: Principal, new_password: str) -> None:
         """Make `new_password` the caller's only password."""
         self._policy.check_new(new_password, principal.user.username, "new_password")
-        checked = await self._ensure_new(principal, new_password)
-        new_hash = await self._hasher.hash(new_password)
+        match, checked = await self._ensure_new(principal, new_password)
         async with self._store.locked(principal.user.id) as locked:
-            current = await self._recheck(principal, locked, new_password, checked)
-            await locked.remove([p.id for p in current])
-            await locked.add(new_hash)
+            current = await self._recheck(principal, locked, new_password, match, checked)
+            await locked.remove([p.id for p in current], self._history)
+            await locked.add(match.candidate_hash)
 
     async def add(self, principal: Principal, new_password: str) -> None:
         """Add `new_password` to the caller's list."""
         self._policy.check_new(new_password, principal.user.username, "new_password")
-        checked = await self._ensure_new(principal, new_password)
-        new_hash = await self._hasher.hash(new_password)
+        match, checked = await self._ensure_new(principal, new_password)
         async with self._store.locked(principal.user.id) as locked:
-            current = await self._recheck(principal, locked, new_password, checked)
+            current = await self._recheck(principal, locked, new_password, match, checked)
             if len(current) >= self._max_passwords:
                 raise AuthError(
                     Reason.TOO_MANY_PASSWORDS,
                     f"a user holds at most {self._max_passwords} passwords: delete one first",
                 )
-            await locked.add(new_hash)
+            await locked.add(match.candidate_hash)
 
     async def delete(self, principal: Principal, old_password: str) -> None:
         """Remove `old_password` from the caller's list, unless it is the last one."""
         check_password(old_password, "old_password")
         snapshot = await self._store.passwords(principal.user.id)
-        target = await self._hasher.first_match(snapshot, old_password)
+        match = await self._hasher.match(old_password, principal.password_salt, snapshot)
         checked = {p.id for p in snapshot}
         async with self._store.locked(principal.user.id) as locked:
             current = await locked.passwords()
             ids = {p.id for p in current}
             if principal.password_id not in ids:
                 raise invalid_credentials()
+            target = match.found
             if target is None or target.id not in ids:
                 # Only passwords added since the snapshot can still match.
-                target = await self._hasher.first_match(
-                    [p for p in current if p.id not in checked], old_password
+                target = await self._found_among(
+                    old_password, principal, match, [p for p in current if p.id not in checked]
                 )
             if target is None:
                 raise AuthError(
@@ -76,30 +86,64 @@ class PasswordManager:
                 raise AuthError(
                     Reason.CANNOT_DELETE_LAST_PASSWORD, "cannot delete the last password of a user"
                 )
-            await locked.remove([target.id])
+            await locked.remove([target.id], self._history)
 
-    async def _ensure_new(self, principal: Principal, new_password: str) -> set[int]:
-        """Refuse a password equal to one on the list; return the ids checked."""
-        snapshot = await self._store.passwords(principal.user.id)
-        await self._refuse_reuse(snapshot, new_password)
-        return {p.id for p in snapshot}
+    async def _ensure_new(self, principal: Principal, new_password: str) -> tuple[Match, set[int]]:
+        """Hash `new_password` once and refuse it if it is on the list (or, with a history, was
+        lately); return the match and the ids checked."""
+        current = await self._store.passwords(principal.user.id)
+        retired = (
+            await self._store.history(principal.user.id, self._history) if self._history else []
+        )
+        match = await self._hasher.match(
+            new_password, principal.password_salt, [*current, *retired]
+        )
+        if match.found is not None:
+            if any(match.found is p for p in retired):
+                raise _reused(self._history)
+            raise _same_as_current()
+        return match, {p.id for p in current}
 
     async def _recheck(
         self,
         principal: Principal,
         locked: LockedPasswordList,
         new_password: str,
+        match: Match,
         checked: set[int],
     ) -> list[StoredPassword]:
         current = await locked.passwords()
         if principal.password_id not in {p.id for p in current}:
             raise invalid_credentials()
-        await self._refuse_reuse([p for p in current if p.id not in checked], new_password)
+        added = [p for p in current if p.id not in checked]
+        if await self._found_among(new_password, principal, match, added) is not None:
+            raise _same_as_current()
         return current
 
-    async def _refuse_reuse(self, passwords: list[StoredPassword], new_password: str) -> None:
-        if await self._hasher.first_match(passwords, new_password) is not None:
-            raise AuthError(
-                Reason.NEW_PASSWORD_SAME_AS_CURRENT,
-                "new_password is identical to one of the existing passwords",
-            )
+    async def _found_among(
+        self,
+        password: str,
+        principal: Principal,
+        match: Match,
+        stored: Sequence[StoredPassword],
+    ) -> StoredPassword | None:
+        """The password of `stored` that `password` (already hashed in `match`) is: by digest,
+        and by hashing only for hashes made with other parameters or another salt."""
+        found, others = self._hasher.compare(match.candidate_hash, stored)
+        if found is None and others:
+            found = (await self._hasher.match(password, principal.password_salt, others)).found
+        return found
+
+
+def _same_as_current() -> AuthError:
+    return AuthError(
+        Reason.NEW_PASSWORD_SAME_AS_CURRENT,
+        "new_password is identical to one of the existing passwords",
+    )
+
+
+def _reused(history: int) -> AuthError:
+    return AuthError(
+        Reason.PASSWORD_REUSED,
+        f"new_password was used recently: it may not be one of your last {history} passwords",
+    )

@@ -1,34 +1,53 @@
-"""Password hashing with argon2id, off the event loop and bounded.
+"""Password hashing with argon2id, off the event loop and bounded: one computation per check.
+
+Every hash of one user's passwords is made with that user's own salt (`new_salt`, kept on the
+user). So checking a candidate against the whole list costs one argon2id computation: the
+candidate is hashed once with the salt and its digest compared, in constant time, with each
+stored digest (argon2-cffi's `verify` would hash once per stored password, since it cannot know
+the salts are shared). A failed login therefore costs the same however many passwords the user
+holds, and an unknown user costs the same one computation against a dummy salt. The price: one
+who steals the database can test a guess against all of one user's passwords at once, as if
+the list were one password; the list is bounded (`max_passwords`) and each user's salt is its own.
+
+A hash made with other parameters or another salt (before a change of parameters, or before
+salts were shared) is checked the old way, one computation for each such group, and rehashed
+with the user's salt when it matches.
 
 argon2-cffi releases the GIL while it hashes, so a thread pool of one worker per core gives real
-parallelism without blocking the loop; more workers would only queue inside the kernel while each
-holds its `memory_kib` of RAM. Calls past `queue_limit` waiting are refused as UNAVAILABLE rather
-than queued without end: under overload a fast "retry later" beats a deadline that expires in line.
+parallelism without blocking the loop. Jobs past `queue_limit` waiting are refused UNAVAILABLE
+rather than queued without end, and a job whose caller gave up before it started never runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import TypeVar
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import VerificationError, VerifyMismatchError
+from argon2.low_level import Type, hash_secret
 
 from service.config import PASSWORD_MAX_BYTES, Argon2Parameters
 from service.domain.models import StoredPassword
 from service.errors import AuthError, Reason, invalid_argument
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-# Set while a login admitted by `PasswordHasher.admission` runs (per task, so per call).
-_admitted: ContextVar[bool] = ContextVar("hash_admitted", default=False)
+
+SALT_BYTES = 16
+HASH_BYTES = 32
+
+
+def new_salt() -> bytes:
+    """A fresh random salt for a new user."""
+    return secrets.token_bytes(SALT_BYTES)
 
 
 def check_password(password: str, field: str = "password") -> None:
@@ -40,8 +59,66 @@ def check_password(password: str, field: str = "password") -> None:
         raise invalid_argument(f"{field} is longer than {PASSWORD_MAX_BYTES} bytes")
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """The parts of a PHC-encoded argon2id hash (`$argon2id$v=19$m=..,t=..,p=..$salt$digest`)."""
+
+    params: tuple[int, int, int]  # (memory_kib, time_cost, parallelism)
+    salt: bytes
+    digest: bytes
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _parse(encoded: str) -> _Encoded | None:
+    """Split an argon2id v1.3 hash; None for anything else (argon2-cffi's `verify` reads it)."""
+    # argon2-cffi parses the parameters (`extract_parameters`) but not the salt or the digest,
+    # and comparing digests is the point here: so the PHC string is split by hand.
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[1] != "argon2id" or parts[2] != "v=19":
+        return None
+    try:
+        values = dict(item.split("=", 1) for item in parts[3].split(","))
+        params = (int(values["m"]), int(values["t"]), int(values["p"]))
+        return _Encoded(params, _b64(parts[4]), _b64(parts[5]))
+    except (ValueError, KeyError, binascii.Error):
+        return None
+
+
+@dataclass(frozen=True)
+class Match:
+    """The outcome of checking a candidate against a list."""
+
+    # The stored password the candidate is, or None.
+    found: StoredPassword | None
+    # The candidate hashed with the list's salt at the current parameters: what to store for it
+    # (as a new password, or in place of `found`'s hash when `rehash`).
+    candidate_hash: str = field(repr=False)
+    # `found` was hashed with other parameters or another salt.
+    rehash: bool = False
+
+
+class HashJob:
+    """A check queued on the pool. `cancel_if_queued` takes it back if no worker has started it
+    (then awaiting it raises CancelledError); once started, it runs to the end."""
+
+    def __init__(self, work: Future[Match]) -> None:
+        self._work = work
+
+    def cancel_if_queued(self) -> bool:
+        return self._work.cancel()
+
+    async def result(self) -> Match:
+        return await asyncio.wrap_future(self._work)
+
+
 class PasswordHasher:
     def __init__(self, params: Argon2Parameters, workers: int, queue_limit: int) -> None:
+        self._params = params
+        self._key = (params.memory_kib, params.time_cost, params.parallelism)
+        # For hashes that are not argon2id v1.3 with a readable salt (none that authsvc made).
         self._argon2 = argon2.PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_kib,
@@ -51,89 +128,116 @@ class PasswordHasher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._limit = workers + queue_limit
         self._in_flight = 0
-        self._reserved = 0
         self._count_lock = threading.Lock()
-        self._dummy_hash: str | None = None
+        # Unknown users are checked against this salt: the same one computation as anyone.
+        self.dummy_salt = new_salt()
 
-    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+    def start(self, password: str, salt: bytes, stored: Sequence[StoredPassword]) -> HashJob:
+        """Queue the check of `password` against `stored` (made with `salt`), or refuse it
+        UNAVAILABLE when the queue is full, before anything was checked."""
         with self._count_lock:
-            # Work of an admitted login has its room reserved: it is never refused.
-            if not _admitted.get() and self._in_flight + self._reserved >= self._limit:
+            if self._in_flight >= self._limit:
                 raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
             self._in_flight += 1
-        work = self._pool.submit(fn, *args)
-        # The slot is freed when the work is done, or dropped unstarted; a hash that has started
-        # keeps its slot until it ends, even if its caller walked away.
+        work = self._pool.submit(self._match, password, salt, tuple(stored))
+        # The slot is freed when the job ends, or is taken back unstarted.
         work.add_done_callback(self._release)
-        # Awaiting the wrapped future (no shield): if the caller is cancelled (deadline, client
-        # gone) while its work is still queued, the work is cancelled and never runs, so a burst
-        # of abandoned calls does not burn the cores that waiting callers need.
-        return await asyncio.wrap_future(work)
+        return HashJob(work)
+
+    async def match(self, password: str, salt: bytes, stored: Sequence[StoredPassword]) -> Match:
+        """Check `password` against `stored`; if the caller is cancelled (deadline, client gone)
+        while the job is still queued, the job never runs."""
+        job = self.start(password, salt, stored)
+        try:
+            return await job.result()
+        except asyncio.CancelledError:
+            job.cancel_if_queued()
+            raise
+
+    async def hash(self, password: str, salt: bytes) -> str:
+        """`password` hashed with `salt` at the current parameters."""
+        return (await self.match(password, salt, ())).candidate_hash
+
+    def compare(
+        self, candidate_hash: str, stored: Sequence[StoredPassword]
+    ) -> tuple[StoredPassword | None, list[StoredPassword]]:
+        """Without hashing: the stored password whose digest equals `candidate_hash`'s (same
+        parameters and salt), and the stored passwords that only hashing can check."""
+        candidate = _parse(candidate_hash)
+        assert candidate is not None
+        found, others = None, []
+        for entry in stored:
+            parsed = _parse(entry.hash)
+            if parsed is None or (parsed.params, parsed.salt) != (candidate.params, candidate.salt):
+                others.append(entry)
+            elif hmac.compare_digest(parsed.digest, candidate.digest) and found is None:
+                found = entry
+        return found, others
 
     def _release(self, _: object) -> None:
-        with self._count_lock:  # runs in a worker thread, or wherever the work was cancelled
+        with self._count_lock:  # runs in a worker thread, or wherever the job was cancelled
             self._in_flight -= 1
 
-    async def hash(self, password: str) -> str:
-        return await self._run(self._argon2.hash, password)
+    def _match(self, password: str, salt: bytes, stored: tuple[StoredPassword, ...]) -> Match:
+        """In a worker: one computation for the current group, one per older group."""
+        secret = password.encode("utf-8", "surrogatepass")
+        candidate = hash_secret(
+            secret,
+            salt,
+            self._params.time_cost,
+            self._params.memory_kib,
+            self._params.parallelism,
+            HASH_BYTES,
+            Type.ID,
+        ).decode("ascii")
+        current = _parse(candidate)
+        assert current is not None
+        older: dict[tuple[tuple[int, int, int], bytes], bytes] = {}
+        found: StoredPassword | None = None
+        rehash = False
+        # Every stored digest is compared (no early exit): the time taken does not depend on
+        # which password matched.
+        for entry in stored:
+            parsed = _parse(entry.hash)
+            if parsed is None:
+                same = self._verify_other(entry.hash, password)
+                group_is_current = False
+            elif (parsed.params, parsed.salt) == (self._key, salt):
+                same = hmac.compare_digest(current.digest, parsed.digest)
+                group_is_current = True
+            else:
+                group = (parsed.params, parsed.salt)
+                if group not in older:
+                    older[group] = self._digest(secret, parsed)
+                same = hmac.compare_digest(older[group], parsed.digest)
+                group_is_current = False
+            if same and found is None:
+                found, rehash = entry, not group_is_current
+        return Match(found=found, candidate_hash=candidate, rehash=rehash)
 
-    async def verify(self, password_hash: str, password: str) -> bool:
-        return await self._run(self._verify, password_hash, password)
+    @staticmethod
+    def _digest(secret: bytes, parsed: _Encoded) -> bytes:
+        memory_kib, time_cost, parallelism = parsed.params
+        return argon2.low_level.hash_secret_raw(
+            secret, parsed.salt, time_cost, memory_kib, parallelism, len(parsed.digest), Type.ID
+        )
 
-    def _verify(self, password_hash: str, password: str) -> bool:
+    def _verify_other(self, password_hash: str, password: str) -> bool:
         try:
             return self._argon2.verify(password_hash, password)
         except VerifyMismatchError:
             return False
-        except (InvalidHashError, VerificationError):
+        except VerificationError:
+            log.error("stored password hash is unreadable; treating it as a mismatch")
+            return False
+        except argon2.exceptions.InvalidHashError:
             log.error("stored password hash is unreadable; treating it as a mismatch")
             return False
 
-    async def first_match(
-        self, passwords: Sequence[StoredPassword], password: str
-    ) -> StoredPassword | None:
-        """The first stored password that `password` matches, trying them in the order given."""
-        for stored in passwords:
-            if await self.verify(stored.hash, password):
-                return stored
-        return None
-
-    def needs_rehash(self, password_hash: str) -> bool:
-        try:
-            return self._argon2.check_needs_rehash(password_hash)
-        except InvalidHashError:
-            return False
-
-    async def prepare(self) -> None:
-        """Make the dummy hash now, so that the first unknown user costs no more than later ones."""
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
-
-    async def verify_dummy(self, password: str, times: int = 1) -> None:
-        """Spend what `times` real verifications cost, with nothing to match, so that a failed
-        login costs the same whether the user exists and however many passwords it holds."""
-        await self.prepare()
-        assert self._dummy_hash is not None
-        for _ in range(times):
-            await self.verify(self._dummy_hash, password)
-
-    @contextmanager
-    def admission(self, verifications: int) -> Iterator[None]:
-        """Reserve queue room for one login's `verifications` before the attempt is counted
-        against the user, or refuse it (UNAVAILABLE) uncounted: a flood that fills the queue
-        can neither get attempts counted without paying for their hashes nor make a right
-        password be counted as a failure and then refused."""
-        with self._count_lock:
-            if self._in_flight + self._reserved + verifications > self._limit:
-                raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
-            self._reserved += verifications
-        token = _admitted.set(True)
-        try:
-            yield
-        finally:
-            _admitted.reset(token)
-            with self._count_lock:
-                self._reserved -= verifications
+    @property
+    def in_flight(self) -> int:
+        """Jobs queued or running."""
+        return self._in_flight
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

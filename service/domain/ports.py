@@ -12,34 +12,58 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from service.domain.models import LoginAttempt, SigningKey, StoredPassword, User
+from service.domain.models import (
+    FailureRecord,
+    LoginView,
+    SigningKey,
+    StoredPassword,
+    SuccessRecord,
+    User,
+)
 
 
 class CredentialStore(Protocol):
-    async def find_login(self, username_key: str) -> tuple[User, list[StoredPassword]] | None:
-        """The user and their passwords, most recently used first; None if there is no such user."""
+    """The login path: one read before the hash, at most one write after it."""
 
-    async def record_use(self, password_id: int, rehashed: str | None) -> None:
-        """Mark a password as just used, replacing its hash when it was rehashed."""
+    async def find_login(self, username_key: str, source: str) -> LoginView:
+        """The user (if any), its salt and passwords, whether `source` has logged in to it, and
+        the failure counts: the name's for strangers, the name's for `source`, and `source`'s
+        across names."""
+
+    async def record_failure(
+        self,
+        username_key: str,
+        counter: str,
+        name_delays: Sequence[float],
+        lock_every: int,
+        lock_seconds: float,
+        source: str,
+        source_delays: Sequence[float],
+    ) -> FailureRecord:
+        """In one atomic step, count a failure on the name's `counter` ("" for strangers, or
+        the source) and on `source`'s count; each count's next attempt waits `delays[n-1]`
+        seconds after n failures (the last entry for more). Every `lock_every`-th counted
+        failure (0: none) locks the name's count for `lock_seconds`; during a lock a failure is
+        not counted but still waits the current delay."""
+
+    async def record_success(self, username_key: str, record: SuccessRecord) -> None:
+        """Make the changes `record` asks for, in one statement."""
 
 
 class LoginThrottleStore(Protocol):
-    """Consecutive failed logins per username key, on the database's clock (every replica's)."""
-
-    async def reserve(
-        self, username_key: str, delays: Sequence[float], lock_every: int, lock_seconds: float
-    ) -> LoginAttempt:
-        """In one atomic step: refuse the attempt if the name's next attempt is not due yet
-        (counting nothing); otherwise admit it, count it as a failure unless the name is locked,
-        and set the next attempt `delays[n-1]` seconds ahead for n failures (the last entry for
-        more). Every `lock_every`-th counted failure (0: none) locks the name for
-        `lock_seconds`."""
+    """Failure counts outside the login path."""
 
     async def reset(self, username_key: str) -> None:
-        """Forget the name's failures (a success)."""
+        """Forget every count of the name (an administrator's unlock)."""
 
-    async def purge(self, stale_seconds: float, limit: int) -> int:
-        """Delete up to `limit` names whose delay and lock ended over `stale_seconds` ago."""
+    async def purge_name_counts(self, stale_seconds: float, limit: int) -> int:
+        """Delete up to `limit` name counts whose delay and lock ended over `stale_seconds` ago."""
+
+    async def purge_source_counts(self, stale_seconds: float, limit: int) -> int:
+        """Delete up to `limit` source counts whose delay ended over `stale_seconds` ago."""
+
+    async def purge_known_sources(self, unseen_seconds: float, limit: int) -> int:
+        """Forget up to `limit` sources that have not logged in for `unseen_seconds`."""
 
 
 class LockedPasswordList(Protocol):
@@ -49,20 +73,27 @@ class LockedPasswordList(Protocol):
 
     async def add(self, password_hash: str) -> None: ...
 
-    async def remove(self, password_ids: Sequence[int]) -> None:
-        """Remove passwords and bump the user's credential version (revoking older tokens)."""
+    async def remove(self, password_ids: Sequence[int], keep_history: int) -> None:
+        """Remove passwords and bump the user's credential version (revoking older tokens);
+        keep the newest `keep_history` retired passwords (0: none)."""
 
 
 class PasswordListStore(Protocol):
     async def passwords(self, user_id: UUID) -> list[StoredPassword]: ...
+
+    async def history(self, user_id: UUID, limit: int) -> list[StoredPassword]:
+        """The newest `limit` retired passwords."""
 
     def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList]:
         """Open a transaction with the user's row locked (FOR UPDATE) until it ends."""
 
 
 class UserStore(Protocol):
-    async def create(self, username: str, username_key: str, password_hash: str) -> User:
-        """Create a user with one password; AuthError(USER_EXISTS) if the name is taken."""
+    async def create(
+        self, username: str, username_key: str, password_salt: bytes, password_hash: str
+    ) -> User | None:
+        """Create a user with one password (hashed with `password_salt`, the user's); None if
+        the name is taken."""
 
     async def list(self) -> list[User]: ...
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from service.domain.models import User
 from service.domain.password_policy import PasswordPolicy
-from service.domain.passwords import PasswordHasher
+from service.domain.passwords import PasswordHasher, new_salt
 from service.domain.ports import UserStore
 from service.domain.throttle import LoginThrottle
 from service.domain.usernames import check_username, username_key
@@ -36,8 +36,12 @@ class UserAdmin:
     async def create(self, username: str, password: str) -> User:
         check_username(username)
         self._policy.check_new(password, username)
-        password_hash = await self._hasher.hash(password)
-        return await self._store.create(username, username_key(username), password_hash)
+        salt = new_salt()
+        password_hash = await self._hasher.hash(password, salt)
+        user = await self._store.create(username, username_key(username), salt, password_hash)
+        if user is None:
+            raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}")
+        return user
 
     async def get(self, username: str) -> User:
         user = await self._store.get(username_key(username))

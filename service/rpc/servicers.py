@@ -5,6 +5,7 @@ No business rule lives here; the gateway reaches the same methods, so REST can n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import grpc
@@ -17,6 +18,7 @@ from authsvc.v1 import (
     token_service_pb2_grpc,
 )
 
+from service.config import IPNetwork
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
 from service.domain.models import IssuedToken, Principal, SigningKey, VerifiedToken
@@ -29,6 +31,7 @@ from service.rpc.credentials import (
     credentials_required,
     require_basic_credentials,
 )
+from service.rpc.sources import call_source
 from service.rpc.status import rpc_method
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -45,9 +48,15 @@ def api_token_to_pb(issued: IssuedToken) -> auth_service_pb2.IssueApiTokenRespon
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, authorization: AuthorizationService, api_token_ttl: int) -> None:
+    def __init__(
+        self,
+        authorization: AuthorizationService,
+        api_token_ttl: int,
+        trusted_proxies: Sequence[IPNetwork] = (),
+    ) -> None:
         self._authorization = authorization
         self._api_token_ttl = api_token_ttl
+        self._trusted_proxies = trusted_proxies
 
     @rpc_method
     async def Authorize(
@@ -63,7 +72,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             raise credentials_required()
         username, password = header or (request.username, request.password)
         ttl = request.ttl if request.HasField("ttl") else None
-        return authorize_to_pb(await self._authorization.authorize(username, password, ttl))
+        source = call_source(context, self._trusted_proxies)
+        return authorize_to_pb(await self._authorization.authorize(username, password, source, ttl))
 
     @rpc_method
     async def IssueApiToken(
@@ -72,19 +82,29 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if not request.user_name or not request.pwd:
             raise invalid_argument("userName and pwd are required")
         issued = await self._authorization.authorize(
-            request.user_name, request.pwd, self._api_token_ttl
+            request.user_name,
+            request.pwd,
+            call_source(context, self._trusted_proxies),
+            self._api_token_ttl,
         )
         return api_token_to_pb(issued)
 
 
 class PasswordServicer(password_service_pb2_grpc.PasswordServiceServicer):
-    def __init__(self, authenticator: Authenticator, passwords: PasswordManager) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        passwords: PasswordManager,
+        trusted_proxies: Sequence[IPNetwork] = (),
+    ) -> None:
         self._authenticator = authenticator
         self._passwords = passwords
+        self._trusted_proxies = trusted_proxies
 
     async def _caller(self, context: Context) -> Principal:
         username, password = require_basic_credentials(context.invocation_metadata() or ())
-        return await self._authenticator.authenticate(username, password)
+        source = call_source(context, self._trusted_proxies)
+        return await self._authenticator.authenticate(username, password, source)
 
     @rpc_method
     async def ReplacePasswords(

@@ -1,4 +1,5 @@
-"""The passwords table: the authenticator's reads, and changes under the user's row lock."""
+"""The passwords table (and the history of retired ones): a user's list, and changes to it under
+the user's row lock. The login path's reads are in `logins.py`."""
 
 from __future__ import annotations
 
@@ -6,49 +7,42 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from uuid import UUID
 
-from service.domain.models import StoredPassword, User
+import asyncpg
+
+from service.domain.models import StoredPassword
 from service.errors import invalid_credentials
 from service.store.db import Connection, Database
-from service.store.users import USER_COLUMNS, user_from_row
 
-SELECT_LOGIN = f"""
-SELECT {", ".join("u." + c for c in USER_COLUMNS.split(", "))}, p.id AS password_id, p.hash,
-    p.created_at AS password_created_at
-FROM users u LEFT JOIN passwords p ON p.user_id = u.id
-WHERE u.username_key = $1
-ORDER BY p.last_used_at DESC NULLS LAST, p.id DESC
+SELECT_PASSWORDS = "SELECT id, hash, created_at FROM passwords WHERE user_id = $1 ORDER BY id"
+# $2: how many of the newest retired passwords.
+SELECT_HISTORY = """
+SELECT id, hash, retired_at AS created_at FROM password_history
+WHERE user_id = $1 ORDER BY id DESC LIMIT $2
 """
-SELECT_PASSWORDS = """
-SELECT id, hash FROM passwords WHERE user_id = $1 ORDER BY last_used_at DESC NULLS LAST, id DESC
-"""
-UPDATE_USED = "UPDATE passwords SET last_used_at = now(), hash = coalesce($2, hash) WHERE id = $1"
 LOCK_USER = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE"
 INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
-DELETE_PASSWORDS = "DELETE FROM passwords WHERE user_id = $1 AND id = ANY($2::bigint[])"
-BUMP_CREDENTIAL_VERSION = (
-    "UPDATE users SET credential_version = credential_version + 1 WHERE id = $1"
+# $2 ids to remove, $3 how many retired passwords to keep (0: none). One statement: the removed
+# passwords go to the history, which keeps only its newest $3.
+REMOVE_PASSWORDS = """
+WITH removed AS (
+    DELETE FROM passwords WHERE user_id = $1 AND id = ANY($2::bigint[]) RETURNING id, hash
+), retired AS (
+    INSERT INTO password_history (user_id, hash)
+    SELECT $1, hash FROM (SELECT id, hash FROM removed ORDER BY id DESC LIMIT $3::int) AS r
+    ORDER BY id
+    RETURNING id
+), pruned AS (
+    DELETE FROM password_history WHERE user_id = $1 AND id IN (
+        SELECT id FROM password_history WHERE user_id = $1
+        ORDER BY id DESC OFFSET greatest($3::int - (SELECT count(*) FROM retired), 0)
+    )
 )
+UPDATE users SET credential_version = credential_version + 1 WHERE id = $1
+"""
 
 
-class PgCredentialStore:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def find_login(self, username_key: str) -> tuple[User, list[StoredPassword]] | None:
-        rows = await self._db.fetch(SELECT_LOGIN, username_key)
-        if not rows:
-            return None
-        passwords = [
-            StoredPassword(
-                id=row["password_id"], hash=row["hash"], created_at=row["password_created_at"]
-            )
-            for row in rows
-            if row["password_id"] is not None
-        ]
-        return user_from_row(rows[0]), passwords
-
-    async def record_use(self, password_id: int, rehashed: str | None) -> None:
-        await self._db.execute(UPDATE_USED, password_id, rehashed)
+def _password(row: asyncpg.Record) -> StoredPassword:
+    return StoredPassword(id=row["id"], hash=row["hash"], created_at=row["created_at"])
 
 
 class PgLockedPasswordList:
@@ -57,15 +51,13 @@ class PgLockedPasswordList:
         self._user_id = user_id
 
     async def passwords(self) -> list[StoredPassword]:
-        rows = await self._conn.fetch(SELECT_PASSWORDS, self._user_id)
-        return [StoredPassword(id=row["id"], hash=row["hash"]) for row in rows]
+        return [_password(row) for row in await self._conn.fetch(SELECT_PASSWORDS, self._user_id)]
 
     async def add(self, password_hash: str) -> None:
         await self._conn.execute(INSERT_PASSWORD, self._user_id, password_hash)
 
-    async def remove(self, password_ids: Sequence[int]) -> None:
-        await self._conn.execute(DELETE_PASSWORDS, self._user_id, list(password_ids))
-        await self._conn.execute(BUMP_CREDENTIAL_VERSION, self._user_id)
+    async def remove(self, password_ids: Sequence[int], keep_history: int) -> None:
+        await self._conn.execute(REMOVE_PASSWORDS, self._user_id, list(password_ids), keep_history)
 
 
 class PgPasswordListStore:
@@ -73,8 +65,10 @@ class PgPasswordListStore:
         self._db = db
 
     async def passwords(self, user_id: UUID) -> list[StoredPassword]:
-        rows = await self._db.fetch(SELECT_PASSWORDS, user_id)
-        return [StoredPassword(id=row["id"], hash=row["hash"]) for row in rows]
+        return [_password(row) for row in await self._db.fetch(SELECT_PASSWORDS, user_id)]
+
+    async def history(self, user_id: UUID, limit: int) -> list[StoredPassword]:
+        return [_password(row) for row in await self._db.fetch(SELECT_HISTORY, user_id, limit)]
 
     @asynccontextmanager
     async def locked(self, user_id: UUID) -> AsyncIterator[PgLockedPasswordList]:

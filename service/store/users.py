@@ -8,12 +8,12 @@ from uuid import UUID
 import asyncpg
 
 from service.domain.models import User
-from service.errors import AuthError, Reason
 from service.store.db import Database, UniqueViolation
 
 USER_COLUMNS = "id, username, created_at, locked, expires_at, credential_version"
 INSERT_USER = f"""
-INSERT INTO users (username, username_key) VALUES ($1, $2) RETURNING {USER_COLUMNS}
+INSERT INTO users (username, username_key, password_salt) VALUES ($1, $2, $3)
+RETURNING {USER_COLUMNS}
 """
 INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
 SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key"
@@ -43,12 +43,14 @@ class PgUserStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, username: str, username_key: str, password_hash: str) -> User:
+    async def create(
+        self, username: str, username_key: str, password_salt: bytes, password_hash: str
+    ) -> User | None:
         async with self._db.transaction() as conn:
             try:
-                row = await conn.fetchrow(INSERT_USER, username, username_key)
+                row = await conn.fetchrow(INSERT_USER, username, username_key, password_salt)
             except UniqueViolation:
-                raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}") from None
+                return None
             assert row is not None
             user = user_from_row(row)
             await conn.execute(INSERT_PASSWORD, user.id, password_hash)

@@ -2,36 +2,133 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from service.config import ConfigError, load_settings
+from service.domain.models import FailureCount
 from service.domain.password_policy import PasswordPolicy, complexity_problems
-from service.domain.throttle import ThrottlePolicy
+from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.errors import AuthError, Reason
 
 GOOD = "Tr0ub4dor&3x"
 
 
-def test_delay_doubles_from_base_up_to_max() -> None:
-    """After the n-th failure the wait is min(base * 2^(n-1), max); none before any failure."""
-    policy = ThrottlePolicy(delay_base=1.0, delay_max=60.0)
-    assert [policy.delay_after(n) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
-    assert policy.delay_after(10_000) == 60.0
+def test_delay_doubles_after_the_allowance_up_to_max() -> None:
+    """The first `allowance` failures cost nothing; after the n-th the wait is
+    min(base * 2^(n-allowance-1), max)."""
+    policy = ThrottlePolicy(allowance=3, delay_base=1.0, delay_max=60.0)
+    delays = [policy.delay_after(n, 3) for n in range(12)]
+    assert delays == [0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert policy.delay_after(10_000, 3) == 60.0
+    assert [policy.delay_after(n, 0) for n in range(3)] == [0, 1, 2]
 
 
 def test_zero_base_turns_the_delay_off() -> None:
-    """Base 0 means no wait after any number of failures; with lockout off the throttle is off."""
+    """Base 0 means no wait after any number of failures."""
     policy = ThrottlePolicy(delay_base=0.0, delay_max=60.0)
-    assert policy.delay_after(50) == 0.0 and policy.schedule() == [0.0]
-    assert not policy.enabled
-    assert ThrottlePolicy(delay_base=0.0, lockout_threshold=5).enabled
+    assert policy.delay_after(50, 3) == 0.0
+    assert policy.schedule(3) == [0.0, 0.0, 0.0, 0.0]
 
 
 def test_schedule_lists_delays_until_the_max() -> None:
-    """The schedule the store indexes ends at the first delay that reaches the maximum."""
-    assert ThrottlePolicy(delay_base=1.0, delay_max=60.0).schedule() == [1, 2, 4, 8, 16, 32, 60]
-    assert ThrottlePolicy(delay_base=0.5, delay_max=0.5).schedule() == [0.5]
-    assert len(ThrottlePolicy(delay_base=1e-12, delay_max=3600.0).schedule()) <= 64
+    """The schedule the store indexes holds the allowance's zeros, then ends at the first delay
+    that reaches the maximum."""
+    policy = ThrottlePolicy(delay_base=1.0, delay_max=60.0)
+    assert policy.schedule(3) == [0, 0, 0, 1, 2, 4, 8, 16, 32, 60]
+    assert policy.schedule(0) == [1, 2, 4, 8, 16, 32, 60]
+    assert ThrottlePolicy(delay_base=0.5, delay_max=0.5).schedule(1) == [0, 0.5]
+    assert len(ThrottlePolicy(delay_base=1e-12, delay_max=3600.0).schedule(10)) <= 64 + 10
+
+
+def _throttle(**policy: float) -> LoginThrottle:
+    return LoginThrottle(ThrottlePolicy(**policy), store=None)  # type: ignore[arg-type]
+
+
+async def _turn(throttle: LoginThrottle, count: FailureCount | None = None, **kw: object):
+    return await throttle.turn(
+        "alice",
+        "ip:192.0.2.1",
+        source_known=False,
+        name_count=count or FailureCount(),
+        source_count=FailureCount(),
+        **kw,
+    )
+
+
+async def test_a_name_checks_allowance_attempts_at_once_and_queues_the_rest() -> None:
+    """With no failures, `allowance` attempts of one name are checked at once; the next waits
+    for a turn instead of being refused, and gets it when one ends."""
+    throttle = _throttle(allowance=3)
+    turns = [await _turn(throttle) for _ in range(3)]
+    waiting = asyncio.ensure_future(_turn(throttle))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    throttle.recorded(turns[0], FailureCount(), FailureCount())  # a success
+    throttle.done(turns[0])
+    fourth = await asyncio.wait_for(waiting, 1)
+    for turn in (*turns[1:], fourth):
+        throttle.done(turn)
+
+
+async def test_waiters_are_refused_once_the_name_is_delayed() -> None:
+    """When the attempts in flight fail past the allowance, those waiting get TOO_MANY_ATTEMPTS
+    with the wait, uncounted; after the allowance only one attempt is checked at a time."""
+    throttle = _throttle(allowance=1)
+    first = await _turn(throttle)
+    waiting = asyncio.ensure_future(_turn(throttle))
+    await asyncio.sleep(0.01)
+    throttle.recorded(first, FailureCount(failures=2, wait=5.0), FailureCount(failures=2))
+    throttle.done(first)
+    with pytest.raises(AuthError) as caught:
+        await asyncio.wait_for(waiting, 1)
+    assert caught.value.reason is Reason.TOO_MANY_ATTEMPTS
+    assert 4.0 < (caught.value.retry_after or 0) <= 5.0
+
+
+async def test_a_delayed_count_is_refused_before_any_turn() -> None:
+    """An attempt whose count the database says is delayed is refused at once."""
+    with pytest.raises(AuthError) as caught:
+        await _turn(_throttle(), FailureCount(failures=4, wait=1.5))
+    assert caught.value.reason is Reason.TOO_MANY_ATTEMPTS
+
+
+async def test_a_cancelled_waiter_leaves_no_lane_behind() -> None:
+    """A caller that gives up while waiting takes nothing with it: the lanes empty out."""
+    throttle = _throttle(allowance=1)
+    first = await _turn(throttle)
+    waiting = asyncio.ensure_future(_turn(throttle))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    throttle.done(first)
+    assert len(throttle._names) == 0 and len(throttle._sources) == 0
+
+
+async def test_a_known_source_skips_the_source_count() -> None:
+    """A source known to the name counts on the name's count for that source, exempt from the
+    source's own (spray) delay; a stranger is refused by it."""
+    throttle = _throttle()
+    delayed_source = FailureCount(failures=11, wait=3.0)
+    turn = await throttle.turn(
+        "alice",
+        "ip:192.0.2.1",
+        source_known=True,
+        name_count=FailureCount(),
+        source_count=delayed_source,
+    )
+    assert turn.counter == "ip:192.0.2.1"
+    throttle.done(turn)
+    with pytest.raises(AuthError):
+        await throttle.turn(
+            "alice",
+            "ip:192.0.2.1",
+            source_known=False,
+            name_count=FailureCount(),
+            source_count=delayed_source,
+        )
 
 
 def test_complex_password_breaks_no_rule() -> None:
@@ -93,8 +190,12 @@ def test_min_length_is_configurable() -> None:
 
 
 def test_brute_force_defaults() -> None:
-    """Defaults: 1 s doubling to 60 s, lockout off (30 min when on), complexity off, no max age."""
+    """Defaults: 3 failures per name and source free, 10 per source across names, then 1 s
+    doubling to 60 s, lockout off (30 min when on), complexity off, no max age, no history,
+    up to 32 passwords."""
     settings = load_settings({})
+    assert (settings.failed_login_allowance, settings.source_failure_allowance) == (3, 10)
+    assert (settings.password_history, settings.max_passwords) == (0, 32)
     assert (settings.failed_login_delay_base, settings.failed_login_delay_max) == (1.0, 60.0)
     assert (settings.lockout_threshold, settings.lockout_duration) == (0, 1800.0)
     assert (settings.password_complexity, settings.password_min_length) == (False, 8)
@@ -119,8 +220,13 @@ def test_new_variables_are_read() -> None:
             "AUTHSVC_LOCKOUT_DURATION": "900",
             "AUTHSVC_PASSWORD_MIN_LENGTH": "12",
             "AUTHSVC_PASSWORD_MAX_AGE": "7776000",
+            "AUTHSVC_FAILED_LOGIN_ALLOWANCE": "5",
+            "AUTHSVC_SOURCE_FAILURE_ALLOWANCE": "20",
+            "AUTHSVC_PASSWORD_HISTORY": "4",
         }
     )
+    assert (settings.failed_login_allowance, settings.source_failure_allowance) == (5, 20)
+    assert settings.password_history == 4
     assert (settings.failed_login_delay_base, settings.failed_login_delay_max) == (0.5, 30.0)
     assert (settings.lockout_threshold, settings.lockout_duration) == (10, 900.0)
     assert (settings.password_min_length, settings.password_max_age) == (12, 7776000)
@@ -136,6 +242,8 @@ def test_new_variables_are_read() -> None:
         ("AUTHSVC_PASSWORD_COMPLEXITY", "maybe"),
         ("AUTHSVC_PASSWORD_MIN_LENGTH", "4"),
         ("AUTHSVC_PASSWORD_MAX_AGE", "-5"),
+        ("AUTHSVC_FAILED_LOGIN_ALLOWANCE", "-1"),
+        ("AUTHSVC_PASSWORD_HISTORY", "many"),
     ],
 )
 def test_bad_brute_force_values_name_their_variable(name: str, value: str) -> None:

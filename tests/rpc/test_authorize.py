@@ -12,7 +12,6 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
 from service import app
-from service.config import Settings
 from tests.support import authorize, basic, error_info, new_user
 
 
@@ -225,27 +224,29 @@ async def test_request_id_is_echoed(channel, services) -> None:
     assert ("x-request-id", "rid-42") in tuple(await call.trailing_metadata())
 
 
-async def test_old_argon2_parameters_are_rehashed_on_login(
-    channel, services, settings: Settings, db
-) -> None:
-    """A hash made with other parameters is replaced on the next successful login."""
-    from dataclasses import replace
+async def test_old_argon2_parameters_are_rehashed_on_login(channel, services, db) -> None:
+    """A hash made with other parameters and its own salt (argon2-cffi's default) is replaced on
+    the next successful login by one with the current parameters and the user's salt, which
+    logs the same password in again and no other."""
+    import argon2
 
-    from service.config import Argon2Parameters
-    from service.domain.passwords import PasswordHasher
-
-    old = PasswordHasher(Argon2Parameters(time_cost=2, memory_kib=128, parallelism=1), 1, 1)
-    try:
-        old_hash = await old.hash("pw")
-    finally:
-        old.close()
+    old_hash = argon2.PasswordHasher(time_cost=2, memory_cost=128, parallelism=1).hash("pw")
     user = await new_user(services, "pw")
     await db.execute("UPDATE passwords SET hash = $2 WHERE user_id = $1", user.id, old_hash)
     await authorize(channel, user.username, "pw")
-    row = await db.fetchrow("SELECT hash FROM passwords WHERE user_id = $1", user.id)
+    row = await db.fetchrow(
+        "SELECT p.hash, u.password_salt FROM passwords p JOIN users u ON u.id = p.user_id"
+        " WHERE p.user_id = $1",
+        user.id,
+    )
     assert row is not None and row["hash"] != old_hash
     assert "m=64,t=1,p=1" in row["hash"]
-    assert replace(settings).argon2.memory_kib == 64
+    salt_b64 = base64.b64encode(row["password_salt"]).decode().rstrip("=")
+    assert row["hash"].split("$")[4] == salt_b64
+    assert (await authorize(channel, user.username, "pw")).access_token
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await authorize(channel, user.username, "pw2")
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_bearer_header_does_not_hide_body_credentials(channel, services) -> None:

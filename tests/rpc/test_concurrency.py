@@ -34,7 +34,7 @@ async def test_concurrent_adds_lose_nothing(channel, services, db) -> None:
     )
     assert await count_passwords(db, user.id) == 11
     for password in new:
-        await services.authenticator.authenticate(user.username, password)
+        await services.authenticator.authenticate(user.username, password, "ip:192.0.2.9")
 
 
 async def test_concurrent_deletes_never_remove_the_last_password(channel, services, db) -> None:
