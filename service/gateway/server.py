@@ -52,9 +52,14 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# How long an unread request body (after a 413, 404, ...) is read and dropped before the
+# connection is closed: long enough for the client to read the answer; aiohttp's default is 10 s.
+LINGERING_SECONDS = 1.0
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY = "x-request-id"
 REQUEST_ID_MAX = 128
+# nginx's status for a request whose client went away: only the access log sees it.
+CLIENT_CLOSED_REQUEST = 499
 _READ_CHUNK = 16 * 1024
 # Reply metadata that becomes an HTTP header (metadata key -> header). Replies are otherwise
 # `Cache-Control: no-store`: they carry tokens.
@@ -131,6 +136,16 @@ class Gateway:
                 response = await self._call(route, path_values, request, request_id)
         except GatewayError as error:
             response = errors.gateway_error_response(error, style)
+            if error.status == 413:
+                # The rest of the body is not wanted: close the connection after the answer
+                # (aiohttp then reads on for LINGERING_SECONDS at most, so the client can read
+                # the 413 before the connection is reset).
+                response.force_close()
+        except ClientGone:
+            log.info("client closed the connection mid-request (request id %s)", request_id)
+            response = errors.error_response(
+                CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
+            )
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = errors.internal_error_response(style)
@@ -140,25 +155,30 @@ class Gateway:
     def _resolve(self, request: web.Request) -> tuple[Route | _Builtin, dict[str, str], ErrorStyle]:
         """The route for the request, its raw path values and its error style; or 404/405."""
         path = request.rel_url.raw_path
+        # HEAD is GET without the body (RFC 9110 9.3.2); aiohttp leaves the body out.
+        method = "GET" if request.method == "HEAD" else request.method
         builtin = self._builtins.get(path)
         if builtin is not None:
-            if request.method != "GET":
+            if method != "GET":
                 raise GatewayError(
                     405,
                     "method_not_allowed",
-                    f"{request.method} is not allowed on {path}; allowed: GET",
-                    {"Allow": "GET"},
+                    f"{request.method} is not allowed on {path}; allowed: GET, HEAD",
+                    {"Allow": "GET, HEAD"},
                 )
             return builtin, {}, ErrorStyle.ERROR_CODE
         matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
         if not matches:
             raise GatewayError(404, "not_found", f"no such path: {request.path}")
         for route, values in matches:
-            if route.http_method == request.method:
+            if route.http_method == method:
                 return route, values, route.error_style
         styles = {r.error_style for r, _ in matches}
         style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
-        allowed = ", ".join(sorted({r.http_method for r, _ in matches}))
+        methods = {r.http_method for r, _ in matches}
+        if "GET" in methods:
+            methods.add("HEAD")
+        allowed = ", ".join(sorted(methods))
         raise GatewayError(
             405,
             "method_not_allowed",
@@ -201,17 +221,17 @@ class Gateway:
     async def _read_json(self, request: web.Request) -> Any:
         """The parsed JSON body, or NO_BODY when it is empty."""
         limit = self._body_limit
-        too_large = GatewayError(
-            413, "payload_too_large", f"the request body is larger than {limit} bytes"
-        )
         if request.content_length is not None and request.content_length > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks, size = [], 0
-        while chunk := await request.content.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            while chunk := await request.content.read(_READ_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except ConnectionError:
+            raise ClientGone from None
         raw = b"".join(chunks)
         if not raw.strip(b" \t\r\n"):
             return NO_BODY
@@ -252,6 +272,14 @@ class Gateway:
 
     async def _openapi_json(self, request: web.Request) -> web.Response:
         return errors.json_response(self._openapi)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read."""
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
 
 
 class _DuplicateKey(ValueError):
@@ -410,6 +438,7 @@ async def serving_gateway(
         create_app(dispatcher, **options),
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
+        lingering_time=LINGERING_SECONDS,
     )
     await runner.setup()
     try:

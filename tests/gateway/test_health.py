@@ -24,10 +24,10 @@ async def test_healthz_is_ok(http) -> None:
 
 
 async def test_healthz_refuses_other_methods(http) -> None:
-    """POST /healthz is 405 with Allow: GET."""
+    """POST /healthz is 405 with Allow: GET, HEAD."""
     async with http.post("/healthz") as response:
         assert response.status == 405
-        assert response.headers["Allow"] == "GET"
+        assert response.headers["Allow"] == "GET, HEAD"
 
 
 async def test_readyz_is_ok_with_a_live_server(http) -> None:

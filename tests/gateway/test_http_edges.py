@@ -1,0 +1,104 @@
+"""The gateway's HTTP edges: HEAD, oversized bodies, clients that go away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/.well-known/jwks.json", "/healthz", "/readyz"])
+async def test_head_works_where_get_does(http, path: str) -> None:
+    """HEAD on a GET route answers as GET does (RFC 9110 9.3.2), with no body."""
+    async with http.get(path) as get:
+        assert get.status == 200
+        cache_control = get.headers["Cache-Control"]
+    async with http.head(path) as head:
+        assert head.status == 200
+        assert head.headers["Content-Type"].startswith("application/json")
+        assert head.headers["Cache-Control"] == cache_control
+        assert head.headers["X-Request-Id"]
+        assert await head.read() == b""
+
+
+async def test_head_is_not_allowed_where_get_is_not(http) -> None:
+    """HEAD on a POST-only route is 405, and GET routes list HEAD in Allow."""
+    async with http.head("/v1/users/authorize") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+    async with http.post("/.well-known/jwks.json") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, HEAD"
+
+
+async def raw_request(url: str, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the gateway at `url` that has sent `head` (request line and headers)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_413_closes_the_connection_instead_of_reading_on(gateway_url: str) -> None:
+    """A chunked body that never ends gets 413 (Connection: close) and the connection closed
+    within a second or two: the server does not go on reading what it refused."""
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    chunk = b"4000\r\n" + b"u" * 0x4000 + b"\r\n"
+
+    async def send_for_ever() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+
+    async def read_until_closed() -> bytes:
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                answer += data
+        return answer
+
+    sender = asyncio.create_task(send_for_ever())
+    started = time.monotonic()
+    try:
+        answer = await asyncio.wait_for(read_until_closed(), 30)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert time.monotonic() - started < 3
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in answer
+
+
+async def test_client_gone_mid_body_is_not_an_unexpected_error(
+    gateway_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects in the middle of its body is one info line, not an error with a
+    traceback, and the access log says 499, not 500."""
+    caplog.set_level(logging.INFO)
+    _, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-1\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ttl": ',
+    )
+    await asyncio.sleep(0.2)
+    writer.close()
+    for _ in range(50):
+        if any(r.name == "aiohttp.access" for r in caplog.records):
+            break
+        await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    gone = [r for r in caplog.records if r.name.startswith("service.")]
+    assert len(gone) == 1 and gone[0].levelno == logging.INFO
+    access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(access) == 1 and '" 499 ' in access[0]
