@@ -35,6 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
@@ -386,6 +390,46 @@ def create_app(
     return app
 
 
+class _RequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse (request line or
+    headers) as the gateway answers: one JSON 4xx, 431 for an oversized line, echoing nothing
+    (aiohttp's own text/plain answer quotes the start of the offending header, which may be an
+    Authorization header), logged as one line with no traceback."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            status, reason, text = 431, "header_too_large", "a request header line is too long"
+        else:
+            status, reason, text = 400, "bad_request", "malformed HTTP request"
+        log.warning("refused an unreadable HTTP request from %s: %s", request.remote, reason)
+        response = errors.error_response(status, reason, text, ErrorStyle.ERROR_CODE)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """An AppRunner whose connections use `_RequestHandler` (aiohttp's `Server` names its
+    handler class in `__call__`, with no option to choose another)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        return server
+
+
 def split_address(address: str) -> tuple[str, int]:
     """("host", port) from "HOST:PORT" or "[v6]:PORT"."""
     host, sep, port = address.rpartition(":")
@@ -434,7 +478,7 @@ async def serving_gateway(
     and lets in-flight requests finish within `shutdown_timeout` seconds. `options` go to
     `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`)."""
     host, port = split_address(http_addr)
-    runner = web.AppRunner(
+    runner = _AppRunner(
         create_app(dispatcher, **options),
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from urllib.parse import urlsplit
@@ -102,3 +103,38 @@ async def test_client_gone_mid_body_is_not_an_unexpected_error(
     assert len(gone) == 1 and gone[0].levelno == logging.INFO
     access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert len(access) == 1 and '" 499 ' in access[0]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"Authorization: Basic " + b"QUxBRERJTjpPUEVOU0VTQU1F" * 500 + b"\r\n", 431),
+        (b"X-Filler: " + b"f" * 20000 + b"\r\n", 431),
+        (b"Bad Header Name: x\r\n", 400),
+    ],
+    ids=["long-authorization", "long-header", "malformed-header"],
+)
+async def test_header_errors_are_one_json_4xx_with_no_echo(
+    gateway_url: str, caplog: pytest.LogCaptureFixture, head: bytes, status: int
+) -> None:
+    """An oversized or malformed header is one JSON 4xx (431 when too large) that echoes
+    nothing of the request, logged as one line with no traceback."""
+    caplog.set_level(logging.INFO)
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n" + head + b"Content-Length: 0\r\n\r\n",
+    )
+    try:
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == str(status).encode()
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"application/json" in headers.lower()
+    assert json.loads(body)["error_code"]
+    assert b"QUxBRERJTjpPUEVOU0VTQU1F" not in answer and b"fff" not in answer
+    assert b"Bad Header" not in body
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "QUxBRERJTjpPUEVOU0VTQU1F" not in errors[0].getMessage()
