@@ -59,6 +59,9 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 # How long an unread request body (after a 413, 404, ...) is read and dropped before the
 # connection is closed: long enough for the client to read the answer; aiohttp's default is 10 s.
 LINGERING_SECONDS = 1.0
+# Seconds from a request's first byte to the end of its headers (slowloris); nginx's
+# client_header_timeout is 60 s, a few small headers need far less.
+DEFAULT_HEADER_TIMEOUT = 10.0
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY = "x-request-id"
 REQUEST_ID_MAX = 128
@@ -396,6 +399,38 @@ class _RequestHandler(RequestHandler):
     (aiohttp's own text/plain answer quotes the start of the offending header, which may be an
     Authorization header), logged as one line with no traceback."""
 
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+    _head_timer: asyncio.TimerHandle | None = None
+
+    # A request's head (request line and headers) must arrive within `header_timeout` of its
+    # first byte, or the connection is closed (slowloris); aiohttp has no such timeout.
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            self._stop_head_timer()
+        elif data and self._head_timer is None:
+            self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._messages or self._request_in_progress:
+            return
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.info("closed a connection from %s: request headers not received in time", peer)
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -416,17 +451,27 @@ class _RequestHandler(RequestHandler):
 
 
 class _Server(web.Server):
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+
     def __call__(self) -> RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = _RequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.header_timeout = self.header_timeout
+        return handler
 
 
 class _AppRunner(web.AppRunner):
     """An AppRunner whose connections use `_RequestHandler` (aiohttp's `Server` names its
     handler class in `__call__`, with no option to choose another)."""
 
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout = header_timeout
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
+        assert isinstance(server, _Server)
+        server.header_timeout = self.header_timeout
         return server
 
 
@@ -471,11 +516,13 @@ async def serving_gateway(
     *,
     ssl_context: ssl.SSLContext | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     **options: Any,
 ) -> AsyncIterator[int]:
     """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
     `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
-    and lets in-flight requests finish within `shutdown_timeout` seconds. `options` go to
+    and lets in-flight requests finish within `shutdown_timeout` seconds. A connection whose
+    request headers take more than `header_timeout` seconds is closed. `options` go to
     `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`)."""
     host, port = split_address(http_addr)
     runner = _AppRunner(
@@ -483,6 +530,7 @@ async def serving_gateway(
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
         lingering_time=LINGERING_SECONDS,
+        header_timeout=header_timeout,
     )
     await runner.setup()
     try:

@@ -7,9 +7,14 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
+
+from service import app
+from service.config import Settings
+from service.gateway.server import serving_gateway
 
 
 @pytest.mark.parametrize("path", ["/.well-known/jwks.json", "/healthz", "/readyz"])
@@ -138,3 +143,55 @@ async def test_header_errors_are_one_json_4xx_with_no_echo(
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "QUxBRERJTjpPUEVOU0VTQU1F" not in errors[0].getMessage()
+
+
+@pytest.fixture
+async def quick_header_gateway(services: app.Services, settings: Settings) -> AsyncIterator[str]:
+    """A gateway that waits 0.5 s for a request's headers."""
+    dispatcher = app.in_process_gateway(app.build_servicers(services, settings))
+    async with serving_gateway(
+        dispatcher, "127.0.0.1:0", shutdown_timeout=1.0, header_timeout=0.5
+    ) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_slow_headers_are_cut_off(quick_header_gateway: str) -> None:
+    """Headers trickled in for longer than the header timeout (slowloris): the connection is
+    closed without an answer."""
+    reader, writer = await raw_request(quick_header_gateway, b"GET /healthz HTTP/1.1\r\n")
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for i in range(100):
+                writer.write(f"X-Slow-{i}: x\r\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        sender.cancel()
+        writer.close()
+    assert time.monotonic() - started < 3
+
+
+async def test_headers_in_time_and_idle_keep_alive_are_served(quick_header_gateway: str) -> None:
+    """Headers sent in two parts within the timeout are served; a kept-alive connection idle
+    longer than the header timeout still serves its next request."""
+    reader, writer = await raw_request(quick_header_gateway, b"GET /healthz HTTP/1.1\r\n")
+    try:
+        await asyncio.sleep(0.2)
+        for _ in range(2):
+            writer.write(b"Host: x\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200 ")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            await asyncio.wait_for(reader.readuntil(b"}"), 5)
+            await asyncio.sleep(1.0)  # idle, longer than the header timeout
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+    finally:
+        writer.close()
