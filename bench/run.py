@@ -41,7 +41,18 @@ RESULTS = ROOT / "bench" / "results" / "latest.json"
 CORES = os.cpu_count() or 1
 CONCURRENCY = 8
 USERS = 8
-T_COST, M_KIB, LANES = 3, 65536, 4  # the service's argon2id defaults
+# The service's argon2id defaults, unless the caller sets AUTHSVC_ARGON2_TIME_COST,
+# AUTHSVC_ARGON2_MEMORY_KIB or AUTHSVC_ARGON2_PARALLELISM (a cheap cost shows per-call overhead);
+# the server and the reference then use the same parameters.
+ARGON2_VARIABLES = (
+    "AUTHSVC_ARGON2_TIME_COST",
+    "AUTHSVC_ARGON2_MEMORY_KIB",
+    "AUTHSVC_ARGON2_PARALLELISM",
+)
+T_COST, M_KIB, LANES = (
+    int(os.environ.get(name, default))
+    for name, default in zip(ARGON2_VARIABLES, (3, 65536, 4), strict=True)
+)
 
 
 def free_port() -> int:
@@ -173,6 +184,7 @@ async def bench(quick: bool, workdir: Path) -> dict[str, Any]:
         "AUTHSVC_GRPC_ADDR": grpc_addr,
         "AUTHSVC_HTTP_ADDR": http_addr,
         "AUTHSVC_FAILED_LOGIN_DELAY_BASE": "0",
+        **dict(zip(ARGON2_VARIABLES, map(str, (T_COST, M_KIB, LANES)), strict=True)),
     }
     print(f"argon2id reference (t={T_COST}, m={M_KIB} KiB, p={LANES}), {CORES} cores", flush=True)
     reference = argon2_reference(n_ref)

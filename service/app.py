@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import ssl
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,9 +25,10 @@ from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.tokens import TokenIssuer, TokenVerifier
 from service.domain.users import UserAdmin
 from service.errors import AuthError
+from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.gateway.server import run_gateway, serving_gateway, tls_context
 from service.rpc.health import HealthServicer
-from service.rpc.server import build_grpc_server
+from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
 from service.store.embedded import EmbeddedPostgres
@@ -147,20 +147,29 @@ async def open_services(
         hasher.close()
 
 
-def grpc_server(
-    services: Services, settings: Settings, internal_address: str | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server on `settings.grpc_addr`, and also on `internal_address` (the private
-    socket of the in-process gateway) when given."""
-    return build_grpc_server(
-        AuthServicer(services.authorization, settings.api_token_ttl, settings.trusted_proxies),
-        PasswordServicer(services.authenticator, services.passwords, settings.trusted_proxies),
-        TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
-        HealthServicer(services.db.ping),
-        settings.grpc_addr,
-        settings.tls,
-        internal_address,
+def build_servicers(services: Services, settings: Settings) -> Servicers:
+    return Servicers(
+        auth=AuthServicer(services.authorization, settings.api_token_ttl, settings.trusted_proxies),
+        passwords=PasswordServicer(
+            services.authenticator, services.passwords, settings.trusted_proxies
+        ),
+        tokens=TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
+        health=HealthServicer(services.db.ping),
     )
+
+
+def grpc_server(
+    services: Services, settings: Settings, servicers: Servicers | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server on `settings.grpc_addr`, serving `servicers` (built here if not given)."""
+    if servicers is None:
+        servicers = build_servicers(services, settings)
+    return build_grpc_server(servicers, settings.grpc_addr, settings.tls)
+
+
+def in_process_gateway(servicers: Servicers) -> InProcessDispatcher:
+    """The REST gateway's dispatcher for `serve`: the very servicer objects the gRPC server has."""
+    return InProcessDispatcher(servicers.by_service())
 
 
 # How often each replica checks whether the signing key is due for rotation, and deletes
@@ -207,48 +216,46 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with open_database(settings) as db, open_services(db, settings) as services:
         await services.keys.load()
-        with tempfile.TemporaryDirectory(prefix="authsvc-") as private_dir:
-            # The in-process gateway reaches the servicers over a Unix socket in a 0700
-            # directory: no TLS client certificate needed, and no other local user can connect.
-            internal = f"unix:{private_dir}/grpc.sock"
-            server, port = grpc_server(services, settings, internal)
-            await server.start()
-            chores = [
-                asyncio.create_task(
-                    every(
-                        ROTATION_CHECK_SECONDS,
-                        stop,
-                        "key rotation check",
-                        lambda: rotate_keys(services.keys),
-                    )
-                ),
-                asyncio.create_task(
-                    every(
-                        THROTTLE_PURGE_SECONDS,
-                        stop,
-                        "failed-login purge",
-                        lambda: purge_login_throttle(services.throttle),
-                    )
-                ),
-            ]
-            try:
-                host = settings.grpc_addr.rpartition(":")[0]
-                log.info("gRPC serving on %s:%d", host, port)
-                async with serving_gateway(
-                    internal,
-                    settings.http_addr,
-                    ssl_context=gateway_tls(settings),
-                    shutdown_timeout=settings.shutdown_grace,
-                ):
-                    await stop.wait()
-                    log.info(
-                        "stopping: draining in-flight calls for up to %.0fs",
-                        settings.shutdown_grace,
-                    )
-            finally:
-                stop.set()  # also when the gateway could not start: wind everything down
-                await server.stop(settings.shutdown_grace)
-                await asyncio.gather(*chores)
+        servicers = build_servicers(services, settings)
+        server, port = grpc_server(services, settings, servicers)
+        await server.start()
+        chores = [
+            asyncio.create_task(
+                every(
+                    ROTATION_CHECK_SECONDS,
+                    stop,
+                    "key rotation check",
+                    lambda: rotate_keys(services.keys),
+                )
+            ),
+            asyncio.create_task(
+                every(
+                    THROTTLE_PURGE_SECONDS,
+                    stop,
+                    "failed-login purge",
+                    lambda: purge_login_throttle(services.throttle),
+                )
+            ),
+        ]
+        try:
+            host = settings.grpc_addr.rpartition(":")[0]
+            log.info("gRPC serving on %s:%d", host, port)
+            async with serving_gateway(
+                in_process_gateway(servicers),
+                settings.http_addr,
+                ssl_context=gateway_tls(settings),
+                shutdown_timeout=settings.shutdown_grace,
+                trusted_proxies=settings.trusted_proxies,
+            ):
+                await stop.wait()
+                log.info(
+                    "stopping: draining in-flight calls for up to %.0fs",
+                    settings.shutdown_grace,
+                )
+        finally:
+            stop.set()  # also when the gateway could not start: wind everything down
+            await server.stop(settings.shutdown_grace)
+            await asyncio.gather(*chores)
     log.info("stopped")
 
 
@@ -279,10 +286,10 @@ async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await run_gateway(
-        grpc_target,
+        ChannelDispatcher(grpc_target, upstream_credentials(settings)),
         settings.http_addr,
         stop,
         ssl_context=gateway_tls(settings),
         shutdown_timeout=settings.shutdown_grace,
-        credentials=upstream_credentials(settings),
+        trusted_proxies=settings.trusted_proxies,
     )

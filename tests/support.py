@@ -59,14 +59,24 @@ async def authorize(
 
 
 @asynccontextmanager
+async def serving_services(
+    db: Database, settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[Settings, app.Services]]:
+    """Services on the module's database, configured with `overrides` (for an in-process
+    gateway); yields the settings and the services."""
+    configured = replace(settings, grpc_addr="127.0.0.1:0", **overrides)
+    async with app.open_services(db, configured) as services:
+        await services.keys.load()
+        yield configured, services
+
+
+@asynccontextmanager
 async def serving_target(
     db: Database, settings: Settings, **overrides: object
 ) -> AsyncIterator[tuple[str, app.Services]]:
     """A real gRPC server on a free loopback port, on the module's database, configured with
     `overrides`; yields its target ("127.0.0.1:PORT") and its services."""
-    configured = replace(settings, grpc_addr="127.0.0.1:0", **overrides)
-    async with app.open_services(db, configured) as services:
-        await services.keys.load()
+    async with serving_services(db, settings, **overrides) as (configured, services):
         server, port = app.grpc_server(services, configured)
         await server.start()
         try:

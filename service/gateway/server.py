@@ -1,10 +1,14 @@
 """The aiohttp application: one handler that routes by the table, calls the RPC, answers JSON.
 
-Request headers reach the gRPC server only as `authorization` (printable ASCII, else 400) and
-`x-request-id` (the client's `X-Request-Id` when it is 1..128 printable ASCII characters, else a
-new one); no other header is forwarded, so a client cannot set `grpc-*` or any other metadata.
-The request id comes back in `X-Request-Id` on every answer, errors included. Each call carries a
-deadline (`timeout`, 10 s by default).
+The call goes through a dispatcher (dispatch.py): in process to the servicers (`authsvc serve`)
+or over a gRPC channel (`authsvc gateway`). Request headers reach the servicer only as
+`authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id` when
+it is 1..128 printable ASCII characters, else a new one); no other header is forwarded, so a
+client cannot set `grpc-*` or any other metadata. The servicer learns the client's address from
+the context's `peer()` in process, from `x-forwarded-for` metadata over a channel: the address
+the gateway resolved (client_address.py), never the client's header. The request id comes back
+in `X-Request-Id` on every answer, errors included. Each call carries a deadline (`timeout`,
+10 s by default).
 
 Replies are `Cache-Control: no-store` (they carry tokens) unless the servicer sent a
 `cache-control` in its initial metadata (the JWKS); no other reply metadata becomes a header.
@@ -30,13 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import hdrs, web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
 from service.gateway import errors
-from service.gateway.errors import ErrorStyle, GatewayError, RpcFailure, bad_request
+from service.gateway.client_address import IPNetwork, client_address
+from service.gateway.dispatch import HEALTH_CHECK, Caller, CallFailed, Dispatcher, RpcMethod
+from service.gateway.errors import ErrorStyle, GatewayError, bad_request
 from service.gateway.openapi import openapi_document
 from service.gateway.routes import Route, build_routes, service_files
 from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
@@ -47,16 +56,18 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# How long an unread request body (after a 413, 404, ...) is read and dropped before the
+# connection is closed: long enough for the client to read the answer; aiohttp's default is 10 s.
+LINGERING_SECONDS = 1.0
+# Seconds from a request's first byte to the end of its headers (slowloris); nginx's
+# client_header_timeout is 60 s, a few small headers need far less.
+DEFAULT_HEADER_TIMEOUT = 10.0
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY = "x-request-id"
 REQUEST_ID_MAX = 128
+# nginx's status for a request whose client went away: only the access log sees it.
+CLIENT_CLOSED_REQUEST = 499
 _READ_CHUNK = 16 * 1024
-_CHANNEL_OPTIONS = (
-    # Come back quickly after the server restarts; the default backoff reaches two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.min_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-)
 # Reply metadata that becomes an HTTP header (metadata key -> header). Replies are otherwise
 # `Cache-Control: no-store`: they carry tokens.
 FORWARDED_RESPONSE_METADATA = {"cache-control": "Cache-Control"}
@@ -74,29 +85,24 @@ class _Builtin:
 
 
 class Gateway:
-    """Routes HTTP requests to the gRPC server at `grpc_target`."""
+    """Routes HTTP requests to the servicers through `dispatcher` (in process, or a channel)."""
 
     def __init__(
         self,
-        grpc_target: str,
+        dispatcher: Dispatcher,
         routes: Sequence[Route],
         *,
         body_limit: int,
         timeout: float,
         ready_timeout: float,
-        credentials: grpc.ChannelCredentials | None,
-        channel_options: Sequence[tuple[str, Any]] = (),
+        trusted_proxies: Sequence[IPNetwork] = (),
     ) -> None:
-        self._target = grpc_target
-        self._channel_options = (*_CHANNEL_OPTIONS, *channel_options)
+        self._dispatcher = dispatcher
         self._routes = list(routes)
         self._body_limit = body_limit
         self._timeout = timeout
         self._ready_timeout = ready_timeout
-        self._credentials = credentials
-        self._channel: Any = None
-        self._calls: dict[str, Any] = {}
-        self._health: Any = None
+        self._trusted_proxies = tuple(trusted_proxies)
         self._openapi = openapi_document(self._routes)
         self._builtins = {
             b.path: b
@@ -112,25 +118,19 @@ class Gateway:
             if route.template.text in self._builtins:
                 raise ValueError(f"{route.method.full_name}: {route.template.text} is reserved")
 
+    def __str__(self) -> str:
+        return str(self._dispatcher)
+
     async def open(self) -> None:
-        if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                self._target, self._credentials, options=self._channel_options
-            )
-        for route in self._routes:
-            self._calls[route.grpc_path] = self._channel.unary_unary(
-                route.grpc_path,
-                request_serializer=route.request_class.SerializeToString,
-                response_deserializer=route.response_class.FromString,
-            )
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        methods = {
+            r.grpc_path: RpcMethod(r.grpc_path, r.request_class, r.response_class)
+            for r in self._routes
+        }
+        methods[HEALTH_CHECK.path] = HEALTH_CHECK
+        await self._dispatcher.open(list(methods.values()))
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        await self._dispatcher.close()
 
     async def handle(self, request: web.Request) -> web.Response:
         request_id = _request_id(request)
@@ -143,6 +143,16 @@ class Gateway:
                 response = await self._call(route, path_values, request, request_id)
         except GatewayError as error:
             response = errors.gateway_error_response(error, style)
+            if error.status == 413:
+                # The rest of the body is not wanted: close the connection after the answer
+                # (aiohttp then reads on for LINGERING_SECONDS at most, so the client can read
+                # the 413 before the connection is reset).
+                response.force_close()
+        except ClientGone:
+            log.info("client closed the connection mid-request (request id %s)", request_id)
+            response = errors.error_response(
+                CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
+            )
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = errors.internal_error_response(style)
@@ -152,25 +162,30 @@ class Gateway:
     def _resolve(self, request: web.Request) -> tuple[Route | _Builtin, dict[str, str], ErrorStyle]:
         """The route for the request, its raw path values and its error style; or 404/405."""
         path = request.rel_url.raw_path
+        # HEAD is GET without the body (RFC 9110 9.3.2); aiohttp leaves the body out.
+        method = "GET" if request.method == "HEAD" else request.method
         builtin = self._builtins.get(path)
         if builtin is not None:
-            if request.method != "GET":
+            if method != "GET":
                 raise GatewayError(
                     405,
                     "method_not_allowed",
-                    f"{request.method} is not allowed on {path}; allowed: GET",
-                    {"Allow": "GET"},
+                    f"{request.method} is not allowed on {path}; allowed: GET, HEAD",
+                    {"Allow": "GET, HEAD"},
                 )
             return builtin, {}, ErrorStyle.ERROR_CODE
         matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
         if not matches:
             raise GatewayError(404, "not_found", f"no such path: {request.path}")
         for route, values in matches:
-            if route.http_method == request.method:
+            if route.http_method == method:
                 return route, values, route.error_style
         styles = {r.error_style for r, _ in matches}
         style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
-        allowed = ", ".join(sorted({r.http_method for r, _ in matches}))
+        methods = {r.http_method for r, _ in matches}
+        if "GET" in methods:
+            methods.add("HEAD")
+        allowed = ", ".join(sorted(methods))
         raise GatewayError(
             405,
             "method_not_allowed",
@@ -188,29 +203,42 @@ class Gateway:
             message = build_request(route, path_values, request.rel_url.query.items(), body)
         except TranscodeError as exc:
             raise bad_request(str(exc)) from None
-        call = self._calls[route.grpc_path](message, metadata=metadata, timeout=self._timeout)
         try:
-            reply = await call
-            headers = response_headers(await call.initial_metadata() or ())
-        except grpc.aio.AioRpcError as exc:
-            failure = RpcFailure(exc.code().name, exc.details(), exc.trailing_metadata() or ())
-            return errors.rpc_error_response(failure, route.error_style, request_id)
+            reply, initial = await self._dispatcher.call(
+                route.grpc_path, message, metadata, self._timeout, self._caller(request)
+            )
+        except CallFailed as failed:
+            return errors.rpc_error_response(failed.failure, route.error_style, request_id)
+        headers = response_headers(initial)
         return errors.json_response(message_to_json(reply, route.response_body), headers=headers)
+
+    def _caller(self, request: web.Request) -> Caller:
+        """Who is calling: the TCP peer, or whom trusted proxies name (client_address.py)."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        headers = request.headers
+        address = client_address(
+            (peer[0], peer[1]) if isinstance(peer, tuple) else None,
+            headers.getall(hdrs.X_FORWARDED_FOR, ()),
+            headers.getall(hdrs.FORWARDED, ()),
+            self._trusted_proxies,
+        )
+        return Caller(address, transport)
 
     async def _read_json(self, request: web.Request) -> Any:
         """The parsed JSON body, or NO_BODY when it is empty."""
         limit = self._body_limit
-        too_large = GatewayError(
-            413, "payload_too_large", f"the request body is larger than {limit} bytes"
-        )
         if request.content_length is not None and request.content_length > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks, size = [], 0
-        while chunk := await request.content.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            while chunk := await request.content.read(_READ_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except ConnectionError:
+            raise ClientGone from None
         raw = b"".join(chunks)
         if not raw.strip(b" \t\r\n"):
             return NO_BODY
@@ -236,10 +264,13 @@ class Gateway:
     async def _readyz(self, request: web.Request) -> web.Response:
         check = health_pb2.HealthCheckRequest(service="")
         try:
-            reply = await self._health.Check(check, timeout=self._ready_timeout)
-        except grpc.aio.AioRpcError as exc:
-            message = f"gRPC health check failed: {exc.code().name}"
+            reply, _ = await self._dispatcher.call(
+                HEALTH_CHECK.path, check, (), self._ready_timeout, self._caller(request)
+            )
+        except CallFailed as failed:
+            message = f"gRPC health check failed: {failed.failure.code}"
             return errors.json_response({"status": "unavailable", "message": message}, 503)
+        assert isinstance(reply, health_pb2.HealthCheckResponse)
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             message = f"gRPC server is {name}"
@@ -248,6 +279,14 @@ class Gateway:
 
     async def _openapi_json(self, request: web.Request) -> web.Response:
         return errors.json_response(self._openapi)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read."""
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
 
 
 class _DuplicateKey(ValueError):
@@ -318,41 +357,122 @@ def _request_id(request: web.Request) -> str:
 
 
 def create_app(
-    grpc_target: str,
+    dispatcher: Dispatcher,
     *,
     routes: Sequence[Route] | None = None,
     body_limit: int = DEFAULT_BODY_LIMIT,
     timeout: float = DEFAULT_TIMEOUT,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
-    credentials: grpc.ChannelCredentials | None = None,
-    channel_options: Sequence[tuple[str, Any]] = (),
+    trusted_proxies: Sequence[IPNetwork] = (),
 ) -> web.Application:
-    """The gateway as an aiohttp application; its gRPC channel opens with the app's start-up.
+    """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
 
-    `routes` defaults to every annotated RPC of the authsvc.v1 `*_service_pb2` modules.
-    `timeout` is each call's deadline and `ready_timeout` the /readyz health check's, in seconds.
-    `credentials` (e.g. `grpc.ssl_channel_credentials(...)`) make the channel TLS; plaintext
-    otherwise. `channel_options` are extra gRPC channel arguments (`grpc.ssl_target_name_override`).
+    `dispatcher` is an `InProcessDispatcher` (the servicers of this process: `authsvc serve`) or
+    a `ChannelDispatcher` (a gRPC server elsewhere: `authsvc gateway`). `routes` defaults to
+    every annotated RPC of the authsvc.v1 `*_service_pb2` modules. `timeout` is each call's
+    deadline and `ready_timeout` the /readyz health check's, in seconds. `trusted_proxies` are
+    the peers whose X-Forwarded-For / Forwarded headers name the client.
     """
     gateway = Gateway(
-        grpc_target,
+        dispatcher,
         build_routes(service_files()) if routes is None else routes,
         body_limit=body_limit,
         timeout=timeout,
         ready_timeout=ready_timeout,
-        credentials=credentials,
-        channel_options=channel_options,
+        trusted_proxies=trusted_proxies,
     )
     app = web.Application(client_max_size=body_limit)
 
-    async def channel(_: web.Application) -> AsyncIterator[None]:
+    async def dispatch(_: web.Application) -> AsyncIterator[None]:
         await gateway.open()
         yield
         await gateway.close()
 
-    app.cleanup_ctx.append(channel)
+    app.cleanup_ctx.append(dispatch)
     app.router.add_route("*", "/{path:.*}", gateway.handle)
     return app
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse (request line or
+    headers) as the gateway answers: one JSON 4xx, 431 for an oversized line, echoing nothing
+    (aiohttp's own text/plain answer quotes the start of the offending header, which may be an
+    Authorization header), logged as one line with no traceback."""
+
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+    _head_timer: asyncio.TimerHandle | None = None
+
+    # A request's head (request line and headers) must arrive within `header_timeout` of its
+    # first byte, or the connection is closed (slowloris); aiohttp has no such timeout.
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            self._stop_head_timer()
+        elif data and self._head_timer is None:
+            self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._messages or self._request_in_progress:
+            return
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.info("closed a connection from %s: request headers not received in time", peer)
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            status, reason, text = 431, "header_too_large", "a request header line is too long"
+        else:
+            status, reason, text = 400, "bad_request", "malformed HTTP request"
+        log.warning("refused an unreadable HTTP request from %s: %s", request.remote, reason)
+        response = errors.error_response(status, reason, text, ErrorStyle.ERROR_CODE)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+
+    def __call__(self) -> RequestHandler:
+        handler = _RequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.header_timeout = self.header_timeout
+        return handler
+
+
+class _AppRunner(web.AppRunner):
+    """An AppRunner whose connections use `_RequestHandler` (aiohttp's `Server` names its
+    handler class in `__call__`, with no option to choose another)."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout = header_timeout
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        assert isinstance(server, _Server)
+        server.header_timeout = self.header_timeout
+        return server
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -391,23 +511,26 @@ def tls_context(
 
 @asynccontextmanager
 async def serving_gateway(
-    grpc_target: str,
+    dispatcher: Dispatcher,
     http_addr: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     **options: Any,
 ) -> AsyncIterator[int]:
     """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
     `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
-    and lets in-flight requests finish within `shutdown_timeout` seconds. `options` go to
-    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `credentials`, `channel_options`,
-    `routes`)."""
+    and lets in-flight requests finish within `shutdown_timeout` seconds. A connection whose
+    request headers take more than `header_timeout` seconds is closed. `options` go to
+    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`)."""
     host, port = split_address(http_addr)
-    runner = web.AppRunner(
-        create_app(grpc_target, **options),
+    runner = _AppRunner(
+        create_app(dispatcher, **options),
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
+        lingering_time=LINGERING_SECONDS,
+        header_timeout=header_timeout,
     )
     await runner.setup()
     try:
@@ -415,16 +538,16 @@ async def serving_gateway(
         await site.start()
         bound = runner.addresses[0][1]
         scheme = "https" if ssl_context is not None else "http"
-        log.info("gateway serving %s on %s:%d -> gRPC %s", scheme, host, bound, grpc_target)
+        log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
         yield int(bound)
     finally:
         await runner.cleanup()
 
 
 async def run_gateway(
-    grpc_target: str, http_addr: str, stop: asyncio.Event, **options: Any
+    dispatcher: Dispatcher, http_addr: str, stop: asyncio.Event, **options: Any
 ) -> None:
     """Serve the gateway until `stop` is set (`authsvc gateway`); `options` as for
     `serving_gateway`."""
-    async with serving_gateway(grpc_target, http_addr, **options):
+    async with serving_gateway(dispatcher, http_addr, **options):
         await stop.wait()

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
-from authsvc.v1 import auth_service_pb2_grpc, password_service_pb2_grpc, token_service_pb2_grpc
-from grpc_health.v1 import health_pb2_grpc
+from authsvc.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    password_service_pb2,
+    password_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.config import TlsFiles
 from service.rpc.health import HealthServicer
@@ -39,14 +47,32 @@ def _listen(address: str, add_port: Callable[[], int]) -> int:
     return port
 
 
+@dataclass(frozen=True)
+class Servicers:
+    """The servicers, built once and served both by the gRPC server and, in process, by the
+    REST gateway."""
+
+    auth: AuthServicer
+    passwords: PasswordServicer
+    tokens: TokenServicer
+    health: HealthServicer
+
+    def by_service(self) -> dict[str, object]:
+        """Each servicer under its service's full proto name, as the gRPC server routes them."""
+        return {
+            _service_name(auth_service_pb2, "AuthService"): self.auth,
+            _service_name(password_service_pb2, "PasswordService"): self.passwords,
+            _service_name(token_service_pb2, "TokenService"): self.tokens,
+            _service_name(health_pb2, "Health"): self.health,
+        }
+
+
+def _service_name(module: object, name: str) -> str:
+    return str(module.DESCRIPTOR.services_by_name[name].full_name)  # type: ignore[attr-defined]
+
+
 def build_grpc_server(
-    auth: AuthServicer,
-    passwords: PasswordServicer,
-    tokens: TokenServicer,
-    health: HealthServicer,
-    address: str,
-    tls: TlsFiles | None = None,
-    internal_address: str | None = None,
+    servicers: Servicers, address: str, tls: TlsFiles | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server, not yet started, and the port it is bound to (for ':0')."""
     server = grpc.aio.server(
@@ -55,10 +81,10 @@ def build_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
-    password_service_pb2_grpc.add_PasswordServiceServicer_to_server(passwords, server)
-    token_service_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicers.auth, server)
+    password_service_pb2_grpc.add_PasswordServiceServicer_to_server(servicers.passwords, server)
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(servicers.tokens, server)
+    health_pb2_grpc.add_HealthServicer_to_server(servicers.health, server)
     port = _listen(
         address,
         lambda: (
@@ -67,6 +93,4 @@ def build_grpc_server(
             else server.add_insecure_port(address)
         ),
     )
-    if internal_address is not None:
-        _listen(internal_address, lambda: server.add_insecure_port(internal_address))
     return server, port

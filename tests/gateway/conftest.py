@@ -1,4 +1,5 @@
-"""Gateway fixtures: the real shim on a free loopback port, in front of the real gRPC server."""
+"""Gateway fixtures: the real shim on a free loopback port, dispatching in process to the real
+servicers as `authsvc serve` does (test_standalone.py covers the gRPC channel dispatcher)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
 from grpc_tools import protoc
 
+from service import app
+from service.config import Settings
 from service.gateway.routes import Route, build_routes
 from service.gateway.server import serving_gateway
 
@@ -21,9 +24,10 @@ TESTDATA = Path(__file__).parent / "testdata"
 
 
 @pytest.fixture(scope="module")
-async def gateway_url(grpc_target: str) -> AsyncIterator[str]:
-    """The base URL of a gateway in front of the module's gRPC server."""
-    async with serving_gateway(grpc_target, "127.0.0.1:0", shutdown_timeout=1.0) as port:
+async def gateway_url(services: app.Services, settings: Settings) -> AsyncIterator[str]:
+    """The base URL of a gateway over the module's servicers, in process."""
+    dispatcher = app.in_process_gateway(app.build_servicers(services, settings))
+    async with serving_gateway(dispatcher, "127.0.0.1:0", shutdown_timeout=1.0) as port:
         yield f"http://127.0.0.1:{port}"
 
 

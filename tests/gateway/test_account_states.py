@@ -12,7 +12,7 @@ from service import app
 from service.config import Settings
 from service.gateway.server import serving_gateway
 from tests.gateway.helpers import basic_auth
-from tests.support import new_user, serving_target
+from tests.support import new_user, serving_services
 
 BACKDATE = "UPDATE passwords SET created_at = now() - interval '2 minutes' WHERE user_id = $1"
 
@@ -21,11 +21,15 @@ BACKDATE = "UPDATE passwords SET created_at = now() - interval '2 minutes' WHERE
 async def rest(db, settings) -> AsyncIterator[tuple[aiohttp.ClientSession, app.Services]]:
     """Gateway + server with a 60 s password age and a 30 s failed-login delay."""
     async with (
-        serving_target(db, settings, password_max_age=60, failed_login_delay_base=30.0) as (
-            target,
+        serving_services(db, settings, password_max_age=60, failed_login_delay_base=30.0) as (
+            configured,
             services,
         ),
-        serving_gateway(target, "127.0.0.1:0", shutdown_timeout=1) as http,
+        serving_gateway(
+            app.in_process_gateway(app.build_servicers(services, configured)),
+            "127.0.0.1:0",
+            shutdown_timeout=1,
+        ) as http,
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{http}") as session,
     ):
         yield session, services

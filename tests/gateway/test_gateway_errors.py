@@ -15,7 +15,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from service import app
+from service.config import Settings
 from service.errors import AuthError, Reason
+from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.errors import ErrorStyle, GatewayError, RpcFailure, rpc_error_response
 from service.gateway.routes import build_routes, service_files
 from service.gateway.server import call_metadata, serving_gateway
@@ -204,7 +206,9 @@ async def test_empty_body_with_any_content_type_is_fine(
 async def test_unreachable_grpc_server_is_503(dead_target: str) -> None:
     """With the gRPC server's port closed, a call is 503 unavailable, saying nothing internal."""
     async with (
-        serving_gateway(dead_target, "127.0.0.1:0", shutdown_timeout=1.0) as port,
+        serving_gateway(
+            ChannelDispatcher(dead_target), "127.0.0.1:0", shutdown_timeout=1.0
+        ) as port,
         aiohttp.ClientSession() as session,
         session.post(f"http://127.0.0.1:{port}{AUTHORIZE}", json={}) as response,
     ):
@@ -218,7 +222,9 @@ async def test_unreachable_grpc_server_is_503(dead_target: str) -> None:
 async def test_unreachable_grpc_server_on_densify_is_status_503(dead_target: str) -> None:
     """The Densify route reports the same outage as {"status": 503, ...}."""
     async with (
-        serving_gateway(dead_target, "127.0.0.1:0", shutdown_timeout=1.0) as port,
+        serving_gateway(
+            ChannelDispatcher(dead_target), "127.0.0.1:0", shutdown_timeout=1.0
+        ) as port,
         aiohttp.ClientSession() as session,
         session.post(
             f"http://127.0.0.1:{port}/authorize", json={"userName": "u", "pwd": "p"}
@@ -249,7 +255,9 @@ async def hung_target() -> AsyncIterator[str]:
 async def test_deadline_is_504(hung_target: str) -> None:
     """A call that outlives the gateway's deadline is 504 deadline_exceeded."""
     async with (
-        serving_gateway(hung_target, "127.0.0.1:0", timeout=0.3, shutdown_timeout=1.0) as port,
+        serving_gateway(
+            ChannelDispatcher(hung_target), "127.0.0.1:0", timeout=0.3, shutdown_timeout=1.0
+        ) as port,
         aiohttp.ClientSession() as session,
         session.post(f"http://127.0.0.1:{port}{AUTHORIZE}", json={}) as response,
     ):
@@ -267,7 +275,7 @@ class _Exploding:
 
 
 async def test_unexpected_error_is_500_and_logged(
-    grpc_target: str, caplog: pytest.LogCaptureFixture
+    services: app.Services, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An exception inside the gateway is 500 internal with no detail, logged with the request
     id."""
@@ -277,7 +285,12 @@ async def test_unexpected_error_is_500_and_logged(
     ]
     caplog.set_level(logging.ERROR, logger="service.gateway.server")
     async with (
-        serving_gateway(grpc_target, "127.0.0.1:0", routes=routes, shutdown_timeout=1.0) as port,
+        serving_gateway(
+            app.in_process_gateway(app.build_servicers(services, settings)),
+            "127.0.0.1:0",
+            routes=routes,
+            shutdown_timeout=1.0,
+        ) as port,
         aiohttp.ClientSession() as session,
         session.post(
             f"http://127.0.0.1:{port}{AUTHORIZE}", headers={"X-Request-Id": "rid-500"}

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
+from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.server import serving_gateway
 from service.rpc.health import HealthServicer
 from service.store.db import Database, create_pool
@@ -23,10 +24,10 @@ async def test_healthz_is_ok(http) -> None:
 
 
 async def test_healthz_refuses_other_methods(http) -> None:
-    """POST /healthz is 405 with Allow: GET."""
+    """POST /healthz is 405 with Allow: GET, HEAD."""
     async with http.post("/healthz") as response:
         assert response.status == 405
-        assert response.headers["Allow"] == "GET"
+        assert response.headers["Allow"] == "GET, HEAD"
 
 
 async def test_readyz_is_ok_with_a_live_server(http) -> None:
@@ -39,7 +40,9 @@ async def test_readyz_is_ok_with_a_live_server(http) -> None:
 async def test_readyz_is_503_without_a_server_but_healthz_is_200(dead_target: str) -> None:
     """With no gRPC server, /readyz is 503 unavailable while /healthz stays 200."""
     async with (
-        serving_gateway(dead_target, "127.0.0.1:0", shutdown_timeout=1.0) as port,
+        serving_gateway(
+            ChannelDispatcher(dead_target), "127.0.0.1:0", shutdown_timeout=1.0
+        ) as port,
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session,
     ):
         async with session.get("/readyz") as response:
@@ -69,7 +72,9 @@ async def server_with_lost_database(dead_target: str) -> AsyncIterator[str]:
 async def test_readyz_is_503_when_the_database_is_gone(server_with_lost_database: str) -> None:
     """When the server's database is gone, /readyz is 503 (the server is not SERVING)."""
     async with (
-        serving_gateway(server_with_lost_database, "127.0.0.1:0", shutdown_timeout=1.0) as port,
+        serving_gateway(
+            ChannelDispatcher(server_with_lost_database), "127.0.0.1:0", shutdown_timeout=1.0
+        ) as port,
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/readyz") as response,
     ):

@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.errors import ErrorStyle
 from service.gateway.routes import Route, RouteError, build_routes, parse_template, service_files
 from service.gateway.server import dial_target, serving_gateway
@@ -148,7 +149,10 @@ async def test_generic_routes_are_served(
     404/405."""
     async with (
         serving_gateway(
-            dead_target, "127.0.0.1:0", routes=library_routes, shutdown_timeout=1.0
+            ChannelDispatcher(dead_target),
+            "127.0.0.1:0",
+            routes=library_routes,
+            shutdown_timeout=1.0,
         ) as port,
         aiohttp.ClientSession() as session,
         session.request(

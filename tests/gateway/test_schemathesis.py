@@ -67,16 +67,12 @@ class LiveStack:
             ):
                 await services.keys.load()
                 await services.users.create(USERNAME, PASSWORD)
-                server, port = app.grpc_server(services, settings)
-                await server.start()
-                try:
-                    async with serving_gateway(
-                        f"127.0.0.1:{port}", "127.0.0.1:0", shutdown_timeout=1.0
-                    ) as http_port:
-                        self._ready.set_result(f"http://127.0.0.1:{http_port}")
-                        await self._stop.wait()
-                finally:
-                    await server.stop(None)
+                dispatcher = app.in_process_gateway(app.build_servicers(services, settings))
+                async with serving_gateway(
+                    dispatcher, "127.0.0.1:0", shutdown_timeout=1.0
+                ) as http_port:
+                    self._ready.set_result(f"http://127.0.0.1:{http_port}")
+                    await self._stop.wait()
         except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc)

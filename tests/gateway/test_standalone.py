@@ -108,12 +108,15 @@ async def test_mtls_applies_to_rest_too(grpc_target, services, tmp_path) -> None
     """With a client CA, HTTPS refuses a client without a certificate and serves one with it."""
     import ssl
 
+    from service.gateway.dispatch import ChannelDispatcher
     from service.gateway.server import serving_gateway, tls_context
 
     pki = make_pki(tmp_path)
     user = await new_user(services, "pw")
     server_tls = tls_context(pki.server_cert, pki.server_key, pki.ca_cert)
-    async with serving_gateway(grpc_target, "127.0.0.1:0", ssl_context=server_tls) as port:
+    async with serving_gateway(
+        ChannelDispatcher(grpc_target), "127.0.0.1:0", ssl_context=server_tls
+    ) as port:
         url = f"https://127.0.0.1:{port}/v1/users/authorize"
         anonymous = ssl.create_default_context(cafile=pki.ca_cert)
         async with aiohttp.ClientSession() as http:

@@ -16,7 +16,8 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2_grpc
 
 from service import app
-from service.config import TlsFiles
+from service.config import Settings, TlsFiles
+from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.server import serving_gateway, tls_context
 from service.rpc.health import HealthServicer
 from service.rpc.server import server_credentials
@@ -55,14 +56,16 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-async def test_gateway_serves_https(grpc_target: str, tmp_path: Path) -> None:
+async def test_gateway_serves_https(
+    services: app.Services, settings: Settings, tmp_path: Path
+) -> None:
     """With a TLS context the gateway answers over HTTPS, and a client trusting the certificate
     reaches the RPCs through it."""
     cert_file, key_file = self_signed(tmp_path)
     client_context = ssl.create_default_context(cafile=str(cert_file))
     async with (
         serving_gateway(
-            grpc_target,
+            app.in_process_gateway(app.build_servicers(services, settings)),
             "127.0.0.1:0",
             ssl_context=tls_context(cert_file, key_file),
             shutdown_timeout=1.0,
@@ -86,11 +89,13 @@ async def test_gateway_dials_a_tls_grpc_server(services: app.Services, tmp_path:
     )
     await server.start()
     try:
-        plaintext = serving_gateway(f"127.0.0.1:{port}", "127.0.0.1:0", shutdown_timeout=1.0)
+        plaintext = serving_gateway(
+            ChannelDispatcher(f"127.0.0.1:{port}"), "127.0.0.1:0", shutdown_timeout=1.0
+        )
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert_file.read_bytes())
         tls = serving_gateway(
-            f"127.0.0.1:{port}",
+            ChannelDispatcher(f"127.0.0.1:{port}", credentials),
             "127.0.0.1:0",
-            credentials=grpc.ssl_channel_credentials(root_certificates=cert_file.read_bytes()),
             shutdown_timeout=1.0,
         )
         async with plaintext as plain_port, tls as tls_port, aiohttp.ClientSession() as session:

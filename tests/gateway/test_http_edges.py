@@ -1,0 +1,197 @@
+"""The gateway's HTTP edges: HEAD, oversized bodies, clients that go away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from service import app
+from service.config import Settings
+from service.gateway.server import serving_gateway
+
+
+@pytest.mark.parametrize("path", ["/.well-known/jwks.json", "/healthz", "/readyz"])
+async def test_head_works_where_get_does(http, path: str) -> None:
+    """HEAD on a GET route answers as GET does (RFC 9110 9.3.2), with no body."""
+    async with http.get(path) as get:
+        assert get.status == 200
+        cache_control = get.headers["Cache-Control"]
+    async with http.head(path) as head:
+        assert head.status == 200
+        assert head.headers["Content-Type"].startswith("application/json")
+        assert head.headers["Cache-Control"] == cache_control
+        assert head.headers["X-Request-Id"]
+        assert await head.read() == b""
+
+
+async def test_head_is_not_allowed_where_get_is_not(http) -> None:
+    """HEAD on a POST-only route is 405, and GET routes list HEAD in Allow."""
+    async with http.head("/v1/users/authorize") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+    async with http.post("/.well-known/jwks.json") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, HEAD"
+
+
+async def raw_request(url: str, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the gateway at `url` that has sent `head` (request line and headers)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_413_closes_the_connection_instead_of_reading_on(gateway_url: str) -> None:
+    """A chunked body that never ends gets 413 (Connection: close) and the connection closed
+    within a second or two: the server does not go on reading what it refused."""
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    chunk = b"4000\r\n" + b"u" * 0x4000 + b"\r\n"
+
+    async def send_for_ever() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+
+    async def read_until_closed() -> bytes:
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                answer += data
+        return answer
+
+    sender = asyncio.create_task(send_for_ever())
+    started = time.monotonic()
+    try:
+        answer = await asyncio.wait_for(read_until_closed(), 30)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert time.monotonic() - started < 3
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in answer
+
+
+async def test_client_gone_mid_body_is_not_an_unexpected_error(
+    gateway_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects in the middle of its body is one info line, not an error with a
+    traceback, and the access log says 499, not 500."""
+    caplog.set_level(logging.INFO)
+    _, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-1\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ttl": ',
+    )
+    await asyncio.sleep(0.2)
+    writer.close()
+    for _ in range(50):
+        if any(r.name == "aiohttp.access" for r in caplog.records):
+            break
+        await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    gone = [r for r in caplog.records if r.name.startswith("service.")]
+    assert len(gone) == 1 and gone[0].levelno == logging.INFO
+    access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(access) == 1 and '" 499 ' in access[0]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"Authorization: Basic " + b"QUxBRERJTjpPUEVOU0VTQU1F" * 500 + b"\r\n", 431),
+        (b"X-Filler: " + b"f" * 20000 + b"\r\n", 431),
+        (b"Bad Header Name: x\r\n", 400),
+    ],
+    ids=["long-authorization", "long-header", "malformed-header"],
+)
+async def test_header_errors_are_one_json_4xx_with_no_echo(
+    gateway_url: str, caplog: pytest.LogCaptureFixture, head: bytes, status: int
+) -> None:
+    """An oversized or malformed header is one JSON 4xx (431 when too large) that echoes
+    nothing of the request, logged as one line with no traceback."""
+    caplog.set_level(logging.INFO)
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n" + head + b"Content-Length: 0\r\n\r\n",
+    )
+    try:
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == str(status).encode()
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"application/json" in headers.lower()
+    assert json.loads(body)["error_code"]
+    assert b"QUxBRERJTjpPUEVOU0VTQU1F" not in answer and b"fff" not in answer
+    assert b"Bad Header" not in body
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "QUxBRERJTjpPUEVOU0VTQU1F" not in errors[0].getMessage()
+
+
+@pytest.fixture
+async def quick_header_gateway(services: app.Services, settings: Settings) -> AsyncIterator[str]:
+    """A gateway that waits 0.5 s for a request's headers."""
+    dispatcher = app.in_process_gateway(app.build_servicers(services, settings))
+    async with serving_gateway(
+        dispatcher, "127.0.0.1:0", shutdown_timeout=1.0, header_timeout=0.5
+    ) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_slow_headers_are_cut_off(quick_header_gateway: str) -> None:
+    """Headers trickled in for longer than the header timeout (slowloris): the connection is
+    closed without an answer."""
+    reader, writer = await raw_request(quick_header_gateway, b"GET /healthz HTTP/1.1\r\n")
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for i in range(100):
+                writer.write(f"X-Slow-{i}: x\r\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        sender.cancel()
+        writer.close()
+    assert time.monotonic() - started < 3
+
+
+async def test_headers_in_time_and_idle_keep_alive_are_served(quick_header_gateway: str) -> None:
+    """Headers sent in two parts within the timeout are served; a kept-alive connection idle
+    longer than the header timeout still serves its next request."""
+    reader, writer = await raw_request(quick_header_gateway, b"GET /healthz HTTP/1.1\r\n")
+    try:
+        await asyncio.sleep(0.2)
+        for _ in range(2):
+            writer.write(b"Host: x\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200 ")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            await asyncio.wait_for(reader.readuntil(b"}"), 5)
+            await asyncio.sleep(1.0)  # idle, longer than the header timeout
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+    finally:
+        writer.close()
