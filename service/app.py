@@ -142,15 +142,18 @@ async def open_services(
 
 
 def grpc_server(
-    services: Services, settings: Settings, internal_address: str | None = None
+    services: Services,
+    settings: Settings,
+    internal_address: str | None = None,
+    health: HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """The gRPC server on `settings.grpc_addr`, and also on `internal_address` (the private
-    socket of the in-process gateway) when given."""
+    socket of the in-process gateway) when given; `health` is made here unless given."""
     return build_grpc_server(
         AuthServicer(services.authorization, settings.api_token_ttl),
         PasswordServicer(services.authenticator, services.passwords),
         TokenServicer(services.verifier, services.keys, settings.jwks_max_age),
-        HealthServicer(services.db.ping),
+        health or HealthServicer(services.db.ping),
         settings.grpc_addr,
         settings.tls,
         internal_address,
@@ -206,7 +209,8 @@ async def serve(settings: Settings) -> None:
             # The in-process gateway reaches the servicers over a Unix socket in a 0700
             # directory: no TLS client certificate needed, and no other local user can connect.
             internal = f"unix:{private_dir}/grpc.sock"
-            server, port = grpc_server(services, settings, internal)
+            health = HealthServicer(services.db.ping)
+            server, port = grpc_server(services, settings, internal, health)
             await server.start()
             chores = [
                 asyncio.create_task(
@@ -242,6 +246,7 @@ async def serve(settings: Settings) -> None:
                     )
             finally:
                 stop.set()  # also when the gateway could not start: wind everything down
+                await health.shutdown()  # NOT_SERVING, and Watch streams end, before draining
                 await server.stop(settings.shutdown_grace)
                 await asyncio.gather(*chores)
     log.info("stopped")

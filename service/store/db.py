@@ -37,6 +37,23 @@ _UNAVAILABLE = (
 )
 
 
+class _WithoutTraceback(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to restore its minimum of connections
+    (every 1 to 60 s while the database is away): keep its line, naming the error, not the
+    traceback, so an outage does not bury the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[1].__class__.__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_WithoutTraceback())
+
+
 class UniqueViolation(Exception):
     """A row would duplicate a unique key; `constraint` names it. Stores map it to a reason."""
 
