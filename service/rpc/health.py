@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
@@ -22,8 +21,8 @@ from authsvc.v1 import auth_service_pb2, password_service_pb2, token_service_pb2
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio
 
-from service import request_context
 from service.errors import AuthError
+from service.rpc.status import set_deadline
 
 log = logging.getLogger(__name__)
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
@@ -63,9 +62,7 @@ class HealthServicer(aio.HealthServicer):
     ) -> health_pb2.HealthCheckResponse:
         if request.service not in self._names:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        remaining = context.time_remaining()
-        if remaining is not None:  # the probe's database timeout follows the caller's deadline
-            request_context.deadline.set(time.monotonic() + remaining)
+        set_deadline(context)  # the probe's database timeout follows the caller's deadline
         await self.probe()
         return await super().Check(request, context)
 
