@@ -46,9 +46,7 @@ async def stack(tmp_path_factory, settings) -> AsyncIterator[Stack]:
     """A server on its own embedded PostgreSQL with a 2 s database timeout."""
     pg = EmbeddedPostgres(tmp_path_factory.mktemp("stalled") / "data")
     dsn = await asyncio.to_thread(pg.start)
-    configured = replace(
-        settings, database_url=dsn, db_timeout=DB_TIMEOUT, grpc_addr="127.0.0.1:0"
-    )
+    configured = replace(settings, database_url=dsn, db_timeout=DB_TIMEOUT, grpc_addr="127.0.0.1:0")
     try:
         async with app.open_database(configured) as db, app.open_services(db, configured) as svc:
             await svc.keys.load()
