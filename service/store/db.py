@@ -172,6 +172,9 @@ class Connection:
     def __init__(self, raw: asyncpg.Connection, db: Database) -> None:
         self.raw = raw
         self._db = db
+        # Set when we close it: asyncpg hands a closed connection back to the pool at once,
+        # and its proxy then refuses every call, is_closed() included.
+        self._terminated = False
 
     async def bounded(self, statement: Callable[[], Awaitable[T]]) -> T:
         """Run `statement()` within the caller's time; when that runs out (or the call is
@@ -183,6 +186,7 @@ class Connection:
                 async with asyncio.timeout(budget):
                     return await statement()
             except (TimeoutError, asyncio.CancelledError):
+                self._terminated = True
                 self.raw.terminate()
                 raise
 
@@ -190,7 +194,7 @@ class Connection:
         """End a failed transaction: roll back if the connection is still usable, else it is
         closed already and PostgreSQL rolls back on its own. The original error is what the
         caller needs, so a failure here is only logged."""
-        if self.raw.is_closed():
+        if self._terminated:
             return
         try:
             await self.bounded(transaction.rollback)

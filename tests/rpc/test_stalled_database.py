@@ -23,6 +23,7 @@ import pytest
 from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
 
 from service import app
+from service.errors import AuthError, Reason
 from service.gateway.server import serving_gateway
 from service.store.embedded import EmbeddedPostgres
 from tests.support import authorize, error_info, new_user
@@ -179,3 +180,20 @@ async def test_rest_answers_503_not_504(stack: Stack) -> None:
     assert status == 503, body
     assert body["error_code"] == "unavailable"
     assert elapsed < DB_TIMEOUT + SLACK
+
+
+async def test_a_transaction_stalled_midway_is_unavailable(stack: Stack) -> None:
+    """A transaction whose database stalls after its first statement ends in UNAVAILABLE within
+    the database timeout (not INTERNAL), and the next transaction commits once it resumes."""
+    db = stack.services.db
+    started = time.monotonic()
+    with pytest.raises(AuthError) as caught:
+        async with db.transaction() as conn:
+            await conn.execute("SELECT 1")
+            with frozen(stack.pg):
+                started = time.monotonic()
+                await conn.execute("SELECT 2")
+    assert caught.value.reason == Reason.UNAVAILABLE
+    assert time.monotonic() - started < DB_TIMEOUT + SLACK
+    async with db.transaction() as conn:
+        assert await conn.fetchrow("SELECT 3") is not None
