@@ -64,7 +64,10 @@ Action = Callable[[app.Services], Awaitable[None]]
 
 
 async def with_services(settings: Settings, action: Action) -> None:
-    async with app.open_database(settings) as db, app.open_services(db, settings) as services:
+    async with (
+        app.open_database(settings) as db,
+        app.open_services(db, settings, watch_keys=False) as services,
+    ):
         await action(services)
 
 

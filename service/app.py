@@ -36,7 +36,7 @@ from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.passwords import PgPasswordListStore
 from service.store.schema import migrate
-from service.store.signing_keys import PgKeyStore
+from service.store.signing_keys import PgKeyStore, key_changes
 from service.store.users import PgUserStore
 
 log = logging.getLogger("authsvc")
@@ -75,7 +75,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
         try:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 await migrate(conn)
-            yield Database(pool, settings.db_timeout)
+            yield Database(pool, settings.db_timeout, dsn=dsn)
         finally:
             await pool.close()
     finally:
@@ -85,8 +85,14 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def open_services(
-    db: Database, settings: Settings, clock: Callable[[], datetime] = utc_now
+    db: Database,
+    settings: Settings,
+    clock: Callable[[], datetime] = utc_now,
+    *,
+    watch_keys: bool = True,
 ) -> AsyncIterator[Services]:
+    """The domain services over `db`. With `watch_keys` (a server), the key ring re-reads the
+    key table as soon as any process changes it; a one-shot command has no need."""
     hasher = PasswordHasher(settings.argon2, settings.hash_workers, settings.hash_queue_limit)
     try:
         policy = KeyPolicy(
@@ -96,6 +102,11 @@ async def open_services(
             passphrase=settings.key_encryption_key,
         )
         keys = KeyRing(PgKeyStore(db), policy, clock)
+        listening = (
+            key_changes(db.dsn, keys.changed, settings.db_timeout)
+            if watch_keys and db.dsn is not None
+            else contextlib.nullcontext()
+        )
         throttle = LoginThrottle(
             ThrottlePolicy(
                 allowance=settings.failed_login_allowance,
@@ -119,30 +130,31 @@ async def open_services(
             complexity=settings.password_complexity, min_length=settings.password_min_length
         )
         issuer = TokenIssuer(keys, settings.token_issuer, settings.token_audience, clock)
-        yield Services(
-            db=db,
-            hasher=hasher,
-            keys=keys,
-            authenticator=authenticator,
-            authorization=AuthorizationService(authenticator, issuer),
-            passwords=PasswordManager(
-                PgPasswordListStore(db),
-                hasher,
-                password_policy,
-                settings.max_passwords,
-                settings.password_history,
-            ),
-            users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
-            verifier=TokenVerifier(
-                keys,
-                PgUserStore(db),
-                settings.token_issuer,
-                settings.token_audience,
-                settings.token_leeway,
-                clock,
-            ),
-            throttle=throttle,
-        )
+        async with listening:
+            yield Services(
+                db=db,
+                hasher=hasher,
+                keys=keys,
+                authenticator=authenticator,
+                authorization=AuthorizationService(authenticator, issuer),
+                passwords=PasswordManager(
+                    PgPasswordListStore(db),
+                    hasher,
+                    password_policy,
+                    settings.max_passwords,
+                    settings.password_history,
+                ),
+                users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
+                verifier=TokenVerifier(
+                    keys,
+                    PgUserStore(db),
+                    settings.token_issuer,
+                    settings.token_audience,
+                    settings.token_leeway,
+                    clock,
+                ),
+                throttle=throttle,
+            )
     finally:
         hasher.close()
 
@@ -254,6 +266,7 @@ async def serve(settings: Settings) -> None:
                 )
         finally:
             stop.set()  # also when the gateway could not start: wind everything down
+            await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
             await server.stop(settings.shutdown_grace)
             await asyncio.gather(*chores)
     log.info("stopped")

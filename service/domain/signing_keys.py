@@ -39,7 +39,8 @@ _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
     "RSA": ("e", "kty", "n"),
 }
-# How often a replica re-reads the key table, so it signs with a key another replica made.
+# How often a replica re-reads the key table, so it signs with a key another replica made. This
+# is the fallback: a change normally reaches every replica at once (`KeyRing.changed`).
 REFRESH_SECONDS = 10.0
 # A verification that names an unknown kid re-reads the table at most this often.
 MISS_REFRESH_SECONDS = 5.0
@@ -147,6 +148,7 @@ class _Snapshot:
     signing: ActiveKey | None
     by_kid: dict[str, PublicKey]
     loaded_at: float
+    generation: int  # KeyRing._generation when the read began
 
 
 class KeyRing:
@@ -158,6 +160,13 @@ class KeyRing:
         self._clock = clock
         self._snapshot: _Snapshot | None = None
         self._lock = asyncio.Lock()
+        self._generation = 0
+
+    def changed(self) -> None:
+        """The key table has changed (another process says so): read it again before signing
+        or verifying anything, so a retired key is refused from now on, not at the next
+        periodic re-read. A read already under way when this is called does not count."""
+        self._generation += 1
 
     async def load(self) -> None:
         """Read the key table, first creating a key for the configured algorithm if it has none
@@ -182,8 +191,8 @@ class KeyRing:
 
     async def rotate_now(self, *, retire_others: bool = False) -> SigningKey:
         """Create a key that signs at once. With `retire_others` (a compromised key), every
-        other key is retired now, so the tokens they signed stop verifying (within a replica's
-        key refresh) and their holders must authorize again."""
+        other key is retired now, so the tokens they signed stop verifying and their holders
+        must authorize again. The store tells every replica listening for key changes."""
         key = await self._add_key(
             unless_newer_than=None, activate_now=True, retire_others_now=retire_others
         )
@@ -230,9 +239,14 @@ class KeyRing:
 
     def _fresh(self, max_age: float) -> bool:
         snapshot = self._snapshot
-        return snapshot is not None and time.monotonic() - snapshot.loaded_at < max_age
+        return (
+            snapshot is not None
+            and snapshot.generation == self._generation
+            and time.monotonic() - snapshot.loaded_at < max_age
+        )
 
     async def _reload(self) -> _Snapshot:
+        generation = self._generation
         now = self._clock()
         keys = await self._store.published(now)  # newest first
         # The signing key is the most recently created active key of our algorithm: a key made
@@ -247,6 +261,7 @@ class KeyRing:
             else ActiveKey(key=signer, private=load_private_key(signer, self._policy.passphrase)),
             by_kid={k.kid: PublicKey(key=k, public=_public_key(k)) for k in keys},
             loaded_at=time.monotonic(),
+            generation=generation,
         )
         return self._snapshot
 

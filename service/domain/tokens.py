@@ -7,6 +7,7 @@ and `cv`, the user's credential version, which a password change bumps to revoke
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import jwt
+from jwt.utils import base64url_decode, base64url_encode
 
 from service.config import TTL_DEFAULT, TTL_MAX, TTL_MIN
 from service.domain.models import IssuedToken, User, VerifiedToken
@@ -81,6 +83,9 @@ class TokenVerifier:
 
     REQUIRED_CLAIMS = ("iss", "aud", "sub", "username", "iat", "exp", "jti", "cv")
     MAX_TOKEN_CHARS = 8192
+    # Claims that must be strings, and those that must be whole numbers (bool is not one).
+    STRING_CLAIMS = ("iss", "sub", "username", "jti")
+    TIME_CLAIMS = ("iat", "exp", "nbf")
 
     def __init__(
         self,
@@ -125,7 +130,7 @@ class TokenVerifier:
         )
 
     async def _signed_claims(self, token: str) -> dict[str, Any] | None:
-        if not token or len(token) > self.MAX_TOKEN_CHARS:
+        if not token or len(token) > self.MAX_TOKEN_CHARS or not is_canonical_jws(token):
             return None
         try:
             header = jwt.get_unverified_header(token)
@@ -149,6 +154,47 @@ class TokenVerifier:
             )
         except jwt.InvalidTokenError:
             return None
+        if not self._well_formed(claims):
+            return None
         if claims["iat"] > self._clock().timestamp() + self._leeway:
             return None
         return claims
+
+    def _well_formed(self, claims: dict[str, Any]) -> bool:
+        """Every claim we read has the type and range we read it as. PyJWT checks only what it
+        compares (it takes "1700000000" as an iat and 1e20 as an exp), so a token signed by our
+        own key but built by hand could otherwise break the reply: such a token is inactive."""
+        if not all(isinstance(claims[name], str) for name in self.STRING_CLAIMS):
+            return False
+        times = [claims[name] for name in self.TIME_CLAIMS if name in claims]
+        return all(_is_whole(value, MAX_TIMESTAMP) for value in times) and _is_whole(
+            claims["cv"], MAX_CREDENTIAL_VERSION
+        )
+
+
+# 9999-12-31T23:59:59Z: a NumericDate past it is no date we issue (and overflows the reply).
+MAX_TIMESTAMP = 253_402_300_799
+MAX_CREDENTIAL_VERSION = 2**63 - 1  # the bigint column it is compared with
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _is_whole(value: object, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+
+
+def is_canonical_jws(token: str) -> bool:
+    """Whether `token` is a JWS in its one canonical compact form (RFC 7515 section 7.1):
+    exactly three segments of unpadded base64url that re-encode to themselves. PyJWT decodes
+    leniently (it accepts padding after the signature, for one), so one signed token could be
+    presented under many spellings; a cache or revocation list keyed on the text would see them
+    as different tokens. Written by hand because PyJWT has no strict mode."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        return False
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+            return False
+        if base64url_encode(base64url_decode(segment)).decode() != segment:
+            return False
+    return True

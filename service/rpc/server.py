@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.config import TlsFiles
 from service.rpc.health import HealthServicer
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
+from service.rpc.status import MalformedRequestInterceptor
 
 # Requests are a few fields of at most 4 KiB each; refuse anything much larger before parsing.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -76,10 +77,11 @@ def build_grpc_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server, not yet started, and the port it is bound to (for ':0')."""
     server = grpc.aio.server(
+        interceptors=[MalformedRequestInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicers.auth, server)
     password_service_pb2_grpc.add_PasswordServiceServicer_to_server(servicers.passwords, server)

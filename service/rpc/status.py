@@ -8,6 +8,7 @@ with the request id and the caller gets INTERNAL with no detail.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 import uuid
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from service import request_context
-from service.errors import ERROR_DOMAIN, AuthError, Reason
+from service.errors import ERROR_DOMAIN, AuthError, Reason, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,21 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+# The server stops waiting for the database this share of the caller's time before its deadline
+# (at most DEADLINE_MARGIN_MAX seconds), so the caller is told why (UNAVAILABLE) while it still
+# listens, instead of only seeing its deadline pass.
+DEADLINE_MARGIN_SHARE = 0.2
+DEADLINE_MARGIN_MAX = 0.5
+
+
+def set_deadline(context: grpc.aio.ServicerContext) -> None:
+    """Put the call's deadline, less the margin, into the request context for the store."""
+    remaining = context.time_remaining()
+    if remaining is not None:
+        margin = min(remaining * DEADLINE_MARGIN_SHARE, DEADLINE_MARGIN_MAX)
+        request_context.deadline.set(time.monotonic() + remaining - margin)
+
+
 def rpc_method(method: Method[Req, Resp]) -> Method[Req, Resp]:
     """Wrap a servicer method: request id and deadline into the request context, errors into
     statuses."""
@@ -79,9 +96,7 @@ def rpc_method(method: Method[Req, Resp]) -> Method[Req, Resp]:
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         request_id = _request_id(context)
         request_context.request_id.set(request_id)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            request_context.deadline.set(time.monotonic() + remaining)
+        set_deadline(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         try:
             return await method(self, request, context)
@@ -94,3 +109,82 @@ def rpc_method(method: Method[Req, Resp]) -> Method[Req, Resp]:
         raise AssertionError("abort_with_status returned")  # pragma: no cover
 
     return wrapper
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, until the handler refuses it."""
+
+
+_MALFORMED = _Malformed()
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Bytes that are not a valid request message answer INVALID_ARGUMENT, on every method.
+
+    grpcio turns a failing request deserializer into UNKNOWN with the exception's class and
+    text, and logs a traceback as for a bug. Here the deserializer of each unary-request method
+    keeps the failure as a marker instead, and the wrapped handler refuses it like any other
+    bad input: one log line, and the status `error_status` builds.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        method: str = handler_call_details.method
+        parse = handler.request_deserializer
+
+        def lenient(data: bytes) -> object:
+            try:
+                return parse(data)
+            except DecodeError:
+                return _MALFORMED
+
+        if handler.response_streaming:
+            unary_stream = _refusing_stream(method, handler.unary_stream)
+            if unary_stream is None:
+                return handler
+            return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
+        unary = handler.unary_unary
+
+        async def unary_unary(request: object, context: grpc.aio.ServicerContext) -> Any:
+            if request is _MALFORMED:
+                await _refuse_malformed(method, context)
+            return await unary(request, context)
+
+        return handler._replace(request_deserializer=lenient, unary_unary=unary_unary)
+
+
+def _refusing_stream(method: str, stream: Any) -> Any:
+    """`stream` refusing the marker first, of the same kind (grpcio dispatches on whether a
+    handler is a coroutine or an async generator function); None for a kind grpc.aio servicers
+    do not use here."""
+    if inspect.isasyncgenfunction(stream):
+
+        async def generator(request: object, context: grpc.aio.ServicerContext) -> Any:
+            if request is _MALFORMED:
+                await _refuse_malformed(method, context)
+            async for reply in stream(request, context):
+                yield reply
+
+        return generator
+    if inspect.iscoroutinefunction(stream):
+
+        async def writer(request: object, context: grpc.aio.ServicerContext) -> Any:
+            if request is _MALFORMED:
+                await _refuse_malformed(method, context)
+            return await stream(request, context)
+
+        return writer
+    return None
+
+
+async def _refuse_malformed(method: str, context: grpc.aio.ServicerContext) -> None:
+    request_id = _request_id(context)
+    log.warning("malformed request message to %s (request id %s)", method, request_id)
+    error = invalid_argument("the request is not a valid message for this method")
+    await context.abort_with_status(error_status(error, request_id))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -35,6 +35,23 @@ _UNAVAILABLE = (
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InvalidPasswordError,
 )
+
+
+class _WithoutTraceback(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to restore its minimum of connections
+    (every 1 to 60 s while the database is away): keep its line, naming the error, not the
+    traceback, so an outage does not bury the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[1].__class__.__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_WithoutTraceback())
 
 
 class UniqueViolation(Exception):
@@ -76,11 +93,25 @@ async def create_pool(
         )
 
 
-class Database:
-    """Runs statements on the pool with deadline-bounded timeouts."""
+# The reset of a returned connection gets at least this long, even past the caller's deadline.
+MIN_RELEASE_SECONDS = 0.05
 
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+
+class Database:
+    """Runs statements on the pool, each wait bounded by the caller's deadline and the timeout.
+
+    The bounds are asyncio timeouts of our own, not asyncpg's `timeout=` arguments: on its own
+    timeout asyncpg sends PostgreSQL a cancel request over a new connection and, when the pool
+    takes the connection back, waits up to the acquire's timeout again for that cancel and for
+    the reset query. With the database stalled both hang, so a call took twice the timeout (the
+    gateway's deadline passed first: 504 instead of 503). Here a wait that runs out closes the
+    connection at once instead (PostgreSQL ends the backend when it notices), and the caller
+    gets UNAVAILABLE within the timeout.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float, *, dsn: str | None = None) -> None:
         self.pool = pool
+        self.dsn = dsn  # for a connection of its own outside the pool (LISTEN)
         self._timeout = timeout
 
     def timeout(self) -> float:
@@ -96,15 +127,35 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         with database_errors():
-            async with self.pool.acquire(timeout=self.timeout()) as conn:
-                yield Connection(conn, self)
+            # asyncpg's acquire timeout is an asyncio one already, and waits for nothing after.
+            raw = await self.pool.acquire(timeout=self.timeout())
+        try:
+            yield Connection(raw, self)
+        finally:
+            await self._release(raw)
+
+    async def _release(self, raw: asyncpg.Connection) -> None:
+        """Give the connection back; the pool resets it first (one round trip), within what is
+        left of the caller's time. If that fails, asyncpg closes the connection and the pool
+        opens another when needed; the caller, whose statements all succeeded, is not told.
+        (A connection closed after a timeout has gone back to the pool already: a no-op.)"""
+        left = max(request_context.remaining(self._timeout), MIN_RELEASE_SECONDS)
+        try:
+            await self.pool.release(raw, timeout=left)
+        except Exception as exc:
+            log.warning("connection closed instead of reused: %s", exc.__class__.__name__)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.connection() as conn:
-            with database_errors():
-                async with conn.raw.transaction():
-                    yield conn
+            transaction = conn.raw.transaction()
+            await conn.bounded(transaction.start)
+            try:
+                yield conn
+            except BaseException:
+                await conn.roll_back(transaction)
+                raise
+            await conn.bounded(transaction.commit)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
@@ -119,21 +170,51 @@ class Database:
             return await conn.execute(sql, *args)
 
 
+T = TypeVar("T")
+
+
 class Connection:
     """One acquired connection; every statement gets the deadline-bounded timeout."""
 
     def __init__(self, raw: asyncpg.Connection, db: Database) -> None:
         self.raw = raw
         self._db = db
+        # Set when we close it: asyncpg hands a closed connection back to the pool at once,
+        # and its proxy then refuses every call, is_closed() included.
+        self._terminated = False
+
+    async def bounded(self, statement: Callable[[], Awaitable[T]]) -> T:
+        """Run `statement()` within the caller's time; when that runs out (or the call is
+        cancelled), close the connection rather than wait for PostgreSQL to acknowledge a
+        cancel it may never read."""
+        with database_errors():
+            budget = self._db.timeout()
+            try:
+                async with asyncio.timeout(budget):
+                    return await statement()
+            except (TimeoutError, asyncio.CancelledError):
+                self._terminated = True
+                self.raw.terminate()
+                raise
+
+    async def roll_back(self, transaction: Any) -> None:
+        """End a failed transaction: roll back if the connection is still usable, else it is
+        closed already and PostgreSQL rolls back on its own. The original error is what the
+        caller needs, so a failure here is only logged."""
+        if self._terminated:
+            return
+        try:
+            await self.bounded(transaction.rollback)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("rollback failed: %s", exc.__class__.__name__)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        with database_errors():
-            return await self.raw.fetch(sql, *args, timeout=self._db.timeout())  # type: ignore[no-any-return]
+        return await self.bounded(lambda: self.raw.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        with database_errors():
-            return await self.raw.fetchrow(sql, *args, timeout=self._db.timeout())
+        return await self.bounded(lambda: self.raw.fetchrow(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
-        with database_errors():
-            return await self.raw.execute(sql, *args, timeout=self._db.timeout())  # type: ignore[no-any-return]
+        return await self.bounded(lambda: self.raw.execute(sql, *args))

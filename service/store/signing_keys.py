@@ -1,14 +1,21 @@
-"""The signing_keys table: every replica's signing and verification keys."""
+"""The signing_keys table: every replica's signing and verification keys, and the notice every
+change sends to the replicas (PostgreSQL LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import asyncpg
 
 from service.domain.models import SigningKey
 from service.store.db import Database
+
+log = logging.getLogger(__name__)
 
 KEY_COLUMNS = (
     "kid, algorithm, private_pem, public_jwk, created_at, activates_at, retires_at, encrypted"
@@ -34,6 +41,11 @@ UPDATE signing_keys SET retires_at = $2
 WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2)
 """
 DELETE_RETIRED = "DELETE FROM signing_keys WHERE retires_at <= $1"
+# Every change to the table tells the listening replicas, from inside its transaction, so the
+# notice goes out when (and only if) the change commits.
+KEYS_CHANNEL = "authsvc_signing_keys"
+NOTIFY_KEYS_CHANGED = f"SELECT pg_notify('{KEYS_CHANNEL}', $1)"
+LISTEN_PING = "SELECT 1"
 
 
 def key_from_row(row: asyncpg.Record) -> SigningKey:
@@ -82,8 +94,74 @@ class PgKeyStore:
                 key.encrypted,
             )
             await conn.execute(RETIRE_OTHERS, key.kid, retire_others_at)
+            await conn.execute(NOTIFY_KEYS_CHANGED, key.kid)
         return True
 
     async def purge_retired(self, now: datetime) -> int:
+        # No notice: a purged key had retired already, and every replica checks retires_at.
         status = await self._db.execute(DELETE_RETIRED, now)
         return int(status.rsplit(" ", 1)[-1])
+
+
+# How long the listener waits before connecting again after losing its connection, and how
+# often it checks that a quiet connection is still alive (a network can drop it silently).
+LISTEN_RETRY_SECONDS = 2.0
+LISTEN_CHECK_SECONDS = 10.0
+
+
+@contextlib.asynccontextmanager
+async def key_changes(
+    dsn: str, on_change: Callable[[], None], db_timeout: float
+) -> AsyncIterator[None]:
+    """While the block runs, call `on_change()` whenever any process changes the key table,
+    and each time listening starts (again), for what changed meanwhile.
+
+    LISTEN needs a session of its own that stays open, so this is a direct connection, not one
+    from the pool (and not through PgBouncer in transaction mode, which cannot carry LISTEN).
+    Failing to listen is only logged, and retried: the key ring's periodic re-read still brings
+    every change, only later.
+    """
+    task = asyncio.create_task(_listen(dsn, on_change, db_timeout))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _listen(dsn: str, on_change: Callable[[], None], db_timeout: float) -> None:
+    failing = False
+    while True:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(
+                dsn, timeout=db_timeout, server_settings={"application_name": "authsvc-keys"}
+            )
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, event=lost: event.set())
+            await asyncio.wait_for(
+                conn.add_listener(KEYS_CHANNEL, lambda *_: on_change()), db_timeout
+            )
+            on_change()
+            if failing:
+                log.info("listening for signing key changes again")
+                failing = False
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), LISTEN_CHECK_SECONDS)
+                if not lost.is_set():
+                    await asyncio.wait_for(conn.execute(LISTEN_PING), db_timeout)
+            raise ConnectionError("listening connection closed")
+        except Exception as exc:  # whatever it is, the server goes on: log, retry later
+            if not failing:  # a line per outage, not per retry
+                log.warning(
+                    "not listening for signing key changes (%s): other processes' key changes"
+                    " reach this one by its periodic re-read instead",
+                    exc.__class__.__name__,
+                )
+                failing = True
+        finally:
+            if conn is not None:
+                conn.terminate()  # no goodbye round trip to a database that may be stalled
+        await asyncio.sleep(LISTEN_RETRY_SECONDS)
