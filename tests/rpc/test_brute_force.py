@@ -134,9 +134,9 @@ async def test_retry_info_carries_the_remaining_delay(gated) -> None:
 async def test_right_password_within_the_delay_is_refused_unverified(gated, db) -> None:
     """Within the delay even the right password is refused, before any verification."""
     channel, services = gated
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await failure(authorize(channel, user.username, "wrong"))
-    error = await failure(authorize(channel, user.username, "right"))
+    error = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(error).reason == "TOO_MANY_ATTEMPTS"
     used = await db.fetchrow("SELECT last_used_at FROM passwords WHERE user_id = $1", user.id)
     assert used["last_used_at"] is None
@@ -158,12 +158,12 @@ async def test_delay_doubles_per_failure_up_to_the_max(doubling, db) -> None:
 async def test_success_resets_the_count(doubling, db) -> None:
     """A right password after failures clears them: the next wrong one is the first again."""
     channel, services = doubling
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     for _ in range(2):
         await wait_for_gate(db, user.username)
         await failure(authorize(channel, user.username, "wrong"))
     await wait_for_gate(db, user.username)
-    assert (await authorize(channel, user.username, "right")).access_token
+    assert (await authorize(channel, user.username, "right-pw")).access_token
     assert await throttle_row(db, user.username) is None
     await failure(authorize(channel, user.username, "wrong"))
     assert (await throttle_row(db, user.username))["failures"] == 1
@@ -172,13 +172,13 @@ async def test_success_resets_the_count(doubling, db) -> None:
 async def test_password_rpcs_are_gated_too(gated) -> None:
     """The Basic authentication of the password RPCs passes the same gate as Authorize."""
     channel, services = gated
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await failure(authorize(channel, user.username, "wrong"))
     stub = password_service_pb2_grpc.PasswordServiceStub(channel)
     error = await failure(
         stub.AddPassword(
-            password_pb.AddPasswordRequest(new_password="another"),
-            metadata=basic(user.username, "right"),
+            password_pb.AddPasswordRequest(new_password="another-pw"),
+            metadata=basic(user.username, "right-pw"),
         )
     )
     assert error_info(error).reason == "TOO_MANY_ATTEMPTS"
@@ -187,11 +187,11 @@ async def test_password_rpcs_are_gated_too(gated) -> None:
 async def test_densify_dialect_is_gated_too(gated) -> None:
     """IssueApiToken shares the gate with Authorize: one name, one count."""
     channel, services = gated
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await failure(authorize(channel, user.username, "wrong"))
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     error = await failure(
-        stub.IssueApiToken(pb.IssueApiTokenRequest(user_name=user.username.upper(), pwd="right"))
+        stub.IssueApiToken(pb.IssueApiTokenRequest(user_name=user.username.upper(), pwd="right-pw"))
     )
     assert error_info(error).reason == "TOO_MANY_ATTEMPTS"
 
@@ -303,7 +303,7 @@ async def test_call_cut_off_mid_hash_is_still_counted(gated, db, settings, cut: 
     """A call cancelled, or out of deadline, while its password is being verified still counts
     as a failure, so the next attempt waits."""
     channel, services = gated
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     hasher = StalledHasher()
     stalled = Authenticator(
         PgCredentialStore(db),
@@ -318,8 +318,8 @@ async def test_call_cut_off_mid_hash_is_still_counted(gated, db, settings, cut: 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as stalled_channel:
             call = password_service_pb2_grpc.PasswordServiceStub(stalled_channel).AddPassword(
-                password_pb.AddPasswordRequest(new_password="another"),
-                metadata=basic(user.username, "right"),
+                password_pb.AddPasswordRequest(new_password="another-pw"),
+                metadata=basic(user.username, "right-pw"),
                 timeout=None if cut == "cancelled" else 0.5,
             )
             await asyncio.wait_for(hasher.entered.wait(), 10)
@@ -333,7 +333,7 @@ async def test_call_cut_off_mid_hash_is_still_counted(gated, db, settings, cut: 
         await server.stop(None)
         hasher.close()
     assert (await throttle_row(db, user.username))["failures"] == 1
-    error = await failure(authorize(channel, user.username, "right"))
+    error = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(error).reason == "TOO_MANY_ATTEMPTS"
 
 
@@ -353,10 +353,10 @@ async def test_locked_name_tells_only_a_right_password(locking, db) -> None:
     """During a lock a right password is ACCOUNT_LOCKED (with the lock's time left); a wrong
     one is INVALID_CREDENTIALS, as ever."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await lock_out(channel, db, user.username)
     await wait_for_gate(db, user.username)
-    right = await failure(authorize(channel, user.username, "right"))
+    right = await failure(authorize(channel, user.username, "right-pw"))
     assert right.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(right).reason == "ACCOUNT_LOCKED"
     assert 0 < (retry_delay(right) or 0) <= 2.0
@@ -382,42 +382,42 @@ async def test_failures_during_a_lock_are_not_counted(locking, db) -> None:
 async def test_attempts_during_a_lock_are_still_delayed(locking, db) -> None:
     """A lock is no fast oracle: attempts during it still wait out the delay."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await lock_out(channel, db, user.username)
-    error = await failure(authorize(channel, user.username, "right"))
+    error = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(error).reason == "TOO_MANY_ATTEMPTS"
 
 
 async def test_lock_ends_by_time(locking, db) -> None:
     """Once the lock duration has passed the right password gets a token and clears the count."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await lock_out(channel, db, user.username)
     row = await throttle_row(db, user.username)
     await asyncio.sleep(max(row["lock_left"], row["wait"]) + 0.02)
-    assert (await authorize(channel, user.username, "right")).access_token
+    assert (await authorize(channel, user.username, "right-pw")).access_token
     assert await throttle_row(db, user.username) is None
 
 
 async def test_administrator_unlock_lifts_a_lockout(locking, db) -> None:
     """`user unlock` also lifts a lockout after failed logins and forgets the failures."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await lock_out(channel, db, user.username)
     await services.users.set_locked(user.username, False)
     assert await throttle_row(db, user.username) is None
-    assert (await authorize(channel, user.username, "right")).access_token
+    assert (await authorize(channel, user.username, "right-pw")).access_token
 
 
 async def test_right_password_on_the_locking_attempt_is_a_success(locking, db) -> None:
     """The attempt that would be the locking failure, if right, succeeds and clears the lock."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     for _ in range(2):
         await wait_for_gate(db, user.username)
         await failure(authorize(channel, user.username, "wrong"))
     await wait_for_gate(db, user.username)
-    assert (await authorize(channel, user.username, "right")).access_token
+    assert (await authorize(channel, user.username, "right-pw")).access_token
     assert await throttle_row(db, user.username) is None
 
 
@@ -428,7 +428,7 @@ async def test_right_password_on_an_unusable_account_resets_nothing(
     """A right password on an administratively locked or expired account keeps the count and
     the delay, so it gives an attacker no faster guesses."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await wait_for_gate(db, user.username)
     await failure(authorize(channel, user.username, "wrong"))
     if state == "locked":
@@ -436,12 +436,12 @@ async def test_right_password_on_an_unusable_account_resets_nothing(
     else:
         await services.users.set_expiry(user.username, app.utc_now())
     await wait_for_gate(db, user.username)
-    error = await failure(authorize(channel, user.username, "right"))
+    error = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(error).reason == (
         "ACCOUNT_LOCKED" if state == "locked" else "ACCOUNT_EXPIRED"
     )
     assert (await throttle_row(db, user.username))["failures"] == 2
-    again = await failure(authorize(channel, user.username, "right"))
+    again = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(again).reason == "TOO_MANY_ATTEMPTS"
 
 
@@ -449,19 +449,19 @@ async def test_expired_password_resets_the_count(locking, db) -> None:
     """A right but expired password is proven: the count clears, so the owner can change it at
     once."""
     channel, services = locking
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     await db.execute(
         "UPDATE passwords SET created_at = now() - interval '1 hour' WHERE user_id = $1", user.id
     )
     await wait_for_gate(db, user.username)
     await failure(authorize(channel, user.username, "wrong"))
     await wait_for_gate(db, user.username)
-    error = await failure(authorize(channel, user.username, "right"))
+    error = await failure(authorize(channel, user.username, "right-pw"))
     assert error_info(error).reason == "PASSWORD_EXPIRED"
     assert await throttle_row(db, user.username) is None
     await password_service_pb2_grpc.PasswordServiceStub(channel).AddPassword(
-        password_pb.AddPasswordRequest(new_password="fresh"),
-        metadata=basic(user.username, "right"),
+        password_pb.AddPasswordRequest(new_password="fresh-pw"),
+        metadata=basic(user.username, "right-pw"),
     )
 
 
@@ -504,7 +504,7 @@ async def test_unknown_name_costs_the_same_time(costly) -> None:
     take the same median time, within a generous fraction of one argon2 verification."""
     channel, services = costly
     pairs = 21
-    users = [(await new_user(services, "right")).username for _ in range(pairs)]
+    users = [(await new_user(services, "right-pw")).username for _ in range(pairs)]
     unknown = [f"nobody-{secrets.token_hex(6)}" for _ in range(pairs)]
 
     async def timed(name: str) -> float:
@@ -515,7 +515,7 @@ async def test_unknown_name_costs_the_same_time(costly) -> None:
         return elapsed
 
     # One verification alone, as the yardstick, measured the same way (through the pool).
-    stored = await services.hasher.hash("right")
+    stored = await services.hasher.hash("right-pw")
     verify = []
     for _ in range(pairs):
         start = time.perf_counter()

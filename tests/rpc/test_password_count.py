@@ -19,19 +19,21 @@ from tests.support import basic, error_info, new_user, serving
 async def test_adding_past_the_limit_is_too_many_passwords(db, settings) -> None:
     """At the default limit of two, a third password is refused: TOO_MANY_PASSWORDS."""
     async with serving(db, settings, max_passwords=Settings().max_passwords) as (channel, svc):
-        user = await new_user(svc, "one")
+        user = await new_user(svc, "one-pw")
         stub = password_service_pb2_grpc.PasswordServiceStub(channel)
         await stub.AddPassword(
-            pb.AddPasswordRequest(new_password="two"), metadata=basic(user.username, "one")
+            pb.AddPasswordRequest(new_password="two-pw"), metadata=basic(user.username, "one-pw")
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.AddPassword(
-                pb.AddPasswordRequest(new_password="three"), metadata=basic(user.username, "one")
+                pb.AddPasswordRequest(new_password="three-pw"),
+                metadata=basic(user.username, "one-pw"),
             )
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert error_info(caught.value).reason == "TOO_MANY_PASSWORDS"
         await stub.ReplacePasswords(
-            pb.ReplacePasswordsRequest(new_password="three"), metadata=basic(user.username, "two")
+            pb.ReplacePasswordsRequest(new_password="three-pw"),
+            metadata=basic(user.username, "two-pw"),
         )
 
 
