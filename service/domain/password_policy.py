@@ -4,7 +4,7 @@ Enterprise's published rules (off by default, as there).
 
 The list, when on, is loaded when the policy is built, which the composition root does once at
 start-up: a missing or unreadable list stops start-up instead of failing the first password
-change, and no request pays the load (about 30 ms, README). The shipped list is read once per
+change, and no request pays the load (about 20 ms, README). The shipped list is read once per
 process however many policies are built.
 
 Complexity, when on: at least `min_length` characters (default 8), an upper-case letter, a
