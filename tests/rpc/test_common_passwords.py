@@ -3,6 +3,8 @@ on by default, refused with the reason and never an echo, and turned off by its 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from authsvc.v1 import password_service_pb2 as password_pb
@@ -110,3 +112,27 @@ def test_cli_user_create_accepts_it_with_the_list_off(database_url: str) -> None
     result = cli(env, "user", "create", "hal", "--password-stdin", stdin="qwerty123\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("created user hal ")
+
+
+def test_cli_user_create_refuses_a_password_from_the_operators_list(
+    database_url: str, tmp_path: Path
+) -> None:
+    """AUTHSVC_PASSWORD_BLOCKLIST_FILE's passwords are refused like the shipped ones."""
+    ours = tmp_path / "ours.txt"
+    ours.write_text("Acme-Winter-2024\n", encoding="utf-8")
+    env = env_with(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_PASSWORD_BLOCKLIST_FILE=str(ours))
+    result = cli(env, "user", "create", "ida", "--password-stdin", stdin="acme-winter-2024\n")
+    assert result.returncode == 1
+    assert "password is too common" in result.stderr
+    assert cli(env, "user", "create", "ida", "--password-stdin", stdin=UNCOMMON).returncode == 0
+
+
+def test_cli_stops_on_an_unreadable_list(database_url: str, tmp_path: Path) -> None:
+    """A missing AUTHSVC_PASSWORD_BLOCKLIST_FILE stops the command: exit 2, one line naming the
+    variable."""
+    missing = tmp_path / "missing.txt"
+    env = env_with(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_PASSWORD_BLOCKLIST_FILE=str(missing))
+    result = cli(env, "user", "list")
+    assert result.returncode == 2
+    assert result.stderr.startswith("authsvc: AUTHSVC_PASSWORD_BLOCKLIST_FILE: cannot read")
+    assert result.stderr.count("\n") == 1
