@@ -38,7 +38,7 @@ def zxcvbn_ts(tarball: Path) -> list[str]:
 def django(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         text = gzip.decompress(archive.read(DJANGO_MEMBER)).decode("utf-8")
-    return text.split("\n")
+    return [line for line in text.split("\n") if line]
 
 
 def main(argv: list[str]) -> int:
