@@ -127,7 +127,10 @@ async def open_services(
             password_max_age=timedelta(seconds=max_age) if max_age else None,
         )
         password_policy = PasswordPolicy(
-            complexity=settings.password_complexity, min_length=settings.password_min_length
+            complexity=settings.password_complexity,
+            min_length=settings.password_min_length,
+            blocklist=settings.password_blocklist,
+            blocklist_file=settings.password_blocklist_file,
         )
         issuer = TokenIssuer(keys, settings.token_issuer, settings.token_audience, clock)
         async with listening:

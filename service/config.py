@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from service.domain.common_passwords import BLOCKLIST_DEFAULT
+
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -103,6 +105,10 @@ class Settings:
     password_complexity: bool = False
     password_min_length: int = 8
     password_max_age: int = 0
+    # The list of common and breached passwords new passwords are checked against (the domain's
+    # default: on), and an operator's own extra list (UTF-8, one password per line).
+    password_blocklist: bool = BLOCKLIST_DEFAULT
+    password_blocklist_file: Path | None = None
     # How many passwords one user may hold at once: a bound for storage (a login costs one hash
     # however long the list is). `password_history`: how many retired passwords a new one may
     # not repeat (0: off).
@@ -173,6 +179,16 @@ def _readable_file(raw: str) -> Path | None:
     path = Path(raw)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise ValueError(f"cannot read {raw!r}")
+    return path
+
+
+def _text_file(raw: str) -> Path | None:
+    """A readable UTF-8 file: checked here so that a bad one stops start-up naming the variable."""
+    path = _readable_file(raw)
+    try:
+        Path(raw).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{raw!r} is not UTF-8 text") from None
     return path
 
 
@@ -306,6 +322,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         password_max_age=get(
             "PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), defaults.password_max_age
         ),
+        password_blocklist=get("PASSWORD_BLOCKLIST", _bool, defaults.password_blocklist),
+        password_blocklist_file=get("PASSWORD_BLOCKLIST_FILE", _text_file, None),
         max_passwords=get("MAX_PASSWORDS", _int(1, 1024), defaults.max_passwords),
         password_history=get("PASSWORD_HISTORY", _int(0, 1024), defaults.password_history),
         log_level=get(

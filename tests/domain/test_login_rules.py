@@ -178,7 +178,7 @@ def test_special_characters_include_non_ascii_symbols_and_spaces() -> None:
 
 def test_complexity_off_only_bounds_the_length() -> None:
     """With complexity off any 1..4096-byte password passes, and longer ones still fail."""
-    PasswordPolicy().check_new("a", "a")
+    PasswordPolicy().check_new("~", "a")
     with pytest.raises(AuthError) as caught:
         PasswordPolicy().check_new("a" * 4097, "bob")
     assert caught.value.reason is Reason.INVALID_ARGUMENT

@@ -70,7 +70,7 @@ async def test_token_response_is_not_cacheable(http, services: app.Services) -> 
 
 async def test_wrong_password_is_401_invalid_credentials(http, services: app.Services) -> None:
     """A wrong password is 401 {"error_code": "invalid_credentials"} with a Basic challenge."""
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     async with http.post(AUTHORIZE, json={"username": user.username, "password": "no"}) as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == 'Basic realm="authsvc", charset="UTF-8"'
@@ -154,50 +154,50 @@ async def test_put_replaces_the_list(http, services: app.Services) -> None:
 
 async def test_post_adds_a_password(http, services: app.Services) -> None:
     """POST {"new_password"} adds one: the old and the new both log in."""
-    user = await new_user(services, "first")
+    user = await new_user(services, "first-pw")
     async with http.post(
         PASSWORD,
-        headers=basic_auth(user.username, "first"),
+        headers=basic_auth(user.username, "first-pw"),
         json={"new_password": "a password to add"},
     ) as response:
         assert response.status == 200
         assert await json_of(response) == {}
-    assert await logs_in(http, user.username, "first")
+    assert await logs_in(http, user.username, "first-pw")
     assert await logs_in(http, user.username, "a password to add")
 
 
 async def test_delete_with_a_json_body_removes_one(http, services: app.Services) -> None:
     """DELETE carries {"old_password"} in its body (the seeds fix it) and removes that one."""
-    user = await new_user(services, "keep")
+    user = await new_user(services, "keep-pw")
     async with http.post(
-        PASSWORD, headers=basic_auth(user.username, "keep"), json={"new_password": "drop"}
+        PASSWORD, headers=basic_auth(user.username, "keep-pw"), json={"new_password": "drop-pw"}
     ) as response:
         assert response.status == 200
     async with http.delete(
-        PASSWORD, headers=basic_auth(user.username, "keep"), json={"old_password": "drop"}
+        PASSWORD, headers=basic_auth(user.username, "keep-pw"), json={"old_password": "drop-pw"}
     ) as response:
         assert response.status == 200
         assert await json_of(response) == {}
-    assert await logs_in(http, user.username, "keep")
-    assert not await logs_in(http, user.username, "drop")
+    assert await logs_in(http, user.username, "keep-pw")
+    assert not await logs_in(http, user.username, "drop-pw")
 
 
 async def test_delete_last_password_is_400(http, services: app.Services) -> None:
     """Deleting the only password is 400 cannot_delete_last_password."""
-    user = await new_user(services, "only")
+    user = await new_user(services, "only-pw")
     async with http.delete(
-        PASSWORD, headers=basic_auth(user.username, "only"), json={"old_password": "only"}
+        PASSWORD, headers=basic_auth(user.username, "only-pw"), json={"old_password": "only-pw"}
     ) as response:
         assert response.status == 400
         assert (await json_of(response))["error_code"] == "cannot_delete_last_password"
-    assert await logs_in(http, user.username, "only")
+    assert await logs_in(http, user.username, "only-pw")
 
 
 async def test_delete_unknown_password_is_400(http, services: app.Services) -> None:
     """Deleting a password that is not on the list is 400 password_not_found."""
-    user = await new_user(services, "mine")
+    user = await new_user(services, "mine-pw")
     async with http.delete(
-        PASSWORD, headers=basic_auth(user.username, "mine"), json={"old_password": "not mine"}
+        PASSWORD, headers=basic_auth(user.username, "mine-pw"), json={"old_password": "not mine"}
     ) as response:
         assert response.status == 400
         assert (await json_of(response))["error_code"] == "password_not_found"
@@ -208,9 +208,12 @@ async def test_new_password_same_as_current_is_400(
     http, services: app.Services, method: str
 ) -> None:
     """PUT or POST of a password already on the list is 400 new_password_same_as_current."""
-    user = await new_user(services, "same")
+    user = await new_user(services, "same-pw")
     async with http.request(
-        method, PASSWORD, headers=basic_auth(user.username, "same"), json={"new_password": "same"}
+        method,
+        PASSWORD,
+        headers=basic_auth(user.username, "same-pw"),
+        json={"new_password": "same-pw"},
     ) as response:
         assert response.status == 400
         body = await json_of(response)

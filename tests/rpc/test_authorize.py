@@ -57,7 +57,7 @@ async def test_each_token_has_its_own_jti(channel, services) -> None:
 
 async def test_wrong_password_is_unauthenticated_with_error_info(channel, services) -> None:
     """A wrong password is UNAUTHENTICATED with ErrorInfo(INVALID_CREDENTIALS, authsvc)."""
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await authorize(channel, user.username, "wrong")
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

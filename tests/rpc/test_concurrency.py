@@ -21,13 +21,13 @@ async def count_passwords(db, user_id) -> int:
 
 async def test_concurrent_adds_lose_nothing(channel, services, db) -> None:
     """Ten concurrent AddPassword calls leave eleven passwords, each of which logs in."""
-    user = await new_user(services, "base")
+    user = await new_user(services, "base-pw")
     stub = password_service_pb2_grpc.PasswordServiceStub(channel)
     new = [f"added-{i}" for i in range(10)]
     await asyncio.gather(
         *(
             stub.AddPassword(
-                pb.AddPasswordRequest(new_password=p), metadata=basic(user.username, "base")
+                pb.AddPasswordRequest(new_password=p), metadata=basic(user.username, "base-pw")
             )
             for p in new
         )
@@ -71,18 +71,19 @@ async def test_concurrent_deletes_never_remove_the_last_password(channel, servic
 async def test_two_deletes_of_a_pair_leave_one(channel, services, db) -> None:
     """Two concurrent deletes on a list of two: one succeeds, one is refused, one password stays."""
     for _ in range(5):
-        user = await new_user(services, "left")
+        user = await new_user(services, "left-pw")
         stub = password_service_pb2_grpc.PasswordServiceStub(channel)
         await stub.AddPassword(
-            pb.AddPasswordRequest(new_password="right"), metadata=basic(user.username, "left")
+            pb.AddPasswordRequest(new_password="right-pw"), metadata=basic(user.username, "left-pw")
         )
         results = await asyncio.gather(
             stub.DeletePassword(
-                pb.DeletePasswordRequest(old_password="left"), metadata=basic(user.username, "left")
+                pb.DeletePasswordRequest(old_password="left-pw"),
+                metadata=basic(user.username, "left-pw"),
             ),
             stub.DeletePassword(
-                pb.DeletePasswordRequest(old_password="right"),
-                metadata=basic(user.username, "right"),
+                pb.DeletePasswordRequest(old_password="right-pw"),
+                metadata=basic(user.username, "right-pw"),
             ),
             return_exceptions=True,
         )

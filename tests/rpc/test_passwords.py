@@ -25,77 +25,81 @@ async def can_login(channel: grpc.aio.Channel, username: str, password: str) -> 
 
 async def test_add_password_makes_both_valid(channel, services) -> None:
     """After AddPassword, the old and the new password both log in."""
-    user = await new_user(services, "first")
+    user = await new_user(services, "first-pw")
     await stub(channel).AddPassword(
-        pb.AddPasswordRequest(new_password="second"), metadata=basic(user.username, "first")
+        pb.AddPasswordRequest(new_password="second-pw"), metadata=basic(user.username, "first-pw")
     )
-    assert await can_login(channel, user.username, "first")
-    assert await can_login(channel, user.username, "second")
+    assert await can_login(channel, user.username, "first-pw")
+    assert await can_login(channel, user.username, "second-pw")
 
 
 async def test_replace_leaves_only_the_new_password(channel, services) -> None:
     """ReplacePasswords turns a list of two into a list of one: the new password."""
-    user = await new_user(services, "one")
+    user = await new_user(services, "one-pw")
     s = stub(channel)
     await s.AddPassword(
-        pb.AddPasswordRequest(new_password="two"), metadata=basic(user.username, "one")
+        pb.AddPasswordRequest(new_password="two-pw"), metadata=basic(user.username, "one-pw")
     )
     await s.ReplacePasswords(
-        pb.ReplacePasswordsRequest(new_password="three"), metadata=basic(user.username, "two")
+        pb.ReplacePasswordsRequest(new_password="three-pw"), metadata=basic(user.username, "two-pw")
     )
-    assert not await can_login(channel, user.username, "one")
-    assert not await can_login(channel, user.username, "two")
-    assert await can_login(channel, user.username, "three")
+    assert not await can_login(channel, user.username, "one-pw")
+    assert not await can_login(channel, user.username, "two-pw")
+    assert await can_login(channel, user.username, "three-pw")
 
 
 async def test_delete_removes_one_password(channel, services) -> None:
     """DeletePassword removes the named password and keeps the others."""
-    user = await new_user(services, "keep")
+    user = await new_user(services, "keep-pw")
     s = stub(channel)
     await s.AddPassword(
-        pb.AddPasswordRequest(new_password="drop"), metadata=basic(user.username, "keep")
+        pb.AddPasswordRequest(new_password="drop-pw"), metadata=basic(user.username, "keep-pw")
     )
     await s.DeletePassword(
-        pb.DeletePasswordRequest(old_password="drop"), metadata=basic(user.username, "keep")
+        pb.DeletePasswordRequest(old_password="drop-pw"), metadata=basic(user.username, "keep-pw")
     )
-    assert await can_login(channel, user.username, "keep")
-    assert not await can_login(channel, user.username, "drop")
+    assert await can_login(channel, user.username, "keep-pw")
+    assert not await can_login(channel, user.username, "drop-pw")
 
 
 async def test_a_password_may_delete_itself(channel, services) -> None:
     """A caller may delete the very password it authenticated with, if another remains."""
-    user = await new_user(services, "a")
+    user = await new_user(services, "a-pw")
     s = stub(channel)
-    await s.AddPassword(pb.AddPasswordRequest(new_password="b"), metadata=basic(user.username, "a"))
-    await s.DeletePassword(
-        pb.DeletePasswordRequest(old_password="a"), metadata=basic(user.username, "a")
+    await s.AddPassword(
+        pb.AddPasswordRequest(new_password="b-pw"), metadata=basic(user.username, "a-pw")
     )
-    assert not await can_login(channel, user.username, "a")
-    assert await can_login(channel, user.username, "b")
+    await s.DeletePassword(
+        pb.DeletePasswordRequest(old_password="a-pw"), metadata=basic(user.username, "a-pw")
+    )
+    assert not await can_login(channel, user.username, "a-pw")
+    assert await can_login(channel, user.username, "b-pw")
 
 
 async def test_cannot_delete_the_last_password(channel, services) -> None:
     """Deleting the only password is FAILED_PRECONDITION, CANNOT_DELETE_LAST_PASSWORD."""
-    user = await new_user(services, "only")
+    user = await new_user(services, "only-pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub(channel).DeletePassword(
-            pb.DeletePasswordRequest(old_password="only"), metadata=basic(user.username, "only")
+            pb.DeletePasswordRequest(old_password="only-pw"),
+            metadata=basic(user.username, "only-pw"),
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(caught.value).reason == "CANNOT_DELETE_LAST_PASSWORD"
-    assert await can_login(channel, user.username, "only")
+    assert await can_login(channel, user.username, "only-pw")
 
 
 async def test_delete_unknown_password_is_not_found(channel, services) -> None:
     """Deleting a password that is not on the list is FAILED_PRECONDITION, PASSWORD_NOT_FOUND."""
-    user = await new_user(services, "mine")
+    user = await new_user(services, "mine-pw")
     s = stub(channel)
     await s.AddPassword(
-        pb.AddPasswordRequest(new_password="mine2"), metadata=basic(user.username, "mine")
+        pb.AddPasswordRequest(new_password="mine2"), metadata=basic(user.username, "mine-pw")
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await s.DeletePassword(
-            pb.DeletePasswordRequest(old_password="not-mine"), metadata=basic(user.username, "mine")
+            pb.DeletePasswordRequest(old_password="not-mine"),
+            metadata=basic(user.username, "mine-pw"),
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(caught.value).reason == "PASSWORD_NOT_FOUND"

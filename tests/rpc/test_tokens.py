@@ -156,20 +156,20 @@ async def test_missing_claims_are_refused(channel, services) -> None:
 
 async def test_password_change_revokes_earlier_tokens(channel, services) -> None:
     """After DeletePassword, tokens issued before are inactive; new ones work."""
-    user = await new_user(services, "one")
-    before = (await authorize(channel, user.username, "one")).access_token
+    user = await new_user(services, "one-pw")
+    before = (await authorize(channel, user.username, "one-pw")).access_token
     passwords = password_service_pb2_grpc.PasswordServiceStub(channel)
     await passwords.AddPassword(
-        password_service_pb2.AddPasswordRequest(new_password="two"),
-        metadata=basic(user.username, "one"),
+        password_service_pb2.AddPasswordRequest(new_password="two-pw"),
+        metadata=basic(user.username, "one-pw"),
     )
     assert (await verify(channel, before)).active  # adding a password revokes nothing
     await passwords.DeletePassword(
-        password_service_pb2.DeletePasswordRequest(old_password="one"),
-        metadata=basic(user.username, "two"),
+        password_service_pb2.DeletePasswordRequest(old_password="one-pw"),
+        metadata=basic(user.username, "two-pw"),
     )
     assert not (await verify(channel, before)).active
-    after = (await authorize(channel, user.username, "two")).access_token
+    after = (await authorize(channel, user.username, "two-pw")).access_token
     assert (await verify(channel, after)).active
 
 
