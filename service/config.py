@@ -19,7 +19,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PASSWORD_MAX_BYTES = 4096
 USERNAME_MAX_CHARS = 256
 TTL_MIN, TTL_MAX, TTL_DEFAULT = 1, 86400, 300
-JWT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+JWT_ALGORITHMS = ("ES256", "RS256", "Ed25519", "EdDSA")
 
 
 class ConfigError(ValueError):
