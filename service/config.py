@@ -65,7 +65,7 @@ class Settings:
     token_issuer: str = "authsvc"
     token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
-    jwt_algorithm: str = "EdDSA"
+    jwt_algorithm: str = "ES256"
     argon2: Argon2Parameters = Argon2Parameters()
     hash_workers: int = os.cpu_count() or 1
     hash_queue_limit: int = 256
