@@ -79,7 +79,7 @@ def test_pyjwt_verifies(fresh: Fresh) -> None:
 
 def test_joserfc_verifies(fresh: Fresh) -> None:
     """joserfc verifies the token with its default (recommended) algorithms."""
-    token = jose_jwt.decode(fresh.token, KeySet.import_key_set(fresh.jwks))  # type: ignore[arg-type]
+    token = jose_jwt.decode(fresh.token, KeySet.import_key_set(fresh.jwks))
     registry = jose_jwt.JWTClaimsRegistry(
         iss={"essential": True, "value": ISSUER}, aud={"essential": True, "value": AUDIENCE}
     )
