@@ -7,11 +7,25 @@ STAMP := $(VENV)/.installed
 PROTOS := $(sort $(wildcard proto/authsvc/v1/*.proto))
 STUB_DIR := clients/python
 
-.PHONY: install run test lint stubs verify-stubs proto-lint bench openapi clean
+.PHONY: install go-cache run test lint stubs go-stubs verify-stubs proto-lint bench openapi clean
 
 NODE_STAMP := clients/node/node_modules/.installed
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) go-cache
+
+# Go (the Go client's tests, the golang-jwt interop check) comes from Debian's packages, which
+# .ci/run installs; here the build cache is warmed so that `make test` does not compile gRPC.
+GO_ENV = GO111MODULE=off GOPATH=$$gopath:/usr/share/gocode
+go-cache:
+	@if ! command -v go >/dev/null; then \
+	  echo "make: Go is not installed: the Go client and golang-jwt tests will be skipped (see .ci/run)"; \
+	else set -e; gopath=$$(mktemp -d); trap 'rm -rf $$gopath' EXIT; \
+	  mkdir -p $$gopath/src/authsvc.example/clients $$gopath/src/authsvc.example/tests/interop; \
+	  cp -r clients/go $$gopath/src/authsvc.example/clients/go; \
+	  cp -r tests/interop/golangjwt $$gopath/src/authsvc.example/tests/interop/golangjwt; \
+	  cd $$gopath/src/authsvc.example/clients/go && $(GO_ENV) go test -count=1 -run '^$$' . >/dev/null; \
+	  cd $$gopath/src/authsvc.example/tests/interop/golangjwt && $(GO_ENV) go build -o /dev/null .; \
+	fi
 
 # Reinstall only when the project's metadata changes; stubs are regenerated when a proto changes.
 $(STAMP): pyproject.toml
@@ -30,6 +44,7 @@ run: install
 	$(VENV)/bin/authsvc serve
 
 test: install
+	@command -v go >/dev/null || echo "make test: Go is not installed: the Go client and golang-jwt tests are skipped"
 	$(PY) -m pytest
 
 lint: install
@@ -56,11 +71,33 @@ proto-lint: $(STAMP) $(BUF_STAMP)
 	@cp "$$($(PY) -c 'import google.api.annotations_pb2 as m, os; print(os.path.dirname(m.__file__))')"/*.proto proto/third_party/google/api/
 	cd proto && ../tools/buf/node_modules/.bin/buf lint
 
+# The Go client's stubs (clients/go/authsvcv1), by protoc-gen-go and protoc-gen-go-grpc (Debian's
+# protobuf-compiler, protoc-gen-go, protoc-gen-go-grpc); committed like the Python ones. The
+# google/api imports come from googleapis-common-protos, as for Python; `M` options name the Go
+# package, so the protos need no go_package option.
+GO_MODULE := authsvc.example/clients/go
+GO_STUB_DIR := clients/go/authsvcv1
+GO_M = $(foreach p,$(PROTOS),--$(1)_opt=M$(p:proto/%=%)=$(GO_MODULE)/authsvcv1)
+GO_TOOLS := protoc protoc-gen-go protoc-gen-go-grpc
+HAVE_GO_TOOLS = $(shell for t in $(GO_TOOLS); do command -v $$t >/dev/null || echo no; done)
+
+go-stubs: $(STAMP)
+	@rm -f $(GO_STUB_DIR)/*.pb.go
+	protoc -Iproto \
+	  -I"$$($(PY) -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).resolve().parents[2])')" \
+	  -I"$$($(PY) -c 'import grpc_tools, pathlib; print(pathlib.Path(grpc_tools.__file__).parent / "_proto")')" \
+	  --go_out=clients/go --go_opt=module=$(GO_MODULE) $(call GO_M,go) \
+	  --go-grpc_out=clients/go --go-grpc_opt=module=$(GO_MODULE) $(call GO_M,go-grpc) \
+	  $(PROTOS)
+
+# Python stubs always; Go stubs where protoc and its Go plugins are installed (CI installs them).
 verify-stubs: stubs
-	@git diff --exit-code --stat -- $(STUB_DIR) || \
-	  (echo "generated stubs differ from the committed ones: run 'make stubs' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- $(STUB_DIR))" || \
-	  (echo "untracked generated stubs: run 'make stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) >&2; exit 1)
+	@if [ -z "$(HAVE_GO_TOOLS)" ]; then $(MAKE) --no-print-directory go-stubs; \
+	  else echo "verify-stubs: protoc/protoc-gen-go/protoc-gen-go-grpc missing: Go stubs NOT checked" >&2; fi
+	@git diff --exit-code --stat -- $(STUB_DIR) $(GO_STUB_DIR) || \
+	  (echo "generated stubs differ from the committed ones: run 'make stubs go-stubs' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- $(STUB_DIR) $(GO_STUB_DIR))" || \
+	  (echo "untracked generated stubs: run 'make stubs go-stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) $(GO_STUB_DIR) >&2; exit 1)
 
 # Starts its own server (temporary embedded PostgreSQL, production argon2id) and prints ratios.
 bench: install

@@ -21,7 +21,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PASSWORD_MAX_BYTES = 4096
 USERNAME_MAX_CHARS = 256
 TTL_MIN, TTL_MAX, TTL_DEFAULT = 1, 86400, 300
-JWT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+JWT_ALGORITHMS = ("ES256", "RS256", "Ed25519", "EdDSA")
 
 
 class ConfigError(ValueError):
@@ -67,7 +67,7 @@ class Settings:
     token_issuer: str = "authsvc"
     token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
-    jwt_algorithm: str = "EdDSA"
+    jwt_algorithm: str = "ES256"
     argon2: Argon2Parameters = Argon2Parameters()
     hash_workers: int = os.cpu_count() or 1
     hash_queue_limit: int = 256

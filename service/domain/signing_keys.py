@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import get_default_algorithms
+from jwt.algorithms import Algorithm, OKPAlgorithm
 
 from service.config import TTL_MAX
 from service.domain.models import SigningKey
@@ -46,8 +47,25 @@ REFRESH_SECONDS = 10.0
 MISS_REFRESH_SECONDS = 5.0
 
 
+# RFC 9864 deprecates the polymorphic "EdDSA" JWS identifier (its key decides the curve) in
+# favour of fully specified ones: "Ed25519" names the same signature, with the curve fixed. PyJWT
+# knows only "EdDSA", so its Ed25519 implementation is registered under the new name too (on
+# PyJWT's global object: `jwt.encode`/`jwt.decode` accept a name only when it is registered there,
+# and only where a caller lists it in `algorithms=`). Our keys under either name are Ed25519 keys.
+ED25519 = "Ed25519"
+try:
+    jwt.get_algorithm_by_name(ED25519)
+except NotImplementedError:  # every PyJWT so far
+    jwt.register_algorithm(ED25519, OKPAlgorithm())
+
+
+def jws_algorithm(algorithm: str) -> Algorithm:
+    """PyJWT's implementation of a JWS algorithm we sign with ("Ed25519" included)."""
+    return jwt.get_algorithm_by_name(algorithm)
+
+
 def _new_private_key(algorithm: str) -> SigningPrivateKey:
-    if algorithm == "EdDSA":
+    if algorithm in ("EdDSA", ED25519):
         return ed25519.Ed25519PrivateKey.generate()
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -69,9 +87,7 @@ def generate_signing_key(
     passphrase: str | None = None,
 ) -> SigningKey:
     private = _new_private_key(algorithm)
-    jwk: dict[str, Any] = get_default_algorithms()[algorithm].to_jwk(
-        private.public_key(), as_dict=True
-    )
+    jwk: dict[str, Any] = jws_algorithm(algorithm).to_jwk(private.public_key(), as_dict=True)
     kid = thumbprint(jwk)
     jwk.update(kid=kid, alg=algorithm, use="sig")
     encryption: serialization.KeySerializationEncryption = (
@@ -309,7 +325,6 @@ def _is_published(key: SigningKey, now: datetime) -> bool:
 
 
 def _public_key(key: SigningKey) -> VerifyingPublicKey:
-    algorithm = get_default_algorithms()[key.algorithm]
-    public = algorithm.from_jwk(key.public_jwk)
+    public = jws_algorithm(key.algorithm).from_jwk(key.public_jwk)
     assert isinstance(public, VerifyingPublicKey)
     return public

@@ -45,7 +45,7 @@ def test_password_limit_counts_utf8_bytes() -> None:
         check_password("\u00e9" * 2049)
 
 
-@pytest.mark.parametrize("algorithm", ["EdDSA", "ES256", "RS256"])
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256", "Ed25519", "EdDSA"])
 def test_kid_is_the_rfc7638_thumbprint(algorithm: str) -> None:
     """A key's kid is the thumbprint of its public JWK, which carries alg and use."""
     key = generate_signing_key(algorithm, datetime.now(UTC))
@@ -73,11 +73,11 @@ def test_rfc7638_example_thumbprint() -> None:
 
 
 def test_settings_defaults_are_safe() -> None:
-    """With no variables set: loopback addresses, embedded database, EdDSA, RFC 9106 argon2."""
+    """With no variables set: loopback addresses, embedded database, ES256, RFC 9106 argon2."""
     settings = load_settings({})
     assert settings.database_url is None
     assert settings.grpc_addr == "127.0.0.1:50051" and settings.http_addr == "127.0.0.1:8080"
-    assert settings.jwt_algorithm == "EdDSA"
+    assert settings.jwt_algorithm == "ES256"
     assert (settings.argon2.time_cost, settings.argon2.memory_kib, settings.argon2.parallelism) == (
         3,
         65536,

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from authsvc.v1 import password_service_pb2, password_service_pb2_grpc, token_service_pb2_grpc
 from authsvc.v1 import token_service_pb2 as pb
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support import authorize, basic, new_user
 
@@ -95,11 +95,11 @@ async def test_alg_none_is_refused(channel, services) -> None:
 
 
 async def test_foreign_key_with_known_kid_is_refused(channel, services) -> None:
-    """A token signed by another Ed25519 key but naming our kid is inactive."""
+    """A token signed by another P-256 key (our algorithm) but naming our kid is inactive."""
     claims = await good_claims(services)
     kid = (await services.keys.signing_key()).key.kid
     token = jwt.encode(
-        claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+        claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid}
     )
     assert not (await verify(channel, token)).active
 
@@ -199,10 +199,10 @@ async def test_jwks_verifies_tokens_offline_and_sets_cache_control(
     token = (await authorize(channel, user.username, "pw")).access_token
     kid = jwt.get_unverified_header(token)["kid"]
     (jwk,) = [k for k in reply.keys if k.kid == kid]
-    assert (jwk.kty, jwk.crv, jwk.alg, jwk.use) == ("OKP", "Ed25519", "EdDSA", "sig")
-    assert not jwk.HasField("n") and not jwk.HasField("y")
-    key = jwt.PyJWK({"kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid})
-    assert jwt.decode(token, key, algorithms=["EdDSA"], issuer="authsvc", audience="authsvc")[
+    assert (jwk.kty, jwk.crv, jwk.alg, jwk.use) == ("EC", "P-256", "ES256", "sig")
+    assert not jwk.HasField("n") and not jwk.HasField("e")
+    key = jwt.PyJWK({"kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "y": jwk.y, "kid": jwk.kid})
+    assert jwt.decode(token, key, algorithms=["ES256"], issuer="authsvc", audience="authsvc")[
         "sub"
     ] == str(user.id)
 

@@ -1,5 +1,7 @@
 // The Node.js client against a live server: AUTHSVC_TARGET, and a fresh user AUTHSVC_TEST_USER
-// whose only password is AUTHSVC_TEST_PASSWORD (tests/clients/test_node_client.py sets them).
+// whose only password is AUTHSVC_TEST_PASSWORD; AUTHSVC_DELAYED_TARGET, a server whose
+// failed-login delay is 0.4 s, with fresh users AUTHSVC_DELAYED_USERS (comma-separated) whose
+// password is the same (tests/clients/test_node_client.py sets them all).
 // The tests run in order and each leaves the user with that single password.
 
 import assert from "node:assert/strict";
@@ -10,6 +12,8 @@ import { AuthClient, AuthsvcError } from "../index.js";
 const target = process.env.AUTHSVC_TARGET;
 const user = process.env.AUTHSVC_TEST_USER;
 const password = process.env.AUTHSVC_TEST_PASSWORD;
+const delayedTarget = process.env.AUTHSVC_DELAYED_TARGET;
+const delayedUsers = (process.env.AUTHSVC_DELAYED_USERS ?? "").split(",");
 
 function jwtPart(token, index) {
   return JSON.parse(Buffer.from(token.split(".")[index], "base64url").toString("utf8"));
@@ -65,6 +69,34 @@ describe("AuthClient", { timeout: 60_000 }, () => {
       "INVALID_CREDENTIALS",
     );
     assert.equal(error.code, 16);
+  });
+
+  test("a refusal carries its request id, different per call, and no retryAfter", async () => {
+    const first = await rejectsWith(
+      client.authorize(user, `${password}-wrong`),
+      "UNAUTHENTICATED",
+      "INVALID_CREDENTIALS",
+    );
+    const second = await rejectsWith(
+      client.authorize(user, `${password}-wrong`),
+      "UNAUTHENTICATED",
+      "INVALID_CREDENTIALS",
+    );
+    assert.equal(first.retryAfter, null);
+    assert.match(first.requestId, /^[0-9a-f]{32}$/);
+    assert.notEqual(first.requestId, second.requestId);
+  });
+
+  test("a call's own timeoutMs bounds it: DEADLINE_EXCEEDED, then the default works", async () => {
+    // A deadline of now: the call cannot start (one of a millisecond can race the server).
+    const error = await client.authorize(user, password, { timeoutMs: 0 }).then(
+      () => assert.fail("a call with no time left succeeded"),
+      (caught) => caught,
+    );
+    assert.ok(error instanceof AuthsvcError);
+    assert.equal(error.codeName, "DEADLINE_EXCEEDED");
+    assert.equal(error.reason, "");
+    assert.ok(await client.authorize(user, password));
   });
 
   test("issueApiToken answers Densify's apiToken, expires (epoch ms) and status", async () => {
@@ -136,5 +168,39 @@ describe("AuthClient", { timeout: 60_000 }, () => {
     assert.equal(key.alg, header.alg);
     assert.equal(key.use, "sig");
     assert.equal(typeof key.kty, "string");
+  });
+});
+
+describe("retries", { timeout: 60_000 }, () => {
+  test("TOO_MANY_ATTEMPTS carries retryAfter; without retries the call fails", async () => {
+    const plain = new AuthClient(delayedTarget);
+    try {
+      await rejectsWith(plain.authorize(delayedUsers[0], "wrong"), "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+      const error = await rejectsWith(
+        plain.authorize(delayedUsers[0], password),
+        "RESOURCE_EXHAUSTED",
+        "TOO_MANY_ATTEMPTS",
+      );
+      assert.ok(error.retryAfter > 0 && error.retryAfter <= 0.4, `retryAfter ${error.retryAfter}`);
+    } finally {
+      plain.close();
+    }
+  });
+
+  test("with retry, a login within the delay waits it out and succeeds", async () => {
+    const retrying = new AuthClient(delayedTarget, { retry: true });
+    try {
+      await rejectsWith(retrying.authorize(delayedUsers[1], "wrong"), "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+      const started = Date.now();
+      const token = await retrying.authorize(delayedUsers[1], password);
+      assert.equal(jwtPart(token, 1).username, delayedUsers[1]);
+      assert.ok(Date.now() - started >= 200, "did not wait for the delay");
+    } finally {
+      retrying.close();
+    }
+  });
+
+  test("retry.maxAttempts outside 2..5 is refused up front", () => {
+    assert.throws(() => new AuthClient(delayedTarget, { retry: { maxAttempts: 9 } }), RangeError);
   });
 });
