@@ -65,8 +65,13 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of `root` and its live children (a postmaster and its backends)."""
-    total = proc_cpu_seconds(root)
+    """CPU seconds of `root`, of its children it has reaped, and of its live children: a
+    postmaster and every backend it ever had."""
+    try:
+        fields = Path(f"/proc/{root}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    total = sum(int(v) for v in fields[11:15]) / TICK  # utime stime cutime cstime
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue

@@ -62,6 +62,8 @@ CONCURRENCY = 8
 USERS = 8
 # The server's hashing pool is set to this many threads, and the in-process ceiling uses as many.
 HASH_WORKERS = CORES
+# Login scenarios: each is compared with the hashing ceiling measured just before it.
+LOGINS = ("authorize_grpc", "authorize_rest", "one_account_grpc", "one_account_rest")
 OVERLOAD = 4.0  # offered load in the overload scenario, times the hashing ceiling
 DEADLINE = 1.0  # seconds, every call of the overload scenario
 FAILURE_SOURCES = ("127.0.0.2", "127.0.0.3")  # loopback source addresses of failed logins
@@ -312,16 +314,32 @@ async def clients(srv: Server, pool: int = CONCURRENCY) -> AsyncIterator[Clients
 def show(name: str, r: dict[str, Any]) -> None:
     errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     cpu = r["cpu"]
+    offered = f" of {r['offered_per_s']:.1f}" if "offered_per_s" in r else ""
+    if "ceiling" in r:
+        c = r["ceiling"]
+        offered += f" (ceiling {c['verify_per_s']:.2f}, others {c['others_share']:.0%})"
     print(
-        f"  {name:<26} {r['ok_per_s']:8.1f} ok/s  p50 {r['p50_ms']:7.1f} ms  errors {errors}"
+        f"  {name:<26} {r['ok_per_s']:8.1f}{offered} ok/s  p50 {r['p50_ms']:7.1f} ms"
+        f"  errors {errors}"
         f"  | cpu: server {cpu['server_share']:4.0%} client {cpu['client_share']:4.0%}"
         f" postgres {cpu['postgres_share']:4.0%} others {cpu['others_share']:4.0%}",
         flush=True,
     )
 
 
-async def ceiling(cost: Cost, seconds: float) -> dict[str, float]:
-    return await asyncio.to_thread(hashing_ceiling, cost, HASH_WORKERS, seconds)
+async def ceiling(cost: Cost, seconds: float, meter: CpuMeter) -> dict[str, float]:
+    """The hashing ceiling now, and the share of the machine other users took meanwhile (the
+    machine is shared: a login scenario is compared with the ceiling measured just before it)."""
+    before = meter.sample()
+    result = await asyncio.to_thread(hashing_ceiling, cost, HASH_WORKERS, seconds)
+    return result | {"others_share": CpuMeter.delta(before, meter.sample())["others_share"]}
+
+
+async def against_ceiling(
+    cost: Cost, plan: Plan, meter: CpuMeter, scenario: Awaitable[dict[str, Any]]
+) -> dict[str, Any]:
+    c = await ceiling(cost, plan.ceiling, meter)
+    return await scenario | {"ceiling": c}
 
 
 async def db_window(
@@ -380,7 +398,7 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
             idle = proc_status(srv.proc.pid)
 
             print("in-process argon2id (server idle)", flush=True)
-            ceilings = [await ceiling(PRODUCTION, plan.ceiling)]
+            ceilings = [await ceiling(PRODUCTION, plan.ceiling, meter)]
             reference = await asyncio.to_thread(single_verify, PRODUCTION, plan.reference_rounds)
             print(
                 f"  one verify {reference['verify_ms']:.1f} ms wall, "
@@ -457,10 +475,21 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
                 "jwks_rest": (jwks, CONCURRENCY, plan.fast),
             }
             for name, (call, conc, seconds) in closed.items():
-                scenarios[name] = await closed_loop(call, conc, seconds, meter)
+                run = closed_loop(call, conc, seconds, meter)
+                if name in LOGINS:
+                    run = against_ceiling(PRODUCTION, plan, meter, run)
+                verify = None
+                if name == "authorize_grpc_c1":  # a lone login against a lone verify, just before
+                    verify = await asyncio.to_thread(
+                        single_verify, PRODUCTION, plan.reference_rounds
+                    )
+                scenarios[name] = await run
+                if verify is not None:
+                    scenarios[name]["verify"] = verify
                 show(name, scenarios[name])
 
-            rate = OVERLOAD * ceilings[0]["verify_per_s"]
+            now = await ceiling(PRODUCTION, plan.ceiling, meter)
+            rate = OVERLOAD * now["verify_per_s"]
             print(
                 f"open loop, {rate:.1f} logins/s offered ({OVERLOAD:g}x the ceiling),"
                 f" {DEADLINE:g} s deadline on every call",
@@ -478,14 +507,16 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
             for name, call in (("overload_grpc", grpc_deadline), ("overload_rest", rest_deadline)):
                 await c.grpc_login(right[0])  # connection up before the clock starts
                 scenarios[name] = await open_loop(call, rate, plan.overload, meter)
+                scenarios[name]["ceiling"] = now
                 scenarios[name]["drain_s"] = await until_idle(srv.proc.pid)
                 show(name, scenarios[name])
                 print(f"  {'':<26} server busy {scenarios[name]['drain_s']:.1f} s after the last")
 
-        ceilings.append(await ceiling(PRODUCTION, plan.ceiling))
         peak = proc_status(srv.proc.pid)
+    ceilings += [x["ceiling"] for x in scenarios.values() if "ceiling" in x]
     out["reference"] = reference | {
         "ceilings_per_s": [x["verify_per_s"] for x in ceilings],
+        "ceiling_others_shares": [x["others_share"] for x in ceilings],
         "ceiling_per_s": statistics.mean(x["verify_per_s"] for x in ceilings),
     }
     out["memory"] = {"idle_rss_mib": idle["VmRSS"] / 1024, "peak_rss_mib": peak["VmHWM"] / 1024}
@@ -504,7 +535,7 @@ async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[s
                 await c.grpc_login(header)
                 await c.rest_login(header)
             await asyncio.sleep(0.5)
-            ceilings = [await ceiling(KEYCLOAK, plan.ceiling)]
+            ceilings = [await ceiling(KEYCLOAK, plan.ceiling, meter)]
             reference = await asyncio.to_thread(single_verify, KEYCLOAK, plan.reference_rounds * 5)
             print(
                 f"  one verify {reference['verify_ms']:.2f} ms wall, "
@@ -524,13 +555,15 @@ async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[s
                 ("authorize_grpc", grpc_authorize),
                 ("authorize_rest", rest_authorize),
             ):
-                runs[name] = await closed_loop(call, CONCURRENCY, plan.keycloak, meter)
+                run = closed_loop(call, CONCURRENCY, plan.keycloak, meter)
+                runs[name] = await against_ceiling(KEYCLOAK, plan, meter, run)
+                ceilings.append(runs[name]["ceiling"])
                 show(f"keycloak {name}", runs[name])
-            ceilings.append(await ceiling(KEYCLOAK, plan.ceiling))
     out["keycloak"] = {
         "reference": reference
         | {
             "ceilings_per_s": [x["verify_per_s"] for x in ceilings],
+            "ceiling_others_shares": [x["others_share"] for x in ceilings],
             "ceiling_per_s": statistics.mean(x["verify_per_s"] for x in ceilings),
         },
         "scenarios": runs,
@@ -556,31 +589,33 @@ async def bench(quick: bool, workdir: Path, pg_bin_dir: Path | None) -> dict[str
 def ratio_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
     """(what, ratio, raw figures behind it)."""
     ref, s, mem = r["reference"], r["scenarios"], r["memory"]
-    ceil = ref["ceiling_per_s"]
     kc = r["keycloak"]
     kref, ks = kc["reference"], kc["scenarios"]
-    kceil = kref["ceiling_per_s"]
 
     def errs(x: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in x["errors"].items()) or "no errors"
 
-    def tput(x: dict[str, Any], c: float) -> str:
-        return f"{x['ok_per_s']:.1f}/s vs {c:.1f}/s; {errs(x)}"
+    def ceil(x: dict[str, Any]) -> float:
+        return float(x["ceiling"]["verify_per_s"])
+
+    def tput(x: dict[str, Any]) -> str:
+        return f"{x['ok_per_s']:.1f}/s vs {ceil(x):.1f}/s; {errs(x)}"
 
     g, rest = s["authorize_grpc"], s["authorize_rest"]
     rows = [
         (
             "Authorize p50, 1 in flight / one argon2id verify",
-            s["authorize_grpc_c1"]["p50_ms"] / ref["verify_ms"],
-            f"{s['authorize_grpc_c1']['p50_ms']:.0f} ms vs {ref['verify_ms']:.0f} ms",
+            s["authorize_grpc_c1"]["p50_ms"] / s["authorize_grpc_c1"]["verify"]["verify_ms"],
+            f"{s['authorize_grpc_c1']['p50_ms']:.0f} ms"
+            f" vs {s['authorize_grpc_c1']['verify']['verify_ms']:.0f} ms",
         ),
-        ("Authorize gRPC, 8 users / hashing ceiling", g["ok_per_s"] / ceil, tput(g, ceil)),
-        ("Authorize REST, 8 users / hashing ceiling", rest["ok_per_s"] / ceil, tput(rest, ceil)),
+        ("Authorize gRPC, 8 users / hashing ceiling", g["ok_per_s"] / ceil(g), tput(g)),
+        ("Authorize REST, 8 users / hashing ceiling", rest["ok_per_s"] / ceil(rest), tput(rest)),
     ]
     for proto in ("grpc", "rest"):
         x = s[f"one_account_{proto}"]
         rows.append(
-            (f"one account, 8 clients, {proto} / ceiling", x["ok_per_s"] / ceil, tput(x, ceil))
+            (f"one account, 8 clients, {proto} / ceiling", x["ok_per_s"] / ceil(x), tput(x))
         )
     for proto in ("grpc", "rest"):
         x = s[f"overload_{proto}"]
@@ -589,7 +624,7 @@ def ratio_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
             f" server busy {x['drain_s']:.1f} s after"
         )
         rows.append((f"overload {OVERLOAD:g}x, 1 s deadline, {proto}: goodput / ceiling",
-                     x["ok_per_s"] / ceil, raw))  # fmt: skip
+                     x["ok_per_s"] / ceil(x), raw))  # fmt: skip
     rows += [
         (
             "Authorize server CPU / argon2id CPU per verify",
@@ -622,8 +657,8 @@ def ratio_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
         rows.append(
             (
                 f"Keycloak cost: Authorize {proto} / ceiling (target >= 0.92)",
-                x["ok_per_s"] / kceil,
-                tput(x, kceil),
+                x["ok_per_s"] / ceil(x),
+                tput(x),
             )
         )
     for proto in ("grpc", "rest"):
@@ -670,6 +705,15 @@ def client_use(r: dict[str, Any]) -> tuple[float, float]:
     return max(shares), statistics.mean(shares)
 
 
+def ceilings_text(reference: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{x:.2f}/s ({o:.0%})"
+        for x, o in zip(
+            reference["ceilings_per_s"], reference["ceiling_others_shares"], strict=True
+        )
+    )
+
+
 def report(r: dict[str, Any]) -> None:
     meta = r["meta"]
     print("\nscenario raw figures (ok/s over the run; CPU shares of the whole machine)")
@@ -712,9 +756,11 @@ def report(r: dict[str, Any]) -> None:
         print(f"| {what} | {value:.2f} | {raw} |")
     print(
         f"\nThe load generator used {mean:.0%} of the machine on average ({worst:.0%} at most)."
-        f" Hashing ceiling: {HASH_WORKERS} threads verifying in the bench process,"
-        f" {r['reference']['ceiling_per_s']:.2f}/s ({PRODUCTION}),"
-        f" {r['keycloak']['reference']['ceiling_per_s']:.1f}/s ({KEYCLOAK}).\n"
+        f" Hashing ceiling: {HASH_WORKERS} threads verifying in the bench process; each login"
+        " scenario is compared with the one measured just before it. All of this run's, with"
+        f" the share of the machine other users took meanwhile: {PRODUCTION}:"
+        f" {ceilings_text(r['reference'])};"
+        f" {KEYCLOAK}: {ceilings_text(r['keycloak']['reference'])}.\n"
     )
     names = list(r["database"])
     print("| per login | " + " | ".join(names) + " |")
