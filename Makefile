@@ -101,7 +101,7 @@ verify-stubs: stubs
 
 # Starts its own server (temporary embedded PostgreSQL, production argon2id) and prints ratios.
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.
 openapi: install
