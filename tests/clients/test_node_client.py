@@ -60,7 +60,12 @@ def node_modules() -> None:
 async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
     """A server whose failed-login delay is 0.4 s, for the retry tests."""
     async with serving_target(
-        db, settings, failed_login_delay_base=0.4, failed_login_delay_max=0.4
+        db,
+        settings,
+        # No allowance: the first failure delays, so a client meets RetryInfo at once.
+        failed_login_allowance=0,
+        failed_login_delay_base=0.4,
+        failed_login_delay_max=0.4,
     ) as served:
         yield served
 

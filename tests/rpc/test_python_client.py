@@ -113,7 +113,12 @@ async def test_error_carries_reason_domain_and_request_id(grpc_target, services)
 async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
     """A server whose failed-login delay is 0.4 s."""
     async with serving_target(
-        db, settings, failed_login_delay_base=0.4, failed_login_delay_max=0.4
+        db,
+        settings,
+        # No allowance: the first failure delays, so a client meets RetryInfo at once.
+        failed_login_allowance=0,
+        failed_login_delay_base=0.4,
+        failed_login_delay_max=0.4,
     ) as served:
         yield served
 
@@ -121,12 +126,12 @@ async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
 async def test_too_many_attempts_carries_retry_after(delayed) -> None:
     """Without retries, a login within the delay fails with TOO_MANY_ATTEMPTS and its delay."""
     target, services = delayed
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     async with AsyncAuthClient(target) as client:
         with pytest.raises(AuthsvcError):
             await client.authorize(user.username, "wrong")
         with pytest.raises(AuthsvcError) as caught:
-            await client.authorize(user.username, "right")
+            await client.authorize(user.username, "right-pw")
     error = caught.value
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.reason == "TOO_MANY_ATTEMPTS"
@@ -136,12 +141,12 @@ async def test_too_many_attempts_carries_retry_after(delayed) -> None:
 async def test_retry_waits_out_too_many_attempts(delayed) -> None:
     """With a RetryPolicy the same login waits the RetryInfo delay and then succeeds."""
     target, services = delayed
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
     async with AsyncAuthClient(target, retry=RetryPolicy()) as client:
         with pytest.raises(AuthsvcError):
             await client.authorize(user.username, "wrong")
         started = time.monotonic()
-        token = await client.authorize(user.username, "right")
+        token = await client.authorize(user.username, "right-pw")
     assert claims_of(token)["username"] == user.username
     assert time.monotonic() - started >= 0.2
 
@@ -149,14 +154,14 @@ async def test_retry_waits_out_too_many_attempts(delayed) -> None:
 async def test_blocking_retry_gives_up_when_the_delay_exceeds_the_timeout(delayed) -> None:
     """The blocking client does not wait past the call's timeout: TOO_MANY_ATTEMPTS at once."""
     target, services = delayed
-    user = await new_user(services, "right")
+    user = await new_user(services, "right-pw")
 
     def scenario() -> AuthsvcError:
         with AuthClient(target, retry=RetryPolicy()) as client:
             with pytest.raises(AuthsvcError):
                 client.authorize(user.username, "wrong")
             with pytest.raises(AuthsvcError) as caught:
-                client.authorize(user.username, "right", timeout=0.1)
+                client.authorize(user.username, "right-pw", timeout=0.1)
             return caught.value
 
     assert (await asyncio.to_thread(scenario)).reason == "TOO_MANY_ATTEMPTS"
