@@ -147,7 +147,9 @@ class Authenticator:
             user_id=user.id,
             source=source,
             reset_counter=turn.counter if count.failures else None,
-            reset_source=view.source.failures > 0,
+            # Only a login that counted on the source's spray count resets it: a login to an
+            # account the source already knows (its own, say) does not wipe a sprayer's count.
+            reset_source=view.source.failures > 0 and turn.source_key is not None,
             remember_source=seen is None or db_now - seen >= KNOWN_SOURCE_REFRESH,
             touch_password=(
                 found.id

@@ -43,6 +43,8 @@ _MAX_DOUBLINGS = 62
 STALE_AFTER_SECONDS = 86400.0
 # A source that has not logged in to a name for this long is a stranger to it again.
 KNOWN_SOURCE_SECONDS = 90 * 86400.0
+# Lanes whose delays ended are swept when this many exist.
+SWEEP_AT = 10_000
 # The purge deletes stale rows in statements of at most this many, so none holds locks for long.
 PURGE_BATCH = 1000
 
@@ -94,10 +96,11 @@ class _Lane:
         self.waiters: list[asyncio.Future[None]] = []
 
     def observe(self, count: FailureCount, *, recorded: bool) -> None:
-        """Take a count from the database. A read may be older than what attempts in flight
-        recorded since, so while some are in flight it can only add; a record is the latest."""
+        """Take a count from the database. A read may be older than what this replica recorded
+        since (reads and records of a burst interleave), so a read can only add; a record is
+        the latest word."""
         not_before = time.monotonic() + count.wait
-        if recorded or self.in_flight == 0:
+        if recorded:
             self.failures, self.not_before = count.failures, not_before
         else:
             self.failures = max(self.failures, count.failures)
@@ -127,14 +130,17 @@ class _Lane:
     def leave(self) -> None:
         self.in_flight -= 1
         # Every waiter looks again: the count may now be delayed (all refused) or have room.
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
+        # They stay listed until they have looked (`enter` removes them), so the lane is not
+        # idle, and not dropped, while they are on their way.
+        for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
     @property
     def idle(self) -> bool:
-        return self.in_flight == 0 and not self.waiters
+        """Nothing in flight, nobody waiting, and no delay running: nothing a read could not
+        rebuild."""
+        return self.in_flight == 0 and not self.waiters and self.not_before <= time.monotonic()
 
 
 class Lanes:
@@ -147,17 +153,24 @@ class Lanes:
 
     def get(self, key: tuple[str, str]) -> _Lane:
         lane = self._lanes.get(key)
-        if lane is None:
+        if lane is None or lane.idle:
+            if len(self._lanes) >= SWEEP_AT:
+                self._sweep()
             lane = self._lanes[key] = _Lane(self._allowance)
         return lane
 
-    def release(self, key: tuple[str, str]) -> None:
-        self._lanes[key].leave()
-        self.discard_if_idle(key)
+    def _sweep(self) -> None:
+        """Drop lanes whose delays ended (kept that long so that reads older than their last
+        failure cannot reopen them)."""
+        for key in [key for key, lane in self._lanes.items() if lane.idle]:
+            del self._lanes[key]
 
-    def discard_if_idle(self, key: tuple[str, str]) -> None:
-        lane = self._lanes.get(key)
-        if lane is not None and lane.idle:
+    def release(self, key: tuple[str, str], lane: _Lane) -> None:
+        lane.leave()
+        self.discard_if_idle(key, lane)
+
+    def discard_if_idle(self, key: tuple[str, str], lane: _Lane) -> None:
+        if lane.idle and self._lanes.get(key) is lane:
             del self._lanes[key]
 
     def __len__(self) -> int:
@@ -173,7 +186,7 @@ class Turn:
     source_key: tuple[str, str] | None
     # The name's counter this attempt counts on: "" (strangers) or the source.
     counter: str
-    entered: list[tuple[Lanes, tuple[str, str]]]
+    entered: list[tuple[Lanes, tuple[str, str], _Lane]]
 
 
 class LoginThrottle:
@@ -216,21 +229,21 @@ class LoginThrottle:
         try:
             await lane.enter()
         except BaseException:
-            lanes.discard_if_idle(key)
+            lanes.discard_if_idle(key, lane)
             raise
-        turn.entered.append((lanes, key))
+        turn.entered.append((lanes, key, lane))
 
     def recorded(self, turn: Turn, name: FailureCount, source: FailureCount | None) -> None:
         """The check ended and its outcome is recorded: the lanes learn the new counts."""
-        for lanes, key in turn.entered:
+        for _, key, lane in turn.entered:
             count = name if key == turn.name_key else source
             if count is not None:
-                lanes.get(key).observe(count, recorded=True)
+                lane.observe(count, recorded=True)
 
     def done(self, turn: Turn) -> None:
         """Leave the lanes (wakes the attempts waiting behind this one)."""
-        for lanes, key in turn.entered:
-            lanes.release(key)
+        for lanes, key, lane in turn.entered:
+            lanes.release(key, lane)
         turn.entered.clear()
 
     async def clear(self, username_key: str) -> None:

@@ -260,3 +260,32 @@ def test_delay_max_below_base_is_refused() -> None:
             {"AUTHSVC_FAILED_LOGIN_DELAY_BASE": "10", "AUTHSVC_FAILED_LOGIN_DELAY_MAX": "5"}
         )
     assert str(caught.value).startswith("AUTHSVC_FAILED_LOGIN_DELAY_MAX:")
+
+
+async def test_waiters_woken_together_each_get_their_turn() -> None:
+    """With room for one, three attempts take turns: none is lost when the first leaves (the
+    lane stays while the woken ones look again)."""
+    throttle = _throttle(allowance=3)
+    count = FailureCount(failures=2)  # room for one at a time
+    first = await _turn(throttle, count)
+    second = asyncio.ensure_future(_turn(throttle, count))
+    third = asyncio.ensure_future(_turn(throttle, count))
+    await asyncio.sleep(0.01)
+    throttle.done(first)
+    turn = await asyncio.wait_for(second, 1)
+    assert not third.done()
+    throttle.done(turn)
+    throttle.done(await asyncio.wait_for(third, 1))
+    assert len(throttle._names) == 0
+
+
+async def test_a_read_older_than_a_recorded_failure_cannot_reopen_the_count() -> None:
+    """A count delayed by a recorded failure stays delayed for an attempt whose read predates
+    that failure (reads and records of a burst interleave)."""
+    throttle = _throttle(allowance=1)
+    first = await _turn(throttle)
+    throttle.recorded(first, FailureCount(failures=2, wait=5.0), FailureCount(failures=2))
+    throttle.done(first)
+    with pytest.raises(AuthError) as caught:
+        await _turn(throttle, FailureCount(failures=0, wait=0.0))  # read before the failure
+    assert caught.value.reason is Reason.TOO_MANY_ATTEMPTS
