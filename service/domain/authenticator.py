@@ -80,7 +80,7 @@ class Authenticator:
         )
         try:
             salt = view.password_salt or self._hasher.dummy_salt
-            job = self._hasher.start(password, salt, view.passwords)
+            job = self._hasher.start(password, salt, view.passwords, request_context.deadline.get())
         except BaseException:
             self._throttle.done(turn)
             raise

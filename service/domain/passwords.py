@@ -15,7 +15,10 @@ with the user's salt when it matches.
 
 argon2-cffi releases the GIL while it hashes, so a thread pool of one worker per core gives real
 parallelism without blocking the loop. Jobs past `queue_limit` waiting are refused UNAVAILABLE
-rather than queued without end, and a job whose caller gave up before it started never runs.
+rather than queued without end, and a job whose caller gave up before it started never runs. Nor
+does a job whose caller's deadline would pass before it could end (by the recent run time of a
+job): under overload the workers spend themselves on callers who can still be answered, instead
+of finishing, first in first out, checks nobody waits for any more.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +47,15 @@ log = logging.getLogger(__name__)
 
 SALT_BYTES = 16
 HASH_BYTES = 32
+# Weight of the latest job in the running estimate of a job's duration.
+_DURATION_WEIGHT = 0.2
+
+
+class TooLate(AuthError):
+    """The job did not start: its caller's deadline would pass before it could end."""
+
+    def __init__(self) -> None:
+        super().__init__(Reason.UNAVAILABLE, "server overloaded, retry later")
 
 
 def new_salt() -> bytes:
@@ -129,25 +142,40 @@ class PasswordHasher:
         self._limit = workers + queue_limit
         self._in_flight = 0
         self._count_lock = threading.Lock()
+        # Seconds a job takes in a worker, recently (None until one has run).
+        self._job_seconds: float | None = None
         # Unknown users are checked against this salt: the same one computation as anyone.
         self.dummy_salt = new_salt()
 
-    def start(self, password: str, salt: bytes, stored: Sequence[StoredPassword]) -> HashJob:
+    def start(
+        self,
+        password: str,
+        salt: bytes,
+        stored: Sequence[StoredPassword],
+        deadline: float | None = None,
+    ) -> HashJob:
         """Queue the check of `password` against `stored` (made with `salt`), or refuse it
-        UNAVAILABLE when the queue is full, before anything was checked."""
+        UNAVAILABLE when the queue is full, before anything was checked. With a `deadline`
+        (`time.monotonic()`), the job fails TooLate, unchecked, if it cannot end before it."""
         with self._count_lock:
             if self._in_flight >= self._limit:
                 raise AuthError(Reason.UNAVAILABLE, "server overloaded, retry later")
             self._in_flight += 1
-        work = self._pool.submit(self._match, password, salt, tuple(stored))
+        work = self._pool.submit(self._timed, password, salt, tuple(stored), deadline)
         # The slot is freed when the job ends, or is taken back unstarted.
         work.add_done_callback(self._release)
         return HashJob(work)
 
-    async def match(self, password: str, salt: bytes, stored: Sequence[StoredPassword]) -> Match:
+    async def match(
+        self,
+        password: str,
+        salt: bytes,
+        stored: Sequence[StoredPassword],
+        deadline: float | None = None,
+    ) -> Match:
         """Check `password` against `stored`; if the caller is cancelled (deadline, client gone)
         while the job is still queued, the job never runs."""
-        job = self.start(password, salt, stored)
+        job = self.start(password, salt, stored, deadline)
         try:
             return await job.result()
         except asyncio.CancelledError:
@@ -177,6 +205,27 @@ class PasswordHasher:
     def _release(self, _: object) -> None:
         with self._count_lock:  # runs in a worker thread, or wherever the job was cancelled
             self._in_flight -= 1
+
+    def _timed(
+        self,
+        password: str,
+        salt: bytes,
+        stored: tuple[StoredPassword, ...],
+        deadline: float | None,
+    ) -> Match:
+        """In a worker: the job, unless it would end after the deadline; its duration noted."""
+        started = time.monotonic()
+        expected = self._job_seconds
+        if deadline is not None and expected is not None and started + expected > deadline:
+            raise TooLate()
+        match = self._match(password, salt, stored)
+        took = time.monotonic() - started
+        with self._count_lock:
+            previous = self._job_seconds
+            self._job_seconds = (
+                took if previous is None else previous + _DURATION_WEIGHT * (took - previous)
+            )
+        return match
 
     def _match(self, password: str, salt: bytes, stored: tuple[StoredPassword, ...]) -> Match:
         """In a worker: one computation for the current group, one per older group."""

@@ -153,6 +153,11 @@ class Gateway:
             response = errors.error_response(
                 CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
             )
+        except asyncio.CancelledError:
+            # The client hung up (aiohttp cancels the handler, and with it the call): nobody to
+            # answer, and no access-log line follows.
+            log.info("client closed the connection mid-request (request id %s)", request_id)
+            raise
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = errors.internal_error_response(style)
@@ -531,6 +536,9 @@ async def serving_gateway(
         access_log_format=ACCESS_LOG_FORMAT,
         lingering_time=LINGERING_SECONDS,
         header_timeout=header_timeout,
+        # A client that hangs up cancels its call, as in gRPC: a login still queued for its hash
+        # is dropped, not checked for nobody (one already hashing is finished and recorded).
+        handler_cancellation=True,
     )
     await runner.setup()
     try:

@@ -12,7 +12,7 @@ import pytest
 from service.config import Argon2Parameters
 from service.domain import passwords
 from service.domain.models import StoredPassword
-from service.domain.passwords import PasswordHasher, new_salt
+from service.domain.passwords import PasswordHasher, TooLate, new_salt
 from service.errors import AuthError, Reason
 
 CHEAP = Argon2Parameters(1, 64, 1)
@@ -146,6 +146,33 @@ async def test_abandoned_queued_work_never_runs(computations: list[int]) -> None
             call.cancel()
         assert await first
         assert await hasher.hash("next", salt)
+        assert len(computations) == 2
+        assert hasher.in_flight == 0
+    finally:
+        hasher.close()
+
+
+async def test_a_job_that_cannot_end_before_its_deadline_never_starts(
+    computations: list[int],
+) -> None:
+    """Once the hasher knows how long a job takes, a queued job whose deadline would pass before
+    it could end is dropped unrun (TooLate, UNAVAILABLE); one with time enough runs."""
+    hasher = PasswordHasher(SLOW, workers=1, queue_limit=8)
+    salt = new_salt()
+    try:
+        started = time.monotonic()
+        await hasher.hash("measure", salt)
+        took = time.monotonic() - started
+        computations.clear()
+        first = asyncio.ensure_future(hasher.hash("first", salt))
+        await asyncio.sleep(0)
+        late = hasher.match("late", salt, (), deadline=time.monotonic() + took * 1.2)
+        in_time = hasher.match("in time", salt, (), deadline=time.monotonic() + took * 20)
+        with pytest.raises(TooLate) as caught:
+            await late
+        assert caught.value.reason is Reason.UNAVAILABLE
+        assert (await in_time).candidate_hash
+        await first
         assert len(computations) == 2
         assert hasher.in_flight == 0
     finally:

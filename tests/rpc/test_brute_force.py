@@ -202,8 +202,8 @@ class HashCounter:
         self.started = 0
         start = services.hasher.start
 
-        def counting(password: str, salt: bytes, stored: Any) -> HashJob:
-            job = start(password, salt, stored)
+        def counting(password: str, salt: bytes, stored: Any, *rest: Any) -> HashJob:
+            job = start(password, salt, stored, *rest)
             self.started += 1
             return job
 
