@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.config import TlsFiles
 from service.rpc.health import HealthServicer
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
-from service.rpc.status import MalformedRequestInterceptor
+from service.rpc.status import lenient_handler
 
 # Requests are a few fields of at most 4 KiB each; refuse anything much larger before parsing.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -72,21 +72,45 @@ def _service_name(module: object, name: str) -> str:
     return str(module.DESCRIPTOR.services_by_name[name].full_name)  # type: ignore[attr-defined]
 
 
+class _LenientRegistry:
+    """Stands in for the server in the generated `add_*Servicer_to_server` functions: registers
+    their handlers, each made lenient about malformed request bytes (`lenient_handler`) once."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, generic_handlers: object) -> None:
+        """Replaced by the lenient copy `add_registered_method_handlers` makes of the same
+        handlers (the generated code passes both the same table)."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {
+            name: lenient_handler(f"/{service}/{name}", handler)
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
+        )
+        self._server.add_registered_method_handlers(service, wrapped)
+
+
 def build_grpc_server(
     servicers: Servicers, address: str, tls: TlsFiles | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server, not yet started, and the port it is bound to (for ':0')."""
     server = grpc.aio.server(
-        interceptors=[MalformedRequestInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicers.auth, server)
-    password_service_pb2_grpc.add_PasswordServiceServicer_to_server(servicers.passwords, server)
-    token_service_pb2_grpc.add_TokenServiceServicer_to_server(servicers.tokens, server)
-    health_pb2_grpc.add_HealthServicer_to_server(servicers.health, server)
+    lenient = _LenientRegistry(server)
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicers.auth, lenient)
+    password_service_pb2_grpc.add_PasswordServiceServicer_to_server(servicers.passwords, lenient)
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(servicers.tokens, lenient)
+    health_pb2_grpc.add_HealthServicer_to_server(servicers.health, lenient)
     port = _listen(
         address,
         lambda: (

@@ -118,45 +118,38 @@ class _Malformed:
 _MALFORMED = _Malformed()
 
 
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
-    """Bytes that are not a valid request message answer INVALID_ARGUMENT, on every method.
+def lenient_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` such that bytes that are not a valid request message answer INVALID_ARGUMENT.
 
     grpcio turns a failing request deserializer into UNKNOWN with the exception's class and
-    text, and logs a traceback as for a bug. Here the deserializer of each unary-request method
+    text, and logs a traceback as for a bug. Here the deserializer of a unary-request method
     keeps the failure as a marker instead, and the wrapped handler refuses it like any other
-    bad input: one log line, and the status `error_status` builds.
+    bad input: one log line, and the status `error_status` builds. Wrapped once, at
+    registration (`rpc/server.py`), not per call as a server interceptor would.
     """
+    if handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    parse = handler.request_deserializer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+    def lenient(data: bytes) -> object:
+        try:
+            return parse(data)
+        except DecodeError:
+            return _MALFORMED
+
+    if handler.response_streaming:
+        unary_stream = _refusing_stream(method, handler.unary_stream)
+        if unary_stream is None:
             return handler
-        method: str = handler_call_details.method
-        parse = handler.request_deserializer
+        return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
+    unary = handler.unary_unary
 
-        def lenient(data: bytes) -> object:
-            try:
-                return parse(data)
-            except DecodeError:
-                return _MALFORMED
+    async def unary_unary(request: object, context: grpc.aio.ServicerContext) -> Any:
+        if request is _MALFORMED:
+            await _refuse_malformed(method, context)
+        return await unary(request, context)
 
-        if handler.response_streaming:
-            unary_stream = _refusing_stream(method, handler.unary_stream)
-            if unary_stream is None:
-                return handler
-            return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
-        unary = handler.unary_unary
-
-        async def unary_unary(request: object, context: grpc.aio.ServicerContext) -> Any:
-            if request is _MALFORMED:
-                await _refuse_malformed(method, context)
-            return await unary(request, context)
-
-        return handler._replace(request_deserializer=lenient, unary_unary=unary_unary)
+    return handler._replace(request_deserializer=lenient, unary_unary=unary_unary)
 
 
 def _refusing_stream(method: str, stream: Any) -> Any:

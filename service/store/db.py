@@ -97,6 +97,9 @@ async def create_pool(
 MIN_RELEASE_SECONDS = 0.05
 
 
+T = TypeVar("T")
+
+
 class Database:
     """Runs statements on the pool, each wait bounded by the caller's deadline and the timeout.
 
@@ -124,11 +127,15 @@ class Database:
         """Raise AuthError(UNAVAILABLE) unless the database answers a trivial query."""
         await self.fetch("SELECT 1")
 
+    async def _acquire(self) -> asyncpg.Connection:
+        # Our own timeout, not asyncpg's `timeout=`, which wraps the wait in a task of its own.
+        with database_errors():
+            async with asyncio.timeout(self.timeout()):
+                return await self.pool.acquire()
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        with database_errors():
-            # asyncpg's acquire timeout is an asyncio one already, and waits for nothing after.
-            raw = await self.pool.acquire(timeout=self.timeout())
+        raw = await self._acquire()
         try:
             yield Connection(raw, self)
         finally:
@@ -157,20 +164,23 @@ class Database:
                 raise
             await conn.bounded(transaction.commit)
 
+    async def _one(self, run: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """One statement on a connection of its own: the login path's shape, kept lean (one
+        acquisition, one timer for the statement)."""
+        raw = await self._acquire()
+        try:
+            return await Connection(raw, self).bounded(lambda: run(raw))
+        finally:
+            await self._release(raw)
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.connection() as conn:
-            return await conn.fetch(sql, *args)
+        return await self._one(lambda raw: raw.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        async with self.connection() as conn:
-            return await conn.fetchrow(sql, *args)
+        return await self._one(lambda raw: raw.fetchrow(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
-        async with self.connection() as conn:
-            return await conn.execute(sql, *args)
-
-
-T = TypeVar("T")
+        return await self._one(lambda raw: raw.execute(sql, *args))
 
 
 class Connection:
