@@ -280,7 +280,9 @@ class Clients:
             "POST",
             "/v1/users/authorize",
             lambda body: bool(body.get("access_token")),
-            headers={"Authorization": header},
+            headers={"Authorization": header}
+            # The deadline goes to the server too (grpc-gateway's Grpc-Timeout), as gRPC's does.
+            | ({} if deadline is None else {"Grpc-Timeout": f"{round(deadline * 1000)}m"}),
             timeout=aiohttp.ClientTimeout(total=deadline),
         )
 

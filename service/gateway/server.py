@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -63,6 +64,11 @@ LINGERING_SECONDS = 1.0
 # client_header_timeout is 60 s, a few small headers need far less.
 DEFAULT_HEADER_TIMEOUT = 10.0
 REQUEST_ID_HEADER = "X-Request-Id"
+# The gRPC wire format of a deadline (PROTOCOL-HTTP2.md), which grpc-gateway also takes from
+# HTTP clients: "1S", "500m", ...
+GRPC_TIMEOUT_HEADER = "Grpc-Timeout"
+_GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+_GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 REQUEST_ID_KEY = "x-request-id"
 REQUEST_ID_MAX = 128
 # nginx's status for a request whose client went away: only the access log sees it.
@@ -210,12 +216,26 @@ class Gateway:
             raise bad_request(str(exc)) from None
         try:
             reply, initial = await self._dispatcher.call(
-                route.grpc_path, message, metadata, self._timeout, self._caller(request)
+                route.grpc_path, message, metadata, self._deadline(request), self._caller(request)
             )
         except CallFailed as failed:
             return errors.rpc_error_response(failed.failure, route.error_style, request_id)
         headers = response_headers(initial)
         return errors.json_response(message_to_json(reply, route.response_body), headers=headers)
+
+    def _deadline(self, request: web.Request) -> float:
+        """Seconds the call may take: the client's `Grpc-Timeout` header (as grpc-gateway reads
+        it) when shorter than the gateway's own timeout. A login that could not be checked
+        within it is then not checked at all (service/domain/passwords.py)."""
+        raw = request.headers.get(GRPC_TIMEOUT_HEADER)
+        if raw is None:
+            return self._timeout
+        match = _GRPC_TIMEOUT.fullmatch(raw.strip())
+        if match is None:
+            raise bad_request(
+                f"{GRPC_TIMEOUT_HEADER} must be 1 to 8 digits and a unit (H, M, S, m, u, n)"
+            )
+        return min(self._timeout, int(match[1]) * _GRPC_TIMEOUT_UNITS[match[2]])
 
     def _caller(self, request: web.Request) -> Caller:
         """Who is calling: the TCP peer, or whom trusted proxies name (client_address.py)."""

@@ -249,3 +249,20 @@ async def test_a_client_that_hangs_up_takes_its_queued_login_with_it(
         "SELECT failures FROM login_throttle WHERE username_key = $1", user.username.casefold()
     )
     assert row is not None and row["failures"] == 2
+
+
+async def test_grpc_timeout_header_sets_the_calls_deadline(http, services) -> None:
+    """A REST client may shorten its call's deadline with grpc-gateway's `Grpc-Timeout` header:
+    ample time logs in, a nanosecond runs out (504 or 503, never a token), and a malformed value
+    is a JSON 400."""
+    user = await new_user(services, "deadline-pw")
+    body = {"username": user.username, "password": "deadline-pw"}
+    async with http.post("/v1/users/authorize", json=body, headers={"Grpc-Timeout": "5S"}) as r:
+        assert r.status == 200 and "access_token" in await r.json()
+    async with http.post("/v1/users/authorize", json=body, headers={"Grpc-Timeout": "1n"}) as r:
+        assert r.status in (503, 504), await r.text()
+        assert "access_token" not in await r.json()
+    for bad in ("soon", "5", "123456789S", "-1S"):
+        async with http.post("/v1/users/authorize", json=body, headers={"Grpc-Timeout": bad}) as r:
+            assert r.status == 400
+            assert (await r.json())["error_code"] == "invalid_argument"
