@@ -116,6 +116,12 @@ def test_bad_configuration_names_the_variable(env) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -217,8 +223,14 @@ async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
     try:
         wait_for_port(port, server)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            idle = cpu_seconds(server.pid)
             call = asyncio.ensure_future(authorize(channel, "slowpoke", "pw"))
-            await asyncio.sleep(0.1)  # the call is now hashing on the server
+            # The call is hashing once the server burns CPU an idle server does not (a fixed
+            # sleep would race a loaded machine).
+            for _ in range(600):
+                if cpu_seconds(server.pid) - idle >= 0.1:
+                    break
+                await asyncio.sleep(0.01)
             server.send_signal(signal.SIGTERM)
             assert (await call).access_token
         _, stderr = await asyncio.to_thread(server.communicate, timeout=60)

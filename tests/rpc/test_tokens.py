@@ -4,8 +4,11 @@ the RFC 8725 refusals."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
@@ -14,6 +17,7 @@ from authsvc.v1 import password_service_pb2, password_service_pb2_grpc, token_se
 from authsvc.v1 import token_service_pb2 as pb
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service.config import Settings
 from tests.support import authorize, basic, new_user
 
 
@@ -218,3 +222,73 @@ async def test_old_token_verifies_after_rotation(channel, services) -> None:
     assert (await verify(channel, old)).active and (await verify(channel, fresh)).active
     kids = {k.kid for k in (await stub(channel).GetJwks(pb.GetJwksRequest())).keys}
     assert {jwt.get_unverified_header(old)["kid"], new_key.kid} <= kids
+
+
+async def test_clock_skew_within_the_leeway_is_tolerated(channel, services, settings) -> None:
+    """A token expired less than AUTHSVC_TOKEN_LEEWAY seconds ago (or issued that much in the
+    future) is still active; one past the leeway is not."""
+    leeway = settings.token_leeway
+    assert leeway == Settings().token_leeway == 10
+    base = await good_claims(services)
+    now = int(time.time())
+    for change, active in (
+        ({"exp": now - leeway // 2}, True),
+        ({"iat": now + leeway // 2}, True),
+        ({"exp": now - 3 * leeway}, False),
+        ({"iat": now + 3 * leeway, "exp": now + 4 * leeway}, False),
+    ):
+        token = await signed(services, {**base, **change})
+        assert (await verify(channel, token)).active is active, change
+
+
+async def test_unknown_kid_is_refused(channel, services) -> None:
+    """A token naming a kid the service never published is inactive (the key ring re-reads the
+    table at most now and then, and finds nothing)."""
+    active = await services.keys.signing_key()
+    token = jwt.encode(
+        await good_claims(services),
+        active.private,
+        algorithm=active.key.algorithm,
+        headers={"kid": "no-such-key", "typ": "at+jwt"},
+    )
+    assert not (await verify(channel, token)).active
+
+
+async def test_hs256_signed_with_the_public_key_is_refused(channel, services) -> None:
+    """Algorithm confusion: a token HMAC-signed with our public key's bytes (PEM or JWK text)
+    under our kid is inactive; the algorithm comes from the key, never the header."""
+    from cryptography.hazmat.primitives import serialization
+
+    active = await services.keys.signing_key()
+    public_pem = (
+        (
+            serialization.load_pem_private_key(active.private, password=None)
+            if isinstance(active.private, bytes)
+            else active.private
+        )
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    claims = await good_claims(services)
+    for secret in (public_pem, json.dumps(active.key.public_jwk).encode()):
+        header = base64.urlsafe_b64encode(
+            json.dumps({"alg": "HS256", "kid": active.key.kid, "typ": "at+jwt"}).encode()
+        ).rstrip(b"=")
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+        signature = base64.urlsafe_b64encode(
+            hmac.new(secret, header + b"." + payload, hashlib.sha256).digest()
+        ).rstrip(b"=")
+        token = b".".join((header, payload, signature)).decode()
+        assert not (await verify(channel, token)).active
+
+
+async def test_expired_users_tokens_are_inactive(channel, services) -> None:
+    """Once a user's account has expired, its tokens no longer verify; lifting the expiry
+    brings them back."""
+    user = await new_user(services, "pw")
+    token = (await authorize(channel, user.username, "pw")).access_token
+    assert (await verify(channel, token)).active
+    await services.users.set_expiry(user.username, datetime.now(UTC) - timedelta(seconds=1))
+    assert not (await verify(channel, token)).active
+    await services.users.set_expiry(user.username, None)
+    assert (await verify(channel, token)).active
