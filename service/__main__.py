@@ -91,7 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
+    create.add_argument(
+        "--group", action="append", default=[], metavar="G", help="a group (repeatable)"
+    )
     user.add_parser("list", help="list users")
+    groups = user.add_parser(
+        "groups",
+        help="show a user's groups, or change them (older tokens stop verifying)",
+    )
+    groups.add_argument("name")
+    groups.add_argument("--add", action="append", default=[], metavar="G", help="add a group")
+    groups.add_argument("--remove", action="append", default=[], metavar="G", help="remove a group")
     for action, text in (
         ("delete", "delete a user"),
         ("lock", "lock a user out"),
@@ -145,20 +155,35 @@ def user_command(args: argparse.Namespace) -> Action:
         password = read_password(args.password_stdin)
 
         async def create(services: app.Services) -> None:
-            user = await services.users.create(args.name, password)
+            user = await services.users.create(args.name, password, args.group)
             print(f"created user {user.username} ({user.id})")
 
         return create
     if args.action == "list":
 
         async def list_users(services: app.Services) -> None:
-            print(f"{'USERNAME':<32} {'ID':<36} {'CREATED':<20} {'LOCKED':<6} EXPIRES")
+            print(
+                f"{'USERNAME':<32} {'ID':<36} {'CREATED':<20} {'LOCKED':<6} {'EXPIRES':<25} GROUPS"
+            )
             for u in await services.users.list():
                 expires = u.expires_at.isoformat(timespec="seconds") if u.expires_at else "never"
                 created = u.created_at.isoformat(timespec="seconds")[:19]
-                print(f"{u.username:<32} {u.id!s:<36} {created:<20} {u.locked!s:<6} {expires}")
+                print(
+                    f"{u.username:<32} {u.id!s:<36} {created:<20} {u.locked!s:<6} {expires:<25} "
+                    f"{','.join(u.groups) or '-'}"
+                )
 
         return list_users
+    if args.action == "groups":
+
+        async def groups(services: app.Services) -> None:
+            if args.add or args.remove:
+                names = await services.users.change_groups(args.name, args.add, args.remove)
+            else:
+                names = (await services.users.get(args.name)).groups
+            print("\n".join(names) if names else f"{args.name}: no groups")
+
+        return groups
     if args.action == "expire":
         expires_at = parse_expiry(args.at)
 

@@ -132,7 +132,13 @@ async def open_services(
             blocklist=settings.password_blocklist,
             blocklist_file=settings.password_blocklist_file,
         )
-        issuer = TokenIssuer(keys, settings.token_issuer, settings.token_audience, clock)
+        issuer = TokenIssuer(
+            keys,
+            settings.token_issuer,
+            settings.token_audience,
+            clock,
+            api_groups=frozenset(settings.api_groups) if settings.api_groups else None,
+        )
         async with listening:
             yield Services(
                 db=db,

@@ -89,6 +89,9 @@ class Settings:
     # Peers (IP networks) whose X-Forwarded-For / Forwarded header (REST) or `x-forwarded-for`
     # metadata (gRPC) names the real client; nobody else's is believed. Empty by default.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Groups whose members' tokens get the `api` scope (Densify's API-enabled users); empty:
+    # every user's token does.
+    api_groups: tuple[str, ...] = ()
     # Brute-force defence (see service/domain/throttle.py): the first `allowance` consecutive
     # failures of a name from a source (`source_failure_allowance` of a source across names)
     # cost nothing; after the n-th, the next attempt waits min(base * 2^(n-allowance-1), max)
@@ -240,6 +243,20 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _groups(raw: str) -> tuple[str, ...]:
+    """Comma-separated group names (as `authsvc user groups` takes them)."""
+    from service.domain.groups import check_group  # the domain owns the rule
+    from service.errors import AuthError
+
+    names = tuple(sorted({item.strip() for item in raw.split(",") if item.strip()}))
+    for name in names:
+        try:
+            check_group(name)
+        except AuthError as exc:
+            raise ValueError(exc.message) from None
+    return names
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -303,6 +320,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             get("GATEWAY_CLIENT_KEY_FILE", _readable_file, None),
         ),
         trusted_proxies=get("TRUSTED_PROXIES", _networks, defaults.trusted_proxies),
+        api_groups=get("API_GROUPS", _groups, defaults.api_groups),
         failed_login_allowance=get(
             "FAILED_LOGIN_ALLOWANCE", _int(0, 1000), defaults.failed_login_allowance
         ),

@@ -15,8 +15,11 @@ class User:
     created_at: datetime
     locked: bool = False
     expires_at: datetime | None = None
-    # Bumped whenever the password list shrinks or is replaced; tokens carry it (revocation).
+    # Bumped whenever the password list shrinks or is replaced, or the groups change; tokens
+    # carry it (revocation).
     credential_version: int = 1
+    # Sorted and distinct.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class VerifiedToken:
     issued_at: int
     expires_at: int
     jti: str
+    groups: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

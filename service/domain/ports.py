@@ -90,10 +90,15 @@ class PasswordListStore(Protocol):
 
 class UserStore(Protocol):
     async def create(
-        self, username: str, username_key: str, password_salt: bytes, password_hash: str
+        self,
+        username: str,
+        username_key: str,
+        password_salt: bytes,
+        password_hash: str,
+        groups: Sequence[str] = (),
     ) -> User | None:
-        """Create a user with one password (hashed with `password_salt`, the user's); None if
-        the name is taken."""
+        """Create a user with one password (hashed with `password_salt`, the user's) and
+        `groups` (sorted, distinct); None if the name is taken."""
 
     async def list(self) -> list[User]: ...
 
@@ -106,6 +111,13 @@ class UserStore(Protocol):
     async def set_locked(self, username_key: str, locked: bool) -> bool: ...
 
     async def set_expiry(self, username_key: str, expires_at: datetime | None) -> bool: ...
+
+    async def change_groups(
+        self, username_key: str, add: Sequence[str], remove: Sequence[str], limit: int
+    ) -> tuple[tuple[str, ...], bool] | None:
+        """Atomically add and remove groups; bump the credential version if the set changed.
+        None for an unknown user; else the resulting set and whether it is within `limit`
+        (if not, nothing was written)."""
 
 
 class KeyStore(Protocol):

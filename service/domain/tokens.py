@@ -1,8 +1,10 @@
 """JWT issuance (RFC 7519), signed with the key ring's current key.
 
-Claims: `iss` (configured issuer), `sub` (the user's stable id, which survives a rename),
-`username`, `iat`, `exp`, `jti` (128 random bits, so each token can be told apart and revoked),
-and `cv`, the user's credential version, which a password change bumps to revoke older tokens.
+Claims: `iss` (configured issuer), `aud`, `sub` (the user's stable id, which survives a
+rename), `username`, `iat`, `exp`, `jti` (128 random bits, so each token can be told apart and
+revoked), `cv`, the user's credential version, which a password or group change bumps to revoke
+older tokens; `groups` (sorted, only when the user has some) and `scope` (`api` for every user,
+or with AUTHSVC_API_GROUPS only for members of those groups; absent when none), RFC 9068's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jwt
 from jwt.utils import base64url_decode, base64url_encode
 
 from service.config import TTL_DEFAULT, TTL_MAX, TTL_MIN
+from service.domain.groups import scopes
 from service.domain.models import IssuedToken, User, VerifiedToken
 from service.domain.ports import UserStore
 from service.domain.signing_keys import KeyRing
@@ -40,12 +43,19 @@ TOKEN_TYPE = "at+jwt"
 
 class TokenIssuer:
     def __init__(
-        self, keys: KeyRing, issuer: str, audience: str, clock: Callable[[], datetime]
+        self,
+        keys: KeyRing,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], datetime],
+        api_groups: frozenset[str] | None = None,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._clock = clock
+        # Members of these groups get the `api` scope; None: everyone does.
+        self._api_groups = api_groups
 
     async def issue(self, user: User, ttl: int) -> IssuedToken:
         active = await self._keys.signing_key()
@@ -62,6 +72,11 @@ class TokenIssuer:
             "jti": jti,
             "cv": user.credential_version,
         }
+        if user.groups:
+            claims["groups"] = list(user.groups)
+        granted = scopes(user.groups, self._api_groups)
+        if granted:
+            claims["scope"] = " ".join(granted)
         token = jwt.encode(
             claims,
             active.private,
@@ -103,10 +118,14 @@ class TokenVerifier:
         self._leeway = leeway
         self._clock = clock
 
-    async def verify(self, token: str) -> VerifiedToken | None:
-        """The token's claims if it is active now, else None (never an error)."""
+    async def verify(self, token: str, required_scope: str = "") -> VerifiedToken | None:
+        """The token's claims if it is active now (and, with `required_scope`, grants that
+        scope), else None (never an error)."""
         claims = await self._signed_claims(token)
         if claims is None:
+            return None
+        granted = tuple(claims.get("scope", "").split())
+        if required_scope and required_scope not in granted:
             return None
         try:
             user_id = UUID(claims["sub"])
@@ -127,6 +146,8 @@ class TokenVerifier:
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             jti=str(claims["jti"]),
+            groups=tuple(claims.get("groups", ())),
+            scopes=granted,
         )
 
     async def _signed_claims(self, token: str) -> dict[str, Any] | None:
@@ -167,8 +188,13 @@ class TokenVerifier:
         if not all(isinstance(claims[name], str) for name in self.STRING_CLAIMS):
             return False
         times = [claims[name] for name in self.TIME_CLAIMS if name in claims]
-        return all(_is_whole(value, MAX_TIMESTAMP) for value in times) and _is_whole(
-            claims["cv"], MAX_CREDENTIAL_VERSION
+        groups = claims.get("groups", [])
+        return (
+            all(_is_whole(value, MAX_TIMESTAMP) for value in times)
+            and _is_whole(claims["cv"], MAX_CREDENTIAL_VERSION)
+            and isinstance(claims.get("scope", ""), str)
+            and isinstance(groups, list)
+            and all(isinstance(group, str) for group in groups)
         )
 
 

@@ -1,12 +1,14 @@
 """Administration of accounts (the `authsvc user ...` commands): create, list, delete, lock,
-unlock, expire. Password rules apply to an administrator's first password as to anyone's.
+unlock, expire, groups. Password rules apply to an administrator's first password as to anyone's.
 Unlocking also lifts a lockout after failed logins and forgets those failures: the administrator
 vouches for the owner."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
+from service.domain.groups import MAX_GROUPS, group_set, too_many_groups
 from service.domain.models import User
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher, new_salt
@@ -33,12 +35,15 @@ class UserAdmin:
         self._policy = policy or PasswordPolicy()
         self._throttle = throttle
 
-    async def create(self, username: str, password: str) -> User:
+    async def create(self, username: str, password: str, groups: Iterable[str] = ()) -> User:
         check_username(username)
+        members = group_set(groups)
         self._policy.check_new(password, username)
         salt = new_salt()
         password_hash = await self._hasher.hash(password, salt)
-        user = await self._store.create(username, username_key(username), salt, password_hash)
+        user = await self._store.create(
+            username, username_key(username), salt, password_hash, members
+        )
         if user is None:
             raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}")
         return user
@@ -61,6 +66,22 @@ class UserAdmin:
             raise _not_found(username)
         if not locked and self._throttle is not None:
             await self._throttle.clear(username_key(username))
+
+    async def change_groups(
+        self, username: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> tuple[str, ...]:
+        """Add and remove groups (atomically; the rest stay); the user's older tokens stop
+        verifying when the set changes (they carry the old groups). Returns the new set."""
+        added = group_set(add)
+        changed = await self._store.change_groups(
+            username_key(username), added, sorted(set(remove)), MAX_GROUPS
+        )
+        if changed is None:
+            raise _not_found(username)
+        groups, allowed = changed
+        if not allowed:
+            raise too_many_groups()
+        return groups
 
     async def set_expiry(self, username: str, expires_at: datetime | None) -> None:
         if not await self._store.set_expiry(username_key(username), expires_at):

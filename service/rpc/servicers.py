@@ -139,6 +139,8 @@ def verified_to_pb(verified: VerifiedToken | None) -> token_service_pb2.VerifyTo
         iat=verified.issued_at,
         jti=verified.jti,
         iss=verified.issuer,
+        groups=verified.groups,
+        scope=" ".join(verified.scopes),
     )
 
 
@@ -164,7 +166,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     ) -> token_service_pb2.VerifyTokenResponse:
         if not request.token:
             raise invalid_argument("token is required")  # RFC 7662: invalid_request
-        return verified_to_pb(await self._verifier.verify(request.token))
+        return verified_to_pb(await self._verifier.verify(request.token, request.required_scope))
 
     @rpc_method
     async def GetJwks(

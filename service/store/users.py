@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -10,9 +11,9 @@ import asyncpg
 from service.domain.models import User
 from service.store.db import Database, UniqueViolation
 
-USER_COLUMNS = "id, username, created_at, locked, expires_at, credential_version"
+USER_COLUMNS = "id, username, created_at, locked, expires_at, credential_version, groups"
 INSERT_USER = f"""
-INSERT INTO users (username, username_key, password_salt) VALUES ($1, $2, $3)
+INSERT INTO users (username, username_key, password_salt, groups) VALUES ($1, $2, $3, $4)
 RETURNING {USER_COLUMNS}
 """
 INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
@@ -22,6 +23,28 @@ SELECT_USER_BY_ID = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 DELETE_USER = "DELETE FROM users WHERE username_key = $1"
 UPDATE_LOCKED = "UPDATE users SET locked = $2 WHERE username_key = $1"
 UPDATE_EXPIRY = "UPDATE users SET expires_at = $2 WHERE username_key = $1"
+# $2 groups to add, $3 to remove, $4 at most this many after the change. One statement: the new
+# set is computed from the row as it is (concurrent changes compose), and the credential
+# version is bumped (revoking tokens that carry the old groups) only when the set changed.
+# Returns no row for an unknown user; `allowed` false (nothing written) past the limit.
+UPDATE_GROUPS = """
+WITH current AS (
+    SELECT id, groups FROM users WHERE username_key = $1 FOR UPDATE
+), next AS (
+    SELECT c.id, c.groups AS before, coalesce(
+        (SELECT array_agg(DISTINCT g ORDER BY g)
+         FROM unnest(c.groups || $2::text[]) AS g WHERE g <> ALL($3::text[])),
+        '{}'
+    ) AS after
+    FROM current c
+), changed AS (
+    UPDATE users u SET groups = n.after, credential_version = u.credential_version + 1
+    FROM next n
+    WHERE u.id = n.id AND n.after IS DISTINCT FROM n.before AND cardinality(n.after) <= $4
+    RETURNING u.id
+)
+SELECT n.after AS groups, cardinality(n.after) <= $4 AS allowed FROM next n
+"""
 
 
 def user_from_row(row: asyncpg.Record) -> User:
@@ -32,6 +55,7 @@ def user_from_row(row: asyncpg.Record) -> User:
         locked=row["locked"],
         expires_at=row["expires_at"],
         credential_version=row["credential_version"],
+        groups=tuple(row["groups"]),
     )
 
 
@@ -44,11 +68,18 @@ class PgUserStore:
         self._db = db
 
     async def create(
-        self, username: str, username_key: str, password_salt: bytes, password_hash: str
+        self,
+        username: str,
+        username_key: str,
+        password_salt: bytes,
+        password_hash: str,
+        groups: Sequence[str] = (),
     ) -> User | None:
         async with self._db.transaction() as conn:
             try:
-                row = await conn.fetchrow(INSERT_USER, username, username_key, password_salt)
+                row = await conn.fetchrow(
+                    INSERT_USER, username, username_key, password_salt, list(groups)
+                )
             except UniqueViolation:
                 return None
             assert row is not None
@@ -72,6 +103,14 @@ class PgUserStore:
 
     async def set_locked(self, username_key: str, locked: bool) -> bool:
         return _changed_one(await self._db.execute(UPDATE_LOCKED, username_key, locked))
+
+    async def change_groups(
+        self, username_key: str, add: Sequence[str], remove: Sequence[str], limit: int
+    ) -> tuple[tuple[str, ...], bool] | None:
+        row = await self._db.fetchrow(UPDATE_GROUPS, username_key, list(add), list(remove), limit)
+        if row is None:
+            return None
+        return tuple(row["groups"]), row["allowed"]
 
     async def set_expiry(self, username_key: str, expires_at: datetime | None) -> bool:
         return _changed_one(await self._db.execute(UPDATE_EXPIRY, username_key, expires_at))

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61uthsvc/v1/token_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\")\n\x12VerifyTokenRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xcb\x01\n\x13VerifyTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x10\n\x03sub\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x03\x65xp\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x10\n\x03iat\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x03jti\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x10\n\x03iss\x18\x07 \x01(\tH\x05\x88\x01\x01\x42\x06\n\x04_subB\x0b\n\t_usernameB\x06\n\x04_expB\x06\n\x04_iatB\x06\n\x04_jtiB\x06\n\x04_iss\"\x10\n\x0eGetJwksRequest\"0\n\x0fGetJwksResponse\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.authsvc.v1.Jwk\"\xab\x01\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01y\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01n\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x0e\n\x01\x65\x18\t \x01(\tH\x04\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_yB\x04\n\x02_nB\x04\n\x02_e2\xe0\x01\n\x0cTokenService\x12l\n\x0bVerifyToken\x12\x1e.authsvc.v1.VerifyTokenRequest\x1a\x1f.authsvc.v1.VerifyTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/tokens:verify:\x01*\x12\x62\n\x07GetJwks\x12\x1a.authsvc.v1.GetJwksRequest\x1a\x1b.authsvc.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61uthsvc/v1/token_service.proto\x12\nauthsvc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"Q\n\x12VerifyTokenRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x0erequired_scope\x18\x02 \x01(\tR\x0erequired_scope\"\xf9\x01\n\x13VerifyTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x10\n\x03sub\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x03\x65xp\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x10\n\x03iat\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x03jti\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x10\n\x03iss\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x12\n\x05scope\x18\t \x01(\tH\x06\x88\x01\x01\x42\x06\n\x04_subB\x0b\n\t_usernameB\x06\n\x04_expB\x06\n\x04_iatB\x06\n\x04_jtiB\x06\n\x04_issB\x08\n\x06_scope\"\x10\n\x0eGetJwksRequest\"0\n\x0fGetJwksResponse\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.authsvc.v1.Jwk\"\xab\x01\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01y\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01n\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x0e\n\x01\x65\x18\t \x01(\tH\x04\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_yB\x04\n\x02_nB\x04\n\x02_e2\xe0\x01\n\x0cTokenService\x12l\n\x0bVerifyToken\x12\x1e.authsvc.v1.VerifyTokenRequest\x1a\x1f.authsvc.v1.VerifyTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/tokens:verify:\x01*\x12\x62\n\x07GetJwks\x12\x1a.authsvc.v1.GetJwksRequest\x1a\x1b.authsvc.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENSERVICE'].methods_by_name['GetJwks']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\202\323\344\223\002\030\022\026/.well-known/jwks.json'
   _globals['_VERIFYTOKENREQUEST']._serialized_start=109
-  _globals['_VERIFYTOKENREQUEST']._serialized_end=150
-  _globals['_VERIFYTOKENRESPONSE']._serialized_start=153
-  _globals['_VERIFYTOKENRESPONSE']._serialized_end=356
-  _globals['_GETJWKSREQUEST']._serialized_start=358
-  _globals['_GETJWKSREQUEST']._serialized_end=374
-  _globals['_GETJWKSRESPONSE']._serialized_start=376
-  _globals['_GETJWKSRESPONSE']._serialized_end=424
-  _globals['_JWK']._serialized_start=427
-  _globals['_JWK']._serialized_end=598
-  _globals['_TOKENSERVICE']._serialized_start=601
-  _globals['_TOKENSERVICE']._serialized_end=825
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=190
+  _globals['_VERIFYTOKENRESPONSE']._serialized_start=193
+  _globals['_VERIFYTOKENRESPONSE']._serialized_end=442
+  _globals['_GETJWKSREQUEST']._serialized_start=444
+  _globals['_GETJWKSREQUEST']._serialized_end=460
+  _globals['_GETJWKSRESPONSE']._serialized_start=462
+  _globals['_GETJWKSRESPONSE']._serialized_end=510
+  _globals['_JWK']._serialized_start=513
+  _globals['_JWK']._serialized_end=684
+  _globals['_TOKENSERVICE']._serialized_start=687
+  _globals['_TOKENSERVICE']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

@@ -9,13 +9,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VerifyTokenRequest(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "required_scope")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_SCOPE_FIELD_NUMBER: _ClassVar[int]
     token: str
-    def __init__(self, token: _Optional[str] = ...) -> None: ...
+    required_scope: str
+    def __init__(self, token: _Optional[str] = ..., required_scope: _Optional[str] = ...) -> None: ...
 
 class VerifyTokenResponse(_message.Message):
-    __slots__ = ("active", "sub", "username", "exp", "iat", "jti", "iss")
+    __slots__ = ("active", "sub", "username", "exp", "iat", "jti", "iss", "groups", "scope")
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     SUB_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +25,8 @@ class VerifyTokenResponse(_message.Message):
     IAT_FIELD_NUMBER: _ClassVar[int]
     JTI_FIELD_NUMBER: _ClassVar[int]
     ISS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     active: bool
     sub: str
     username: str
@@ -30,7 +34,9 @@ class VerifyTokenResponse(_message.Message):
     iat: int
     jti: str
     iss: str
-    def __init__(self, active: _Optional[bool] = ..., sub: _Optional[str] = ..., username: _Optional[str] = ..., exp: _Optional[int] = ..., iat: _Optional[int] = ..., jti: _Optional[str] = ..., iss: _Optional[str] = ...) -> None: ...
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    scope: str
+    def __init__(self, active: _Optional[bool] = ..., sub: _Optional[str] = ..., username: _Optional[str] = ..., exp: _Optional[int] = ..., iat: _Optional[int] = ..., jti: _Optional[str] = ..., iss: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., scope: _Optional[str] = ...) -> None: ...
 
 class GetJwksRequest(_message.Message):
     __slots__ = ()
