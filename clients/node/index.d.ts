@@ -100,6 +100,10 @@ export interface Introspection {
   iat?: number;
   jti?: string;
   iss?: string;
+  /** The user's groups, sorted (empty when it has none, and when inactive). */
+  groups: string[];
+  /** Space-separated scopes the token grants ("api"), when active. */
+  scope?: string;
 }
 
 export interface Jwk {
