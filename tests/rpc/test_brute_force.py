@@ -527,7 +527,7 @@ async def test_right_passwords_with_short_deadlines_count_nothing(
     db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """30 parallel right-password logins whose deadlines (three hashes long) cut many off,
-    queued or mid-hash, leave no failure counted."""
+    queued, refused as too late to start, or mid-hash, leave no failure counted."""
     async with serving(
         db,
         settings,
@@ -547,9 +547,12 @@ async def test_right_passwords_with_short_deadlines_count_nothing(
             )
         )
         seen = [reason(r) for r in results]
-        assert "DEADLINE_EXCEEDED" in seen, "no call was cut off: the test proves nothing"
-        assert hashes.started > seen.count("OK"), "no call was cut off once it reached the hash"
-        # UNAVAILABLE: a server-side deadline check may answer just before the client's.
+        assert set(seen) - {"OK"}, "no call was cut off: the test proves nothing"
+        assert hashes.started >= seen.count("OK")
+        # UNAVAILABLE: a job that could not end within its deadline is not started (TooLate),
+        # or a server-side deadline check answered just before the client's. A call cut off
+        # mid-hash, the other way a deadline bites, is forced deterministically in
+        # test_right_password_cut_off_mid_hash_is_recorded_as_a_success.
         assert set(seen) <= {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE"}, seen
         await drained(services)
     assert await db.fetch(NAME_ROWS, username_key(user.username)) == []
