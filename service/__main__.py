@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from service import app
-from service.config import ConfigError, Settings, is_loopback, load_settings
+from service.addresses import is_loopback
+from service.config import ConfigError, Settings, load_settings
 from service.domain.signing_keys import KeyUnreadableError
 from service.errors import AuthError
 from service.store.embedded import EmbeddedPostgresError

@@ -21,6 +21,8 @@ from service.errors import AuthError, Reason, invalid_credentials
 
 # A bound for storage, not for timing: a login costs one hash however long the list is.
 MAX_PASSWORDS_DEFAULT = 32
+# How many retired passwords a new one may not repeat (0: no history).
+HISTORY_DEFAULT = 0
 
 
 class PasswordManager:
@@ -30,7 +32,7 @@ class PasswordManager:
         hasher: PasswordHasher,
         policy: PasswordPolicy | None = None,
         max_passwords: int = MAX_PASSWORDS_DEFAULT,
-        history: int = 0,
+        history: int = HISTORY_DEFAULT,
     ) -> None:
         self._store = store
         self._hasher = hasher

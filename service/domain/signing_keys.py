@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import Algorithm, OKPAlgorithm
 
-from service.config import TTL_MAX
 from service.domain.models import SigningKey
 from service.domain.ports import KeyStore
+from service.domain.token_lifetime import TTL_MAX
 
 SigningPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 VerifyingPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -53,6 +53,8 @@ MISS_REFRESH_SECONDS = 5.0
 # PyJWT's global object: `jwt.encode`/`jwt.decode` accept a name only when it is registered there,
 # and only where a caller lists it in `algorithms=`). Our keys under either name are Ed25519 keys.
 ED25519 = "Ed25519"
+# What tokens can be signed with (one at a time, chosen by the operator; never by a token).
+JWT_ALGORITHMS = ("ES256", "RS256", ED25519, "EdDSA")
 try:
     jwt.get_algorithm_by_name(ED25519)
 except NotImplementedError:  # every PyJWT so far
@@ -133,9 +135,12 @@ def load_private_key(key: SigningKey, passphrase: str | None) -> SigningPrivateK
 
 @dataclass(frozen=True)
 class KeyPolicy:
-    algorithm: str
-    rotation: timedelta
-    publish_ahead: timedelta
+    """Sign with `algorithm`; a new key every `rotation`, published `publish_ahead` (the JWKS
+    cache lifetime) before it signs; private keys encrypted with `passphrase` when given."""
+
+    algorithm: str = "ES256"
+    rotation: timedelta = timedelta(days=30)
+    publish_ahead: timedelta = timedelta(hours=1)
     passphrase: str | None = None
 
     @property

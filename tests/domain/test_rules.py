@@ -9,7 +9,7 @@ import pytest
 from service.config import ConfigError, load_settings
 from service.domain.passwords import check_password
 from service.domain.signing_keys import generate_signing_key, thumbprint
-from service.domain.tokens import check_ttl
+from service.domain.token_lifetime import check_ttl
 from service.domain.usernames import check_username, username_key
 from service.errors import AuthError, Reason
 
