@@ -84,8 +84,9 @@ class PasswordListStore(Protocol):
     async def history(self, user_id: UUID, limit: int) -> list[StoredPassword]:
         """The newest `limit` retired passwords."""
 
-    def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList]:
-        """Open a transaction with the user's row locked (FOR UPDATE) until it ends."""
+    def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList | None]:
+        """Open a transaction with the user's row locked (FOR UPDATE) until it ends; None when
+        there is no such user."""
 
 
 class UserStore(Protocol):
