@@ -18,8 +18,8 @@ from service import app
 from service.addresses import is_loopback
 from service.config import ConfigError, Settings, load_settings
 from service.domain.signing_keys import KeyUnreadableError
+from service.embedded_postgres import EmbeddedPostgresError
 from service.errors import AuthError
-from service.store.embedded import EmbeddedPostgresError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -24,6 +24,7 @@ from service.domain.signing_keys import KeyPolicy, KeyRing
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.tokens import TokenIssuer, TokenVerifier
 from service.domain.users import UserAdmin
+from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.gateway.server import run_gateway, serving_gateway
@@ -31,7 +32,6 @@ from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
-from service.store.embedded import EmbeddedPostgres
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.passwords import PgPasswordListStore
