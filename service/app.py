@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from service.addresses import with_port
 from service.config import Settings
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
@@ -24,20 +24,21 @@ from service.domain.signing_keys import KeyPolicy, KeyRing
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.tokens import TokenIssuer, TokenVerifier
 from service.domain.users import UserAdmin
+from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
-from service.gateway.server import run_gateway, serving_gateway, tls_context
+from service.gateway.server import run_gateway, serving_gateway
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.store.db import Database, create_pool
-from service.store.embedded import EmbeddedPostgres
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.passwords import PgPasswordListStore
 from service.store.schema import migrate
 from service.store.signing_keys import PgKeyStore, key_changes
 from service.store.users import PgUserStore
+from service.tls import grpc_channel_credentials, settings_https_context
 
 log = logging.getLogger("authsvc")
 
@@ -259,12 +260,11 @@ async def serve(settings: Settings) -> None:
             ),
         ]
         try:
-            host = settings.grpc_addr.rpartition(":")[0]
-            log.info("gRPC serving on %s:%d", host, port)
+            log.info("gRPC serving on %s", with_port(settings.grpc_addr, port))
             async with serving_gateway(
                 in_process_gateway(servicers),
                 settings.http_addr,
-                ssl_context=gateway_tls(settings),
+                ssl_context=settings_https_context(settings.tls),
                 shutdown_timeout=settings.shutdown_grace,
                 trusted_proxies=settings.trusted_proxies,
             ):
@@ -281,26 +281,6 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def gateway_tls(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls is None:
-        return None
-    return tls_context(settings.tls.cert_file, settings.tls.key_file, settings.tls.client_ca_file)
-
-
-def upstream_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
-    """TLS (and an mTLS client certificate) for a standalone gateway's calls to the server."""
-    upstream = settings.gateway_upstream
-    if upstream is None:
-        return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=upstream.ca_file.read_bytes(),
-        private_key=upstream.client_key_file.read_bytes() if upstream.client_key_file else None,
-        certificate_chain=(
-            upstream.client_cert_file.read_bytes() if upstream.client_cert_file else None
-        ),
-    )
-
-
 async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
     """`authsvc gateway`: only the HTTP shim, in front of a gRPC server elsewhere."""
     stop = asyncio.Event()
@@ -308,10 +288,13 @@ async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await run_gateway(
-        ChannelDispatcher(grpc_target, upstream_credentials(settings)),
+        ChannelDispatcher(
+            grpc_target,
+            grpc_channel_credentials(upstream) if (upstream := settings.gateway_upstream) else None,
+        ),
         settings.http_addr,
         stop,
-        ssl_context=gateway_tls(settings),
+        ssl_context=settings_https_context(settings.tls),
         shutdown_timeout=settings.shutdown_grace,
         trusted_proxies=settings.trusted_proxies,
     )

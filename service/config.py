@@ -1,7 +1,8 @@
 """Settings: the only module that reads the environment.
 
 Every knob is an `AUTHSVC_*` variable with a safe default. A bad value raises `ConfigError` whose
-message is one line naming the variable, which the CLI prints before exiting with status 2.
+message is one line naming the variable, which the CLI prints before exiting with status 2. The
+rules' defaults and bounds are the domain's: they are imported from it, never restated here.
 """
 
 from __future__ import annotations
@@ -9,32 +10,25 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from service.domain.common_passwords import BLOCKLIST_DEFAULT
+from service.addresses import is_loopback, split_address
+from service.domain.password_lists import HISTORY_DEFAULT, MAX_PASSWORDS_DEFAULT
+from service.domain.password_policy import PasswordPolicy
+from service.domain.passwords import Argon2Parameters
+from service.domain.signing_keys import JWT_ALGORITHMS, KeyPolicy
+from service.domain.throttle import ThrottlePolicy
+from service.domain.token_lifetime import TTL_DEFAULT, TTL_MAX, TTL_MIN
+from service.domain.tokens import LEEWAY_DEFAULT
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-PASSWORD_MAX_BYTES = 4096
-USERNAME_MAX_CHARS = 256
-TTL_MIN, TTL_MAX, TTL_DEFAULT = 1, 86400, 300
-JWT_ALGORITHMS = ("ES256", "RS256", "Ed25519", "EdDSA")
-
 
 class ConfigError(ValueError):
     """A configuration variable has a value that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Argon2Parameters:
-    """argon2id cost: `time_cost` passes over `memory_kib` KiB with `parallelism` lanes."""
-
-    time_cost: int = 3
-    memory_kib: int = 65536
-    parallelism: int = 4
 
 
 @dataclass(frozen=True)
@@ -67,8 +61,8 @@ class Settings:
     token_issuer: str = "authsvc"
     token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
-    jwt_algorithm: str = "ES256"
-    argon2: Argon2Parameters = Argon2Parameters()
+    jwt_algorithm: str = KeyPolicy.algorithm
+    argon2: Argon2Parameters = field(default_factory=Argon2Parameters)
     hash_workers: int = os.cpu_count() or 1
     hash_queue_limit: int = 256
     db_pool_min: int = 1
@@ -79,9 +73,9 @@ class Settings:
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
     # `jwks_max_age` seconds before it signs (the JWKS cache lifetime), so cached key sets
     # always hold it; `token_leeway` seconds of clock skew are tolerated when verifying.
-    key_rotation_days: int = 30
-    jwks_max_age: int = 3600
-    token_leeway: int = 10
+    key_rotation_days: int = KeyPolicy.rotation.days
+    jwks_max_age: int = int(KeyPolicy.publish_ahead.total_seconds())
+    token_leeway: int = LEEWAY_DEFAULT
     key_encryption_key: str | None = field(default=None, repr=False)
     tls: TlsFiles | None = None
     allow_plaintext: bool = False
@@ -97,26 +91,26 @@ class Settings:
     # cost nothing; after the n-th, the next attempt waits min(base * 2^(n-allowance-1), max)
     # seconds; base 0 turns the delays off. Every `lockout_threshold`-th consecutive failure
     # (0: never) locks the name's count for `lockout_duration`.
-    failed_login_allowance: int = 3
-    source_failure_allowance: int = 10
-    failed_login_delay_base: float = 1.0
-    failed_login_delay_max: float = 60.0
-    lockout_threshold: int = 0
-    lockout_duration: float = 1800.0
+    failed_login_allowance: int = ThrottlePolicy.allowance
+    source_failure_allowance: int = ThrottlePolicy.source_allowance
+    failed_login_delay_base: float = ThrottlePolicy.delay_base
+    failed_login_delay_max: float = ThrottlePolicy.delay_max
+    lockout_threshold: int = ThrottlePolicy.lockout_threshold
+    lockout_duration: float = ThrottlePolicy.lockout_duration
     # New passwords: Redis Enterprise's complexity rules when on; `password_max_age` seconds
     # (0: never) after which a password gets no token but can still change the password list.
-    password_complexity: bool = False
-    password_min_length: int = 8
+    password_complexity: bool = PasswordPolicy.complexity
+    password_min_length: int = PasswordPolicy.min_length
     password_max_age: int = 0
     # The list of common and breached passwords new passwords are checked against (the domain's
     # default: on), and an operator's own extra list (UTF-8, one password per line).
-    password_blocklist: bool = BLOCKLIST_DEFAULT
+    password_blocklist: bool = PasswordPolicy.blocklist
     password_blocklist_file: Path | None = None
     # How many passwords one user may hold at once: a bound for storage (a login costs one hash
     # however long the list is). `password_history`: how many retired passwords a new one may
     # not repeat (0: off).
-    max_passwords: int = 32
-    password_history: int = 0
+    max_passwords: int = MAX_PASSWORDS_DEFAULT
+    password_history: int = HISTORY_DEFAULT
 
 
 N = TypeVar("N", int, float)
@@ -154,8 +148,8 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 
 def _address(raw: str) -> str:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    host, _ = split_address(raw)
+    if not host:
         raise ValueError(f"must be HOST:PORT, got {raw!r}")
     return raw
 
@@ -219,17 +213,6 @@ def _upstream_tls(ca: Path | None, cert: Path | None, key: Path | None) -> Upstr
     return UpstreamTls(ca_file=ca, client_cert_file=cert, client_key_file=key)
 
 
-def is_loopback(address: str) -> bool:
-    """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     """Comma-separated IP addresses or CIDR networks ("10.0.0.0/8, 192.0.2.7, ::1")."""
     networks = []
@@ -263,13 +246,14 @@ def _text(raw: str) -> str:
     return raw
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from `env` (default: the process environment)."""
-    env = os.environ if env is None else env
-    defaults = Settings()
+class _Environment:
+    """The `AUTHSVC_*` variables of one environment, each parsed or reported in one line."""
 
-    def get(name: str, parse: Callable[[str], T], default: T) -> T:
-        raw = env.get(f"AUTHSVC_{name}")
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(f"AUTHSVC_{name}")
         if raw is None or raw == "":
             return default
         try:
@@ -277,37 +261,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"AUTHSVC_{name}: {exc}") from None
 
-    argon2 = Argon2Parameters(
-        time_cost=get("ARGON2_TIME_COST", _int(1, 100), defaults.argon2.time_cost),
-        memory_kib=get("ARGON2_MEMORY_KIB", _int(8, 4 * 1024 * 1024), defaults.argon2.memory_kib),
-        parallelism=get("ARGON2_PARALLELISM", _int(1, 64), defaults.argon2.parallelism),
-    )
-    if argon2.memory_kib < 8 * argon2.parallelism:
-        raise ConfigError(
-            "AUTHSVC_ARGON2_MEMORY_KIB: must be at least 8 * AUTHSVC_ARGON2_PARALLELISM"
-        )
+
+def _storage(get: _Environment, s: Settings) -> Settings:
+    """Where the data lives, and how the pool reaches it."""
     pg_bin = get("PG_BIN_DIR", _text, "")
-    settings = Settings(
+    return replace(
+        s,
         database_url=get("DATABASE_URL", _text, "") or None,
-        data_dir=Path(get("DATA_DIR", _text, str(defaults.data_dir))),
+        data_dir=Path(get("DATA_DIR", _text, str(s.data_dir))),
         pg_bin_dir=Path(pg_bin) if pg_bin else None,
-        grpc_addr=get("GRPC_ADDR", _address, defaults.grpc_addr),
-        http_addr=get("HTTP_ADDR", _address, defaults.http_addr),
-        token_issuer=get("TOKEN_ISSUER", _text, defaults.token_issuer),
-        token_audience=get("TOKEN_AUDIENCE", _text, defaults.token_audience),
-        api_token_ttl=get("API_TOKEN_TTL", _int(TTL_MIN, TTL_MAX), defaults.api_token_ttl),
-        jwt_algorithm=get("JWT_ALGORITHM", _choice(*JWT_ALGORITHMS), defaults.jwt_algorithm),
-        argon2=argon2,
-        hash_workers=get("HASH_WORKERS", _int(1, 256), defaults.hash_workers),
-        hash_queue_limit=get("HASH_QUEUE_LIMIT", _int(1, 100_000), defaults.hash_queue_limit),
-        db_pool_min=get("DB_POOL_MIN", _int(0, 1000), defaults.db_pool_min),
-        db_pool_max=get("DB_POOL_MAX", _int(1, 1000), defaults.db_pool_max),
-        db_timeout=get("DB_TIMEOUT", _float(0.1, 600), defaults.db_timeout),
-        shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), defaults.shutdown_grace),
-        key_rotation_days=get("KEY_ROTATION_DAYS", _int(1, 3650), defaults.key_rotation_days),
-        jwks_max_age=get("JWKS_MAX_AGE", _int(0, 86400), defaults.jwks_max_age),
-        token_leeway=get("TOKEN_LEEWAY", _int(0, 300), defaults.token_leeway),
-        key_encryption_key=get("KEY_ENCRYPTION_KEY", _secret(16), None),
+        db_pool_min=get("DB_POOL_MIN", _int(0, 1000), s.db_pool_min),
+        db_pool_max=get("DB_POOL_MAX", _int(1, 1000), s.db_pool_max),
+        db_timeout=get("DB_TIMEOUT", _float(0.1, 600), s.db_timeout),
+    )
+
+
+def _listeners(get: _Environment, s: Settings) -> Settings:
+    """Where the service listens, over what TLS, whom it believes about client addresses, and
+    how a standalone gateway reaches the server."""
+    return replace(
+        s,
+        grpc_addr=get("GRPC_ADDR", _address, s.grpc_addr),
+        http_addr=get("HTTP_ADDR", _address, s.http_addr),
+        shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), s.shutdown_grace),
         tls=_tls_files(
             get("TLS_CERT_FILE", _readable_file, None),
             get("TLS_KEY_FILE", _readable_file, None),
@@ -319,35 +295,87 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             get("GATEWAY_CLIENT_CERT_FILE", _readable_file, None),
             get("GATEWAY_CLIENT_KEY_FILE", _readable_file, None),
         ),
-        trusted_proxies=get("TRUSTED_PROXIES", _networks, defaults.trusted_proxies),
-        api_groups=get("API_GROUPS", _groups, defaults.api_groups),
+        trusted_proxies=get("TRUSTED_PROXIES", _networks, s.trusted_proxies),
+    )
+
+
+def _tokens(get: _Environment, s: Settings) -> Settings:
+    """What tokens say and how long they live, and the keys that sign them."""
+    return replace(
+        s,
+        token_issuer=get("TOKEN_ISSUER", _text, s.token_issuer),
+        token_audience=get("TOKEN_AUDIENCE", _text, s.token_audience),
+        api_token_ttl=get("API_TOKEN_TTL", _int(TTL_MIN, TTL_MAX), s.api_token_ttl),
+        jwt_algorithm=get("JWT_ALGORITHM", _choice(*JWT_ALGORITHMS), s.jwt_algorithm),
+        key_rotation_days=get("KEY_ROTATION_DAYS", _int(1, 3650), s.key_rotation_days),
+        jwks_max_age=get("JWKS_MAX_AGE", _int(0, 86400), s.jwks_max_age),
+        token_leeway=get("TOKEN_LEEWAY", _int(0, 300), s.token_leeway),
+        key_encryption_key=get("KEY_ENCRYPTION_KEY", _secret(16), None),
+        api_groups=get("API_GROUPS", _groups, s.api_groups),
+    )
+
+
+def _hashing(get: _Environment, s: Settings) -> Settings:
+    """The argon2id cost, and how many hashes run and wait at once."""
+    argon2 = Argon2Parameters(
+        time_cost=get("ARGON2_TIME_COST", _int(1, 100), s.argon2.time_cost),
+        memory_kib=get("ARGON2_MEMORY_KIB", _int(8, 4 * 1024 * 1024), s.argon2.memory_kib),
+        parallelism=get("ARGON2_PARALLELISM", _int(1, 64), s.argon2.parallelism),
+    )
+    if argon2.memory_kib < 8 * argon2.parallelism:
+        raise ConfigError(
+            "AUTHSVC_ARGON2_MEMORY_KIB: must be at least 8 * AUTHSVC_ARGON2_PARALLELISM"
+        )
+    return replace(
+        s,
+        argon2=argon2,
+        hash_workers=get("HASH_WORKERS", _int(1, 256), s.hash_workers),
+        hash_queue_limit=get("HASH_QUEUE_LIMIT", _int(1, 100_000), s.hash_queue_limit),
+    )
+
+
+def _login_defence(get: _Environment, s: Settings) -> Settings:
+    """The brute-force defence: allowances, delays and the lock."""
+    return replace(
+        s,
         failed_login_allowance=get(
-            "FAILED_LOGIN_ALLOWANCE", _int(0, 1000), defaults.failed_login_allowance
+            "FAILED_LOGIN_ALLOWANCE", _int(0, 1000), s.failed_login_allowance
         ),
         source_failure_allowance=get(
-            "SOURCE_FAILURE_ALLOWANCE", _int(0, 100_000), defaults.source_failure_allowance
+            "SOURCE_FAILURE_ALLOWANCE", _int(0, 100_000), s.source_failure_allowance
         ),
         failed_login_delay_base=get(
-            "FAILED_LOGIN_DELAY_BASE", _float(0, 3600), defaults.failed_login_delay_base
+            "FAILED_LOGIN_DELAY_BASE", _float(0, 3600), s.failed_login_delay_base
         ),
         failed_login_delay_max=get(
-            "FAILED_LOGIN_DELAY_MAX", _float(0, 86400), defaults.failed_login_delay_max
+            "FAILED_LOGIN_DELAY_MAX", _float(0, 86400), s.failed_login_delay_max
         ),
-        lockout_threshold=get("LOCKOUT_THRESHOLD", _int(0, 1000), defaults.lockout_threshold),
-        lockout_duration=get("LOCKOUT_DURATION", _float(1, 365 * 86400), defaults.lockout_duration),
-        password_complexity=get("PASSWORD_COMPLEXITY", _bool, defaults.password_complexity),
-        password_min_length=get("PASSWORD_MIN_LENGTH", _int(8, 1024), defaults.password_min_length),
-        password_max_age=get(
-            "PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), defaults.password_max_age
-        ),
-        password_blocklist=get("PASSWORD_BLOCKLIST", _bool, defaults.password_blocklist),
-        password_blocklist_file=get("PASSWORD_BLOCKLIST_FILE", _text_file, None),
-        max_passwords=get("MAX_PASSWORDS", _int(1, 1024), defaults.max_passwords),
-        password_history=get("PASSWORD_HISTORY", _int(0, 1024), defaults.password_history),
-        log_level=get(
-            "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
-        ),
+        lockout_threshold=get("LOCKOUT_THRESHOLD", _int(0, 1000), s.lockout_threshold),
+        lockout_duration=get("LOCKOUT_DURATION", _float(1, 365 * 86400), s.lockout_duration),
     )
+
+
+def _passwords(get: _Environment, s: Settings) -> Settings:
+    """Rules for new passwords, their age, and how many a user holds and may not repeat."""
+    return replace(
+        s,
+        password_complexity=get("PASSWORD_COMPLEXITY", _bool, s.password_complexity),
+        password_min_length=get("PASSWORD_MIN_LENGTH", _int(8, 1024), s.password_min_length),
+        password_max_age=get("PASSWORD_MAX_AGE", _int(0, 100 * 365 * 86400), s.password_max_age),
+        password_blocklist=get("PASSWORD_BLOCKLIST", _bool, s.password_blocklist),
+        password_blocklist_file=get("PASSWORD_BLOCKLIST_FILE", _text_file, None),
+        max_passwords=get("MAX_PASSWORDS", _int(1, 1024), s.max_passwords),
+        password_history=get("PASSWORD_HISTORY", _int(0, 1024), s.password_history),
+    )
+
+
+def _logging(get: _Environment, s: Settings) -> Settings:
+    level = _choice("DEBUG", "INFO", "WARNING", "ERROR")
+    return replace(s, log_level=get("LOG_LEVEL", level, s.log_level))
+
+
+def _check_together(settings: Settings) -> None:
+    """The rules that span several variables."""
     if settings.tls is None and not settings.allow_plaintext:
         for name, address in (("GRPC_ADDR", settings.grpc_addr), ("HTTP_ADDR", settings.http_addr)):
             if not is_loopback(address):
@@ -362,4 +390,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "AUTHSVC_FAILED_LOGIN_DELAY_MAX: must not be less than AUTHSVC_FAILED_LOGIN_DELAY_BASE"
         )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from `env` (default: the process environment), one concern at a time."""
+    get = _Environment(os.environ if env is None else env)
+    settings = Settings()
+    for section in (_hashing, _storage, _listeners, _tokens, _login_defence, _passwords, _logging):
+        settings = section(get, settings)
+    _check_together(settings)
     return settings

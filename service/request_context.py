@@ -9,6 +9,10 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
+# The metadata key (and, as X-Request-Id, the HTTP header) carrying a call's request id: the one
+# definition, read by the gRPC transport and the gateway.
+REQUEST_ID_KEY = "x-request-id"
+
 # Absolute deadline on the time.monotonic() clock, or None for "no deadline".
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 request_id: ContextVar[str] = ContextVar("request_id", default="-")

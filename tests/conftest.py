@@ -20,8 +20,8 @@ import pytest
 
 from service import app
 from service.config import Argon2Parameters, Settings
+from service.embedded_postgres import EmbeddedPostgres
 from service.store.db import Database
-from service.store.embedded import EmbeddedPostgres
 
 CHEAP_ARGON2 = Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1)
 

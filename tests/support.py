@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import grpc
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from service import app
 from service.config import Settings
@@ -33,11 +34,8 @@ async def new_user(
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     """The single ErrorInfo a failed call must carry."""
-    details = [
-        value for key, value in error.trailing_metadata() or () if key == "grpc-status-details-bin"
-    ]
-    assert len(details) == 1, "status details missing"
-    status = status_pb2.Status.FromString(details[0])
+    status = rpc_status.from_call(error)  # also checks that code and message match the call's
+    assert status is not None, "status details missing"
     infos = []
     for any_detail in status.details:
         if any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from service.domain.authenticator import Authenticator
 from service.domain.models import IssuedToken
-from service.domain.tokens import TokenIssuer, check_ttl
+from service.domain.token_lifetime import check_ttl
+from service.domain.tokens import TokenIssuer
 from service.errors import AuthError, Reason
 
 PASSWORD_EXPIRED_MESSAGE = "the password has expired and must be changed"

@@ -30,7 +30,8 @@ as `usernames.username_key` does: "PASSWORD1 " or the full-width form of "passwo
 same guess as "password1" to anyone who types it, so it is refused too. Only the comparison
 normalises; the password is stored as typed.
 
-This module imports nothing from the service (`config` reads its default), so it stays a leaf.
+This module imports nothing from the service, so it stays a leaf; whether the list is on by
+default is `password_policy`'s rule.
 """
 
 from __future__ import annotations
@@ -40,9 +41,6 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-# On unless the operator turns it off (AUTHSVC_PASSWORD_BLOCKLIST=false): NIST's "SHALL".
-# PasswordPolicy and config's Settings both take their default from here.
-BLOCKLIST_DEFAULT = True
 SHIPPED_LIST = "data/common-passwords.txt"
 
 

@@ -11,7 +11,8 @@ meanwhile is no longer authenticated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from service.domain.models import Principal, StoredPassword
 from service.domain.password_policy import PasswordPolicy
@@ -21,6 +22,8 @@ from service.errors import AuthError, Reason, invalid_credentials
 
 # A bound for storage, not for timing: a login costs one hash however long the list is.
 MAX_PASSWORDS_DEFAULT = 32
+# How many retired passwords a new one may not repeat (0: no history).
+HISTORY_DEFAULT = 0
 
 
 class PasswordManager:
@@ -30,7 +33,7 @@ class PasswordManager:
         hasher: PasswordHasher,
         policy: PasswordPolicy | None = None,
         max_passwords: int = MAX_PASSWORDS_DEFAULT,
-        history: int = 0,
+        history: int = HISTORY_DEFAULT,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -43,7 +46,7 @@ class PasswordManager:
         """Make `new_password` the caller's only password."""
         self._policy.check_new(new_password, principal.user.username, "new_password")
         match, checked = await self._ensure_new(principal, new_password)
-        async with self._store.locked(principal.user.id) as locked:
+        async with self._locked(principal) as locked:
             current = await self._recheck(principal, locked, new_password, match, checked)
             await locked.remove([p.id for p in current], self._history)
             await locked.add(match.candidate_hash)
@@ -52,7 +55,7 @@ class PasswordManager:
         """Add `new_password` to the caller's list."""
         self._policy.check_new(new_password, principal.user.username, "new_password")
         match, checked = await self._ensure_new(principal, new_password)
-        async with self._store.locked(principal.user.id) as locked:
+        async with self._locked(principal) as locked:
             current = await self._recheck(principal, locked, new_password, match, checked)
             if len(current) >= self._max_passwords:
                 raise AuthError(
@@ -67,7 +70,7 @@ class PasswordManager:
         snapshot = await self._store.passwords(principal.user.id)
         match = await self._hasher.match(old_password, principal.password_salt, snapshot)
         checked = {p.id for p in snapshot}
-        async with self._store.locked(principal.user.id) as locked:
+        async with self._locked(principal) as locked:
             current = await locked.passwords()
             ids = {p.id for p in current}
             if principal.password_id not in ids:
@@ -87,6 +90,15 @@ class PasswordManager:
                     Reason.CANNOT_DELETE_LAST_PASSWORD, "cannot delete the last password of a user"
                 )
             await locked.remove([target.id], self._history)
+
+    @asynccontextmanager
+    async def _locked(self, principal: Principal) -> AsyncIterator[LockedPasswordList]:
+        """The caller's list under the user's row lock. A user deleted since the caller
+        authenticated is no longer authenticated: INVALID_CREDENTIALS."""
+        async with self._store.locked(principal.user.id) as locked:
+            if locked is None:
+                raise invalid_credentials()
+            yield locked
 
     async def _ensure_new(self, principal: Principal, new_password: str) -> tuple[Match, set[int]]:
         """Hash `new_password` once and refuse it if it is on the list (or, with a history, was

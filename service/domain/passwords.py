@@ -39,16 +39,26 @@ import argon2
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from argon2.low_level import Type, hash_secret
 
-from service.config import PASSWORD_MAX_BYTES, Argon2Parameters
 from service.domain.models import StoredPassword
 from service.errors import AuthError, Reason, invalid_argument
 
 log = logging.getLogger(__name__)
 
+# argon2's cost grows with its input: longer passwords are refused before any hashing.
+PASSWORD_MAX_BYTES = 4096
 SALT_BYTES = 16
 HASH_BYTES = 32
 # Weight of the latest job in the running estimate of a job's duration.
 _DURATION_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    """argon2id cost: `time_cost` passes over `memory_kib` KiB with `parallelism` lanes."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
 
 
 class TooLate(AuthError):

@@ -84,8 +84,9 @@ class PasswordListStore(Protocol):
     async def history(self, user_id: UUID, limit: int) -> list[StoredPassword]:
         """The newest `limit` retired passwords."""
 
-    def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList]:
-        """Open a transaction with the user's row locked (FOR UPDATE) until it ends."""
+    def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList | None]:
+        """Open a transaction with the user's row locked (FOR UPDATE) until it ends; None when
+        there is no such user."""
 
 
 class UserStore(Protocol):
@@ -124,18 +125,19 @@ class KeyStore(Protocol):
     async def published(self, now: datetime) -> list[SigningKey]:
         """Keys not yet retired at `now`, most recently created first."""
 
-    async def add_key(
-        self,
-        key: SigningKey,
-        *,
-        unless_newer_than: datetime,
-        retire_others_at: datetime,
-        ignore_retiring: bool = False,
+    # Each adds `key` atomically (one replica at a time) and retires every other key at
+    # `retire_others_at` (or sooner, if already due); True when it inserted.
+    async def add_first_key(self, key: SigningKey, *, retire_others_at: datetime) -> bool:
+        """Bootstrap: add `key` unless its algorithm has a key not scheduled to retire."""
+
+    async def add_scheduled_key(
+        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
     ) -> bool:
-        """Atomically (one replica at a time): unless a published key for `key.algorithm` (with
-        `ignore_retiring`, one not scheduled to retire) was created after `unless_newer_than`,
-        insert `key` and retire every other key at `retire_others_at` (or sooner, if already
-        due). True when inserted."""
+        """Scheduled rotation: add `key` unless a published key of its algorithm was created
+        after `unless_newer_than` (another replica rotated first)."""
+
+    async def add_forced_key(self, key: SigningKey, *, retire_others_at: datetime) -> None:
+        """Forced rotation: add `key` whatever the table holds."""
 
     async def purge_retired(self, now: datetime) -> int:
         """Delete keys retired before `now` (their private halves with them)."""

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import Algorithm, OKPAlgorithm
 
-from service.config import TTL_MAX
 from service.domain.models import SigningKey
 from service.domain.ports import KeyStore
+from service.domain.token_lifetime import TTL_MAX
 
 SigningPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 VerifyingPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -53,6 +53,8 @@ MISS_REFRESH_SECONDS = 5.0
 # PyJWT's global object: `jwt.encode`/`jwt.decode` accept a name only when it is registered there,
 # and only where a caller lists it in `algorithms=`). Our keys under either name are Ed25519 keys.
 ED25519 = "Ed25519"
+# What tokens can be signed with (one at a time, chosen by the operator; never by a token).
+JWT_ALGORITHMS = ("ES256", "RS256", ED25519, "EdDSA")
 try:
     jwt.get_algorithm_by_name(ED25519)
 except NotImplementedError:  # every PyJWT so far
@@ -133,9 +135,12 @@ def load_private_key(key: SigningKey, passphrase: str | None) -> SigningPrivateK
 
 @dataclass(frozen=True)
 class KeyPolicy:
-    algorithm: str
-    rotation: timedelta
-    publish_ahead: timedelta
+    """Sign with `algorithm`; a new key every `rotation`, published `publish_ahead` (the JWKS
+    cache lifetime) before it signs; private keys encrypted with `passphrase` when given."""
+
+    algorithm: str = "ES256"
+    rotation: timedelta = timedelta(days=30)
+    publish_ahead: timedelta = timedelta(hours=1)
     passphrase: str | None = None
 
     @property
@@ -187,32 +192,42 @@ class KeyRing:
     async def load(self) -> None:
         """Read the key table, first creating a key for the configured algorithm if it has none
         (replicas racing at first start agree on one)."""
-        # A key on its way out does not count here, so a replica never goes on signing with
-        # one (say, after switching the algorithm away and back); the periodic check below
-        # counts it, so replicas on two algorithms during a rolling change do not take turns
-        # making keys every check.
-        await self._add_key(
-            unless_newer_than=datetime.min.replace(tzinfo=UTC),
-            activate_now=True,
-            ignore_retiring=True,
-        )
+        await self._bootstrap()
         await self._reload()
 
     async def rotate_if_due(self) -> SigningKey | None:
         """Schedule the next key when the newest is older than the rotation period. However many
         replicas try, one succeeds; returns the new key if this replica made it."""
-        return await self._add_key(
-            unless_newer_than=self._clock() - self._policy.rotation, activate_now=False
+        now = self._clock()
+        due_after = now - self._policy.rotation
+        # A cheap look first, so that an idle check does not generate a key for nothing; the
+        # store repeats the check atomically. A key on its way out counts here, so replicas on
+        # two algorithms during a rolling change do not take turns making keys every check.
+        newest = next(
+            (k for k in await self._store.published(now) if k.algorithm == self._policy.algorithm),
+            None,
         )
+        if newest is not None and newest.created_at > due_after:
+            return None
+        key = self._new_key(now, activates_at=now + self._policy.publish_ahead)
+        inserted = await self._store.add_scheduled_key(
+            key,
+            unless_newer_than=due_after,
+            retire_others_at=key.activates_at + self._policy.verify_window,
+        )
+        await self._store.purge_retired(now)
+        return key if inserted else None
 
     async def rotate_now(self, *, retire_others: bool = False) -> SigningKey:
         """Create a key that signs at once. With `retire_others` (a compromised key), every
         other key is retired now, so the tokens they signed stop verifying and their holders
         must authorize again. The store tells every replica listening for key changes."""
-        key = await self._add_key(
-            unless_newer_than=None, activate_now=True, retire_others_now=retire_others
+        now = self._clock()
+        key = self._new_key(now, activates_at=now)
+        await self._store.add_forced_key(
+            key, retire_others_at=now if retire_others else now + self._policy.verify_window
         )
-        assert key is not None
+        await self._store.purge_retired(now)
         await self._reload()
         return key
 
@@ -281,43 +296,24 @@ class KeyRing:
         )
         return self._snapshot
 
-    async def _add_key(
-        self,
-        *,
-        unless_newer_than: datetime | None,
-        activate_now: bool,
-        retire_others_now: bool = False,
-        ignore_retiring: bool = False,
-    ) -> SigningKey | None:
+    async def _bootstrap(self) -> None:
+        """Create a key that signs at once unless the algorithm has one not on its way out."""
+        # A key on its way out does not count here, so a replica never goes on signing with
+        # one (say, after switching the algorithm away and back).
         now = self._clock()
-        if unless_newer_than is not None:
-            # A cheap look first, so that an idle check does not generate a key for nothing;
-            # the store repeats the check atomically.
-            newest = next(
-                (
-                    k
-                    for k in await self._store.published(now)
-                    if k.algorithm == self._policy.algorithm
-                    and (k.retires_at is None or not ignore_retiring)
-                ),
-                None,
-            )
-            if newest is not None and newest.created_at > unless_newer_than:
-                return None
-        activates_at = now if activate_now else now + self._policy.publish_ahead
-        key = generate_signing_key(
+        if any(
+            k.algorithm == self._policy.algorithm and k.retires_at is None
+            for k in await self._store.published(now)
+        ):
+            return
+        key = self._new_key(now, activates_at=now)
+        await self._store.add_first_key(key, retire_others_at=now + self._policy.verify_window)
+        await self._store.purge_retired(now)
+
+    def _new_key(self, now: datetime, *, activates_at: datetime) -> SigningKey:
+        return generate_signing_key(
             self._policy.algorithm, now, activates_at, self._policy.passphrase
         )
-        inserted = await self._store.add_key(
-            key,
-            unless_newer_than=unless_newer_than or now + timedelta(days=1),
-            retire_others_at=now
-            if retire_others_now
-            else activates_at + self._policy.verify_window,
-            ignore_retiring=ignore_retiring,
-        )
-        await self._store.purge_retired(now)
-        return key if inserted else None
 
 
 def _is_published(key: SigningKey, now: datetime) -> bool:

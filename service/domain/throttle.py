@@ -72,8 +72,10 @@ class ThrottlePolicy:
     def schedule(self, allowance: int) -> list[float]:
         """`delay_after(1), delay_after(2), ...` up to the first that reaches the maximum (or the
         first after the allowance when delays are off); more failures than the list is long
-        wait as long as its last entry. The store indexes this list, so the formula lives here
-        only."""
+        wait as long as its last entry. The store indexes this list, so the delay formula lives
+        here only. (The lock's cadence, every `lockout_threshold`-th counted failure, is applied
+        by the store's upsert with the threshold given here: deciding it in the same statement
+        as its record keeps replicas from racing past it.)"""
         delays = [self.delay_after(n, allowance) for n in range(1, allowance + 2)]
         while 0 < delays[-1] < self.delay_max and len(delays) <= allowance + _MAX_DOUBLINGS:
             delays.append(self.delay_after(len(delays) + 1, allowance))

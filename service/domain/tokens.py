@@ -19,26 +19,16 @@ from uuid import UUID
 import jwt
 from jwt.utils import base64url_decode, base64url_encode
 
-from service.config import TTL_DEFAULT, TTL_MAX, TTL_MIN
 from service.domain.groups import scopes
 from service.domain.models import IssuedToken, User, VerifiedToken
 from service.domain.ports import UserStore
 from service.domain.signing_keys import KeyRing
-from service.errors import invalid_argument
-
-
-def check_ttl(ttl: int | None) -> int:
-    """The token lifetime in seconds: 1..86400, 300 when not given (the Redis Enterprise rules)."""
-    if ttl is None:
-        return TTL_DEFAULT
-    if not TTL_MIN <= ttl <= TTL_MAX:
-        raise invalid_argument(f"ttl must be between {TTL_MIN} and {TTL_MAX} seconds, got {ttl}")
-    return ttl
-
 
 # RFC 9068 explicit typing (RFC 8725 section 3.11): an access token says so in its header, so it
 # cannot be confused with another JWT signed by the same key.
 TOKEN_TYPE = "at+jwt"
+# Seconds of clock skew tolerated when verifying `exp`, `iat` and `nbf`.
+LEEWAY_DEFAULT = 10
 
 
 class TokenIssuer:

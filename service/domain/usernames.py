@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import unicodedata
 
-from service.config import USERNAME_MAX_CHARS
 from service.errors import invalid_argument
+
+USERNAME_MAX_CHARS = 256
 
 
 def username_key(username: str) -> str:

@@ -21,20 +21,10 @@ from service.config import TlsFiles
 from service.rpc.health import HealthServicer
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.rpc.status import lenient_handler
+from service.tls import grpc_server_credentials
 
 # Requests are a few fields of at most 4 KiB each; refuse anything much larger before parsing.
 MAX_MESSAGE_BYTES = 64 * 1024
-
-
-def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    """TLS with the configured certificate; with a client CA, mTLS: every client must present a
-    certificate that CA signed (service-to-service calls)."""
-    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
 
 
 def _listen(address: str, add_port: Callable[[], int]) -> int:
@@ -114,7 +104,7 @@ def build_grpc_server(
     port = _listen(
         address,
         lambda: (
-            server.add_secure_port(address, server_credentials(tls))
+            server.add_secure_port(address, grpc_server_credentials(tls))
             if tls is not None
             else server.add_insecure_port(address)
         ),

@@ -1,7 +1,8 @@
 """The only place an error becomes a gRPC status (AIP-193).
 
 Each failure is a google.rpc.Status carrying exactly one ErrorInfo(reason, domain="authsvc"), plus
-a RetryInfo when the caller should wait. Anything that is not an AuthError is a bug: it is logged
+a RetryInfo when the caller should wait; grpcio-status (`rpc_status.to_status`) puts it into the
+trailing metadata. Anything that is not an AuthError is a bug: it is logged
 with the request id and the caller gets INTERNAL with no detail.
 """
 
@@ -17,17 +18,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from service import request_context
 from service.errors import ERROR_DOMAIN, AuthError, Reason, invalid_argument
+from service.request_context import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_KEY = "x-request-id"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -43,27 +43,20 @@ class _Status(grpc.Status):
 
 def error_status(error: AuthError, request_id: str) -> grpc.Status:
     code = grpc.StatusCode[error.grpc_code]
-    info = error_details_pb2.ErrorInfo(reason=error.reason.value, domain=ERROR_DOMAIN)
-    details = [_pack(info)]
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason.value, domain=ERROR_DOMAIN)
+    )
     if error.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after * 1000))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = rpc_status.to_status(status)
     return _Status(
-        code=code,
-        details=error.message,
-        trailing_metadata=(
-            (STATUS_DETAILS_KEY, status.SerializeToString()),
-            (REQUEST_ID_KEY, request_id),
-        ),
+        code=packed.code,
+        details=packed.details,
+        trailing_metadata=(*packed.trailing_metadata, (REQUEST_ID_KEY, request_id)),
     )
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -10,7 +10,6 @@ from uuid import UUID
 import asyncpg
 
 from service.domain.models import StoredPassword
-from service.errors import invalid_credentials
 from service.store.db import Connection, Database
 
 SELECT_PASSWORDS = "SELECT id, hash, created_at FROM passwords WHERE user_id = $1 ORDER BY id"
@@ -71,8 +70,7 @@ class PgPasswordListStore:
         return [_password(row) for row in await self._db.fetch(SELECT_HISTORY, user_id, limit)]
 
     @asynccontextmanager
-    async def locked(self, user_id: UUID) -> AsyncIterator[PgLockedPasswordList]:
+    async def locked(self, user_id: UUID) -> AsyncIterator[PgLockedPasswordList | None]:
         async with self._db.transaction() as conn:
-            if await conn.fetchrow(LOCK_USER, user_id) is None:
-                raise invalid_credentials()  # deleted since the caller authenticated
-            yield PgLockedPasswordList(conn, user_id)
+            found = await conn.fetchrow(LOCK_USER, user_id) is not None
+            yield PgLockedPasswordList(conn, user_id) if found else None

@@ -27,11 +27,17 @@ ORDER BY created_at DESC, kid
 """
 # Serialises key creation between replicas within one transaction.
 LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtext('authsvc.signing_keys'))"
-# The newest key of an algorithm that is still published at $2; with $3, only among keys not
-# already scheduled to retire.
-SELECT_NEWEST_CREATED = """
-SELECT max(created_at) FROM signing_keys
-WHERE algorithm = $1 AND (retires_at IS NULL OR (NOT $3 AND retires_at > $2))
+# Whether an algorithm ($1) has a key not scheduled to retire (bootstrap is then done).
+SELECT_HAS_CURRENT = """
+SELECT EXISTS (SELECT 1 FROM signing_keys WHERE algorithm = $1 AND retires_at IS NULL)
+"""
+# Whether an algorithm ($1) has a key published at $2 that was created after $3 (a scheduled
+# rotation is then not due).
+SELECT_HAS_NEWER = """
+SELECT EXISTS (
+    SELECT 1 FROM signing_keys
+    WHERE algorithm = $1 AND (retires_at IS NULL OR retires_at > $2) AND created_at > $3
+)
 """
 INSERT_KEY = f"""
 INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, $5, $6, NULL, $7)
@@ -68,20 +74,32 @@ class PgKeyStore:
     async def published(self, now: datetime) -> list[SigningKey]:
         return [key_from_row(row) for row in await self._db.fetch(SELECT_PUBLISHED, now)]
 
-    async def add_key(
-        self,
-        key: SigningKey,
-        *,
-        unless_newer_than: datetime,
-        retire_others_at: datetime,
-        ignore_retiring: bool = False,
+    async def add_first_key(self, key: SigningKey, *, retire_others_at: datetime) -> bool:
+        return await self._add(key, retire_others_at, SELECT_HAS_CURRENT, key.algorithm)
+
+    async def add_scheduled_key(
+        self, key: SigningKey, *, unless_newer_than: datetime, retire_others_at: datetime
     ) -> bool:
+        return await self._add(
+            key,
+            retire_others_at,
+            SELECT_HAS_NEWER,
+            key.algorithm,
+            key.created_at,
+            unless_newer_than,
+        )
+
+    async def add_forced_key(self, key: SigningKey, *, retire_others_at: datetime) -> None:
+        await self._add(key, retire_others_at, None)
+
+    async def _add(
+        self, key: SigningKey, retire_others_at: datetime, refused_if: str | None, *args: object
+    ) -> bool:
+        """In one transaction under the key lock: unless the `refused_if` query (with `args`)
+        says true, insert `key`, retire the others, tell the replicas."""
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_KEYS)
-            newest = await conn.fetchrow(
-                SELECT_NEWEST_CREATED, key.algorithm, key.created_at, ignore_retiring
-            )
-            if newest is not None and newest[0] is not None and newest[0] > unless_newer_than:
+            if refused_if is not None and (await conn.fetchrow(refused_if, *args) or [False])[0]:
                 return False
             await conn.execute(
                 INSERT_KEY,

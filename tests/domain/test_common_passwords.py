@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings, load_settings
 from service.domain.common_passwords import SHIPPED_LIST, password_key, shipped_passwords
 from service.domain.password_policy import PasswordPolicy, complexity_problems
 from service.errors import AuthError, Reason
@@ -123,38 +122,3 @@ def test_an_operators_list_works_without_the_shipped_one(tmp_path: Path) -> None
     policy = PasswordPolicy(blocklist=False, blocklist_file=extra)
     assert policy.is_common("Acme-Winter-2024")
     policy.check_new("password1", "alice")
-
-
-def test_the_blocklist_is_on_by_default_in_the_domain_and_the_settings() -> None:
-    """The domain owns the default (on); the settings take it from there."""
-    assert PasswordPolicy().blocklist is True
-    assert Settings().password_blocklist is PasswordPolicy().blocklist
-    assert load_settings({}).password_blocklist is True
-    assert load_settings({}).password_blocklist_file is None
-
-
-@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("off", False), ("true", True)])
-def test_the_setting_reads_the_environment(raw: str, expected: bool) -> None:
-    """AUTHSVC_PASSWORD_BLOCKLIST takes the usual boolean spellings."""
-    assert load_settings({"AUTHSVC_PASSWORD_BLOCKLIST": raw}).password_blocklist is expected
-
-
-def test_a_bad_setting_names_the_variable() -> None:
-    """A value that is not a boolean stops start-up with one line naming the variable."""
-    with pytest.raises(ConfigError, match=r"^AUTHSVC_PASSWORD_BLOCKLIST: must be true or false"):
-        load_settings({"AUTHSVC_PASSWORD_BLOCKLIST": "maybe"})
-
-
-def test_the_file_setting_reads_a_readable_utf8_file(tmp_path: Path) -> None:
-    """AUTHSVC_PASSWORD_BLOCKLIST_FILE names the file; a missing or non-UTF-8 one is refused
-    with one line naming the variable."""
-    good = tmp_path / "ours.txt"
-    good.write_text("acme\n", encoding="utf-8")
-    env = {"AUTHSVC_PASSWORD_BLOCKLIST_FILE": str(good)}
-    assert load_settings(env).password_blocklist_file == good
-    with pytest.raises(ConfigError, match=r"^AUTHSVC_PASSWORD_BLOCKLIST_FILE: cannot read"):
-        load_settings({"AUTHSVC_PASSWORD_BLOCKLIST_FILE": str(tmp_path / "missing.txt")})
-    binary = tmp_path / "latin1.txt"
-    binary.write_bytes(b"caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"^AUTHSVC_PASSWORD_BLOCKLIST_FILE: .* is not UTF-8"):
-        load_settings({"AUTHSVC_PASSWORD_BLOCKLIST_FILE": str(binary)})

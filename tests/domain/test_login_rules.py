@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from service.config import ConfigError, load_settings
 from service.domain.models import FailureCount
 from service.domain.password_policy import PasswordPolicy, complexity_problems
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
@@ -187,79 +186,6 @@ def test_complexity_off_only_bounds_the_length() -> None:
 def test_min_length_is_configurable() -> None:
     """The minimum length follows the policy's setting."""
     assert complexity_problems(GOOD, "alice", 13) == ["must be at least 13 characters"]
-
-
-def test_brute_force_defaults() -> None:
-    """Defaults: 3 failures per name and source free, 10 per source across names, then 1 s
-    doubling to 60 s, lockout off (30 min when on), complexity off, no max age, no history,
-    up to 32 passwords."""
-    settings = load_settings({})
-    assert (settings.failed_login_allowance, settings.source_failure_allowance) == (3, 10)
-    assert (settings.password_history, settings.max_passwords) == (0, 32)
-    assert (settings.failed_login_delay_base, settings.failed_login_delay_max) == (1.0, 60.0)
-    assert (settings.lockout_threshold, settings.lockout_duration) == (0, 1800.0)
-    assert (settings.password_complexity, settings.password_min_length) == (False, 8)
-    assert settings.password_max_age == 0
-
-
-@pytest.mark.parametrize(
-    ("raw", "value"), [("true", True), ("1", True), ("on", True), ("off", False)]
-)
-def test_complexity_switch_spellings(raw: str, value: bool) -> None:
-    """AUTHSVC_PASSWORD_COMPLEXITY accepts true/false, 1/0, on/off."""
-    assert load_settings({"AUTHSVC_PASSWORD_COMPLEXITY": raw}).password_complexity is value
-
-
-def test_new_variables_are_read() -> None:
-    """Each brute-force and password variable reaches the settings."""
-    settings = load_settings(
-        {
-            "AUTHSVC_FAILED_LOGIN_DELAY_BASE": "0.5",
-            "AUTHSVC_FAILED_LOGIN_DELAY_MAX": "30",
-            "AUTHSVC_LOCKOUT_THRESHOLD": "10",
-            "AUTHSVC_LOCKOUT_DURATION": "900",
-            "AUTHSVC_PASSWORD_MIN_LENGTH": "12",
-            "AUTHSVC_PASSWORD_MAX_AGE": "7776000",
-            "AUTHSVC_FAILED_LOGIN_ALLOWANCE": "5",
-            "AUTHSVC_SOURCE_FAILURE_ALLOWANCE": "20",
-            "AUTHSVC_PASSWORD_HISTORY": "4",
-        }
-    )
-    assert (settings.failed_login_allowance, settings.source_failure_allowance) == (5, 20)
-    assert settings.password_history == 4
-    assert (settings.failed_login_delay_base, settings.failed_login_delay_max) == (0.5, 30.0)
-    assert (settings.lockout_threshold, settings.lockout_duration) == (10, 900.0)
-    assert (settings.password_min_length, settings.password_max_age) == (12, 7776000)
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("AUTHSVC_FAILED_LOGIN_DELAY_BASE", "-1"),
-        ("AUTHSVC_FAILED_LOGIN_DELAY_MAX", "soon"),
-        ("AUTHSVC_LOCKOUT_THRESHOLD", "1.5"),
-        ("AUTHSVC_LOCKOUT_DURATION", "0"),
-        ("AUTHSVC_PASSWORD_COMPLEXITY", "maybe"),
-        ("AUTHSVC_PASSWORD_MIN_LENGTH", "4"),
-        ("AUTHSVC_PASSWORD_MAX_AGE", "-5"),
-        ("AUTHSVC_FAILED_LOGIN_ALLOWANCE", "-1"),
-        ("AUTHSVC_PASSWORD_HISTORY", "many"),
-    ],
-)
-def test_bad_brute_force_values_name_their_variable(name: str, value: str) -> None:
-    """A bad value raises ConfigError whose one-line message starts with the variable's name."""
-    with pytest.raises(ConfigError) as caught:
-        load_settings({name: value})
-    assert str(caught.value).startswith(f"{name}:") and "\n" not in str(caught.value)
-
-
-def test_delay_max_below_base_is_refused() -> None:
-    """A maximum delay below the base one is a configuration error naming the maximum."""
-    with pytest.raises(ConfigError) as caught:
-        load_settings(
-            {"AUTHSVC_FAILED_LOGIN_DELAY_BASE": "10", "AUTHSVC_FAILED_LOGIN_DELAY_MAX": "5"}
-        )
-    assert str(caught.value).startswith("AUTHSVC_FAILED_LOGIN_DELAY_MAX:")
 
 
 async def test_waiters_woken_together_each_get_their_turn() -> None:

@@ -21,8 +21,8 @@ from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 from service.config import TlsFiles
 from service.gateway.client_address import IPNetwork
 from service.gateway.dispatch import ChannelDispatcher, Dispatcher, InProcessDispatcher
-from service.gateway.server import serving_gateway, tls_context
-from service.rpc.server import server_credentials
+from service.gateway.server import serving_gateway
+from service.tls import grpc_server_credentials, https_context
 from tests.pki import make_pki
 
 AUTH_SERVICE = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -55,7 +55,7 @@ async def grpc_server(servicer: RecordingAuth, tls: TlsFiles | None = None) -> A
     if tls is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
-        port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+        port = server.add_secure_port("127.0.0.1:0", grpc_server_credentials(tls))
     await server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -150,7 +150,7 @@ async def test_auth_context_matches_grpc_for_a_client_certificate(tmp_path: Path
     client_tls = ssl.create_default_context(cafile=pki.ca_cert)
     client_tls.load_cert_chain(pki.client_cert, pki.client_key)
     servicer = RecordingAuth()
-    server_tls = tls_context(pki.server_cert, pki.server_key, pki.ca_cert)
+    server_tls = https_context(pki.server_cert, pki.server_key, pki.ca_cert)
     async with (
         gateway("in-process", servicer, ssl_context=server_tls) as port,
         aiohttp.ClientSession() as http,
@@ -184,7 +184,7 @@ async def test_no_certificate_no_auth_context(tmp_path: Path) -> None:
     servicer = RecordingAuth()
     async with gateway("in-process", servicer) as port:
         await post_from("127.0.0.1", port)
-    server_tls = tls_context(pki.server_cert, pki.server_key)
+    server_tls = https_context(pki.server_cert, pki.server_key)
     async with (
         gateway("in-process", servicer, ssl_context=server_tls) as port,
         aiohttp.ClientSession() as http,

@@ -109,11 +109,12 @@ async def test_mtls_applies_to_rest_too(grpc_target, services, tmp_path) -> None
     import ssl
 
     from service.gateway.dispatch import ChannelDispatcher
-    from service.gateway.server import serving_gateway, tls_context
+    from service.gateway.server import serving_gateway
+    from service.tls import https_context
 
     pki = make_pki(tmp_path)
     user = await new_user(services, "pw")
-    server_tls = tls_context(pki.server_cert, pki.server_key, pki.ca_cert)
+    server_tls = https_context(pki.server_cert, pki.server_key, pki.ca_cert)
     async with serving_gateway(
         ChannelDispatcher(grpc_target), "127.0.0.1:0", ssl_context=server_tls
     ) as port:

@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2_grpc
 from service import app
 from service.config import Settings, TlsFiles
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.server import serving_gateway, tls_context
+from service.gateway.server import serving_gateway
 from service.rpc.health import HealthServicer
-from service.rpc.server import server_credentials
+from service.tls import grpc_server_credentials, https_context
 from tests.gateway.helpers import json_of
 
 
@@ -67,7 +67,7 @@ async def test_gateway_serves_https(
         serving_gateway(
             app.in_process_gateway(app.build_servicers(services, settings)),
             "127.0.0.1:0",
-            ssl_context=tls_context(cert_file, key_file),
+            ssl_context=https_context(cert_file, key_file),
             shutdown_timeout=1.0,
         ) as port,
         aiohttp.ClientSession(base_url=f"https://127.0.0.1:{port}") as session,
@@ -85,7 +85,7 @@ async def test_gateway_dials_a_tls_grpc_server(services: app.Services, tmp_path:
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(services.db.ping), server)
     port = server.add_secure_port(
-        "127.0.0.1:0", server_credentials(TlsFiles(cert_file=cert_file, key_file=key_file))
+        "127.0.0.1:0", grpc_server_credentials(TlsFiles(cert_file=cert_file, key_file=key_file))
     )
     await server.start()
     try:

@@ -26,7 +26,8 @@ from typing import Any
 import grpc
 import pytest
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from service import app
 from service.config import Argon2Parameters, Settings
@@ -139,13 +140,12 @@ def reason(result: object) -> str:
 def retry_delay(error: object) -> float | None:
     """The RetryInfo delay a failed call carries, in seconds, or None."""
     assert isinstance(error, grpc.aio.AioRpcError), error
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    info = error_details_pb2.RetryInfo()
-                    detail.Unpack(info)
-                    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
     return None
 
 

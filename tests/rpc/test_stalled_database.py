@@ -24,9 +24,9 @@ from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
 
 from service import app
 from service.config import Settings
+from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError, Reason
 from service.gateway.server import serving_gateway
-from service.store.embedded import EmbeddedPostgres
 from tests.support import authorize, error_info, new_user
 
 DB_TIMEOUT = 2.0

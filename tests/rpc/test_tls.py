@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from service import app
-from service.config import ConfigError, TlsFiles, load_settings
+from service.config import TlsFiles
 from tests.pki import Pki, make_pki
 from tests.support import authorize, new_user
 
@@ -73,30 +73,3 @@ async def test_mtls_requires_a_client_certificate(mtls_target, services, pki) ->
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     async with grpc.aio.secure_channel(mtls_target, client_credentials(pki, True)) as channel:
         assert (await authorize(channel, user.username, "pw")).access_token
-
-
-def test_plaintext_off_loopback_is_refused() -> None:
-    """Listening in plaintext on a non-loopback address stops start-up, naming the variable."""
-    with pytest.raises(ConfigError) as caught:
-        load_settings({"AUTHSVC_GRPC_ADDR": "0.0.0.0:50051"})
-    assert str(caught.value).startswith("AUTHSVC_GRPC_ADDR: plaintext")
-    assert load_settings(
-        {"AUTHSVC_GRPC_ADDR": "0.0.0.0:50051", "AUTHSVC_ALLOW_PLAINTEXT": "true"}
-    ).allow_plaintext
-    assert load_settings({"AUTHSVC_GRPC_ADDR": "[::1]:50051"}).tls is None
-
-
-def test_tls_settings_need_both_files(pki) -> None:
-    """A certificate without its key is a one-line configuration error."""
-    with pytest.raises(ConfigError) as caught:
-        load_settings({"AUTHSVC_TLS_CERT_FILE": str(pki.server_cert)})
-    assert str(caught.value).startswith("AUTHSVC_TLS_KEY_FILE:")
-    settings = load_settings(
-        {
-            "AUTHSVC_TLS_CERT_FILE": str(pki.server_cert),
-            "AUTHSVC_TLS_KEY_FILE": str(pki.server_key),
-            "AUTHSVC_GRPC_ADDR": "0.0.0.0:1",
-            "AUTHSVC_HTTP_ADDR": "0.0.0.0:2",
-        }
-    )
-    assert settings.tls == TlsFiles(pki.server_cert, pki.server_key)

@@ -1,4 +1,4 @@
-"""Real PostgreSQL servers started by service.store.embedded (no mocks)."""
+"""Real PostgreSQL servers started by service.embedded_postgres (no mocks)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 import pytest
 
-from service.store import embedded
-from service.store.embedded import (
+from service.embedded_postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
     find_bin_dirs,
+    launch,
     server_major_version,
 )
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import os, sys
 from pathlib import Path
-from service.store.embedded import EmbeddedPostgres
+from service.embedded_postgres import EmbeddedPostgres
 pg = EmbeddedPostgres(Path(sys.argv[1]))
 print(pg.start(), flush=True)
 if sys.argv[2] == "crash":
@@ -240,8 +240,8 @@ def test_root_without_user_namespaces_runs_as_system_user(
 ) -> None:
     """Root's fallback runs the server as an unprivileged user, or says why it cannot."""
     assert os.geteuid() == 0, "this machine runs the tests as root"
-    monkeypatch.setattr(embedded, "_runner", embedded._fallback_runner)
-    user = embedded._fallback_runner().user
+    monkeypatch.setattr(launch, "runner", launch.fallback_runner)
+    user = launch.fallback_runner().user
     assert user is not None
     # pytest's tmp_path lives under a 0700 directory the system user cannot enter.
     with pytest.raises(EmbeddedPostgresError, match="cannot reach"):

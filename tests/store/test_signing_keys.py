@@ -115,7 +115,7 @@ async def test_key_round_trips(db, empty_keys) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     key = generate_signing_key("RS256", now)
     store = PgKeyStore(db)
-    assert await store.add_key(key, unless_newer_than=now, retire_others_at=now + DAY)
+    assert await store.add_first_key(key, retire_others_at=now + DAY)
     assert await store.published(now) == [key]
 
 

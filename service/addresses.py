@@ -1,0 +1,30 @@
+"""HOST:PORT addresses: the one place they are taken apart (settings, listeners, targets)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) from "HOST:PORT" or "[v6]:PORT" (the host without brackets); ValueError
+    when there is no port or it is not 0..65535. The host may be empty (":8080", any address)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def with_port(address: str, port: int) -> str:
+    """`address` ("HOST:PORT", maybe port 0) with the port it was bound to."""
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+def is_loopback(address: str) -> bool:
+    """True for HOST:PORT on a loopback address (127.0.0.0/8, ::1, localhost)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
