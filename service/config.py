@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from service.domain.common_passwords import BLOCKLIST_DEFAULT
 
@@ -65,6 +66,9 @@ class Settings:
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     token_issuer: str = "authsvc"
+    # The service's public base URL ("https://auth.example.com"): the absolute URLs of the
+    # discovery document. Unset: built from each request's Host and scheme.
+    public_url: str | None = None
     token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
     jwt_algorithm: str = "ES256"
@@ -155,6 +159,13 @@ def _address(raw: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"must be HOST:PORT, got {raw!r}")
     return raw
+
+
+def _base_url(raw: str) -> str:
+    url = urlsplit(raw.strip())
+    if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
+        raise ValueError(f"must be an http(s) URL with no query or fragment, got {raw!r}")
+    return raw.strip().rstrip("/")
 
 
 def _secret(min_chars: int) -> Callable[[str], str]:
@@ -277,6 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc_addr=get("GRPC_ADDR", _address, defaults.grpc_addr),
         http_addr=get("HTTP_ADDR", _address, defaults.http_addr),
         token_issuer=get("TOKEN_ISSUER", _text, defaults.token_issuer),
+        public_url=get("PUBLIC_URL", _base_url, None),
         token_audience=get("TOKEN_AUDIENCE", _text, defaults.token_audience),
         api_token_ttl=get("API_TOKEN_TTL", _int(TTL_MIN, TTL_MAX), defaults.api_token_ttl),
         jwt_algorithm=get("JWT_ALGORITHM", _choice(*JWT_ALGORITHMS), defaults.jwt_algorithm),

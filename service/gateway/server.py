@@ -83,6 +83,24 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """What the discovery documents (OpenID Connect Discovery 1.0, RFC 8414) say of authsvc:
+    the tokens' `iss`, their signing algorithm, and the public base URL of the absolute
+    `jwks_uri` and `introspection_endpoint` (None: the request's scheme and Host)."""
+
+    issuer: str
+    algorithm: str
+    public_url: str | None = None
+    max_age: int = 3600
+
+
+DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
+INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
 class _Builtin:
     """A gateway endpoint that is not an RPC."""
 
@@ -102,8 +120,10 @@ class Gateway:
         timeout: float,
         ready_timeout: float,
         trusted_proxies: Sequence[IPNetwork] = (),
+        discovery: Discovery | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._discovery = discovery
         self._routes = list(routes)
         self._body_limit = body_limit
         self._timeout = timeout
@@ -116,6 +136,7 @@ class Gateway:
                 _Builtin("/healthz", self._healthz),
                 _Builtin("/readyz", self._readyz),
                 _Builtin("/openapi.json", self._openapi_json),
+                *(_Builtin(p, self._discovery_json) for p in DISCOVERY_PATHS if discovery),
             )
         }
         # The gateway's own paths win over a wildcard template; an RPC bound to one exactly
@@ -305,6 +326,31 @@ class Gateway:
     async def _openapi_json(self, request: web.Request) -> web.Response:
         return errors.json_response(self._openapi)
 
+    async def _discovery_json(self, request: web.Request) -> web.Response:
+        """The discovery document: only what is true of authsvc (no authorization or token
+        endpoint in the OAuth sense, so none is named)."""
+        discovery = self._discovery
+        assert discovery is not None
+        base = discovery.public_url
+        if base is None:
+            if not _HOST.fullmatch(request.host):
+                raise bad_request("the Host header is not a host name or address")
+            base = f"{request.scheme}://{request.host}"
+        paths = {
+            r.method.full_name: r.template.text
+            for r in self._routes
+            if r.http_method in ("GET", "POST")
+        }
+        document: dict[str, Any] = {"issuer": discovery.issuer}
+        if JWKS_METHOD in paths:
+            document["jwks_uri"] = base + paths[JWKS_METHOD]
+        if INTROSPECTION_METHOD in paths:
+            document["introspection_endpoint"] = base + paths[INTROSPECTION_METHOD]
+            document["introspection_endpoint_auth_methods_supported"] = ["none"]
+        document["id_token_signing_alg_values_supported"] = [discovery.algorithm]
+        cache = f"public, max-age={discovery.max_age}"
+        return errors.json_response(document, headers={"Cache-Control": cache})
+
 
 class ClientGone(Exception):
     """The client closed the connection before its request was read."""
@@ -389,6 +435,7 @@ def create_app(
     timeout: float = DEFAULT_TIMEOUT,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
     trusted_proxies: Sequence[IPNetwork] = (),
+    discovery: Discovery | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
 
@@ -396,7 +443,8 @@ def create_app(
     a `ChannelDispatcher` (a gRPC server elsewhere: `authsvc gateway`). `routes` defaults to
     every annotated RPC of the authsvc.v1 `*_service_pb2` modules. `timeout` is each call's
     deadline and `ready_timeout` the /readyz health check's, in seconds. `trusted_proxies` are
-    the peers whose X-Forwarded-For / Forwarded headers name the client.
+    the peers whose X-Forwarded-For / Forwarded headers name the client. With `discovery`, the
+    gateway serves the OpenID / RFC 8414 discovery documents.
     """
     gateway = Gateway(
         dispatcher,
@@ -405,6 +453,7 @@ def create_app(
         timeout=timeout,
         ready_timeout=ready_timeout,
         trusted_proxies=trusted_proxies,
+        discovery=discovery,
     )
     app = web.Application(client_max_size=body_limit)
 
@@ -548,7 +597,8 @@ async def serving_gateway(
     `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
     and lets in-flight requests finish within `shutdown_timeout` seconds. A connection whose
     request headers take more than `header_timeout` seconds is closed. `options` go to
-    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`)."""
+    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`,
+    `discovery`)."""
     host, port = split_address(http_addr)
     runner = _AppRunner(
         create_app(dispatcher, **options),
