@@ -80,6 +80,7 @@ FORWARDED_RESPONSE_METADATA = {"cache-control": "Cache-Control"}
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class Gateway:
         self._timeout = timeout
         self._ready_timeout = ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
+        # Requests being handled, and whether the shutdown grace has run out (`expire`).
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._expired = False
         self._openapi = openapi_document(self._routes)
         self._builtins = {
             b.path: b
@@ -159,9 +163,19 @@ class Gateway:
     async def close(self) -> None:
         await self._dispatcher.close()
 
+    def expire(self) -> None:
+        """The shutdown grace has run out: every request still in hand is cancelled, and
+        answered 503 (aiohttp would close its connection with no answer)."""
+        self._expired = True
+        for task in self._in_flight:
+            task.cancel()
+
     async def handle(self, request: web.Request) -> web.Response:
         request_id = _request_id(request)
         style = ErrorStyle.ERROR_CODE
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
         try:
             route, path_values, style = self._resolve(request)
             if isinstance(route, _Builtin):
@@ -181,6 +195,15 @@ class Gateway:
                 CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
             )
         except asyncio.CancelledError:
+            if self._expired:
+                task.uncancel()
+                log.warning("shutdown grace over: answered 503 (request id %s)", request_id)
+                response = errors.error_response(
+                    503, "unavailable", "the service is shutting down; try again", style
+                )
+                response.force_close()
+                response.headers[REQUEST_ID_HEADER] = request_id
+                return response
             # The client hung up (aiohttp cancels the handler, and with it the call): nobody to
             # answer, and no access-log line follows.
             log.info("client closed the connection mid-request (request id %s)", request_id)
@@ -188,6 +211,8 @@ class Gateway:
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = errors.internal_error_response(style)
+        finally:
+            self._in_flight.discard(task)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
@@ -462,6 +487,7 @@ def create_app(
         yield
         await gateway.close()
 
+    app[GATEWAY_KEY] = gateway
     app.cleanup_ctx.append(dispatch)
     app.router.add_route("*", "/{path:.*}", gateway.handle)
     return app
@@ -595,13 +621,15 @@ async def serving_gateway(
 ) -> AsyncIterator[int]:
     """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
     `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
-    and lets in-flight requests finish within `shutdown_timeout` seconds. A connection whose
+    and lets in-flight requests finish within `shutdown_timeout` seconds, then answers those
+    left 503 (their calls cancelled). A connection whose
     request headers take more than `header_timeout` seconds is closed. `options` go to
     `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`,
     `discovery`)."""
     host, port = split_address(http_addr)
+    app = create_app(dispatcher, **options)
     runner = _AppRunner(
-        create_app(dispatcher, **options),
+        app,
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
         lingering_time=LINGERING_SECONDS,
@@ -619,7 +647,14 @@ async def serving_gateway(
         log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
         yield int(bound)
     finally:
-        await runner.cleanup()
+        # aiohttp waits `shutdown_timeout` for the handlers (twice, the second time after
+        # cancelling their request bodies), then closes the connections with no answer: the
+        # gateway answers them first.
+        timer = asyncio.get_running_loop().call_later(shutdown_timeout, app[GATEWAY_KEY].expire)
+        try:
+            await runner.cleanup()
+        finally:
+            timer.cancel()
 
 
 async def run_gateway(
