@@ -583,17 +583,6 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def dial_target(listen_address: str, port: int) -> str:
-    """The gRPC target to reach a server listening on `listen_address` (maybe `0.0.0.0:0`) that
-    is bound to `port`: a wildcard host becomes the loopback address."""
-    host, _ = split_address(listen_address)
-    if host in ("", "0.0.0.0"):  # noqa: S104 - mapping a wildcard to loopback, not binding it
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def tls_context(
     cert_file: Path, key_file: Path, client_ca_file: Path | None = None
 ) -> ssl.SSLContext:
