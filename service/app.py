@@ -27,7 +27,7 @@ from service.domain.users import UserAdmin
 from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
-from service.gateway.server import run_gateway, serving_gateway
+from service.gateway.server import Discovery, run_gateway, serving_gateway
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
@@ -267,6 +267,7 @@ async def serve(settings: Settings) -> None:
                 ssl_context=settings_https_context(settings.tls),
                 shutdown_timeout=settings.shutdown_grace,
                 trusted_proxies=settings.trusted_proxies,
+                discovery=discovery(settings),
             ):
                 await stop.wait()
                 log.info(
@@ -279,6 +280,11 @@ async def serve(settings: Settings) -> None:
             await server.stop(settings.shutdown_grace)
             await asyncio.gather(*chores)
     log.info("stopped")
+
+
+def discovery(settings: Settings) -> Discovery:
+    """What the REST discovery documents say: the tokens' issuer and algorithm, the public URL."""
+    return Discovery(settings.token_issuer, settings.jwt_algorithm, settings.public_url)
 
 
 async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
@@ -297,4 +303,5 @@ async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
         ssl_context=settings_https_context(settings.tls),
         shutdown_timeout=settings.shutdown_grace,
         trusted_proxies=settings.trusted_proxies,
+        discovery=discovery(settings),
     )

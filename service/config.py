@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from service.addresses import is_loopback, split_address
 from service.domain.password_lists import HISTORY_DEFAULT, MAX_PASSWORDS_DEFAULT
@@ -59,6 +60,9 @@ class Settings:
     grpc_addr: str = "127.0.0.1:50051"
     http_addr: str = "127.0.0.1:8080"
     token_issuer: str = "authsvc"
+    # The service's public base URL ("https://auth.example.com"): the absolute URLs of the
+    # discovery document. Unset: built from each request's Host and scheme.
+    public_url: str | None = None
     token_audience: str = "authsvc"
     api_token_ttl: int = TTL_DEFAULT
     jwt_algorithm: str = KeyPolicy.algorithm
@@ -152,6 +156,13 @@ def _address(raw: str) -> str:
     if not host:
         raise ValueError(f"must be HOST:PORT, got {raw!r}")
     return raw
+
+
+def _base_url(raw: str) -> str:
+    url = urlsplit(raw.strip())
+    if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
+        raise ValueError(f"must be an http(s) URL with no query or fragment, got {raw!r}")
+    return raw.strip().rstrip("/")
 
 
 def _secret(min_chars: int) -> Callable[[str], str]:
@@ -283,6 +294,7 @@ def _listeners(get: _Environment, s: Settings) -> Settings:
         s,
         grpc_addr=get("GRPC_ADDR", _address, s.grpc_addr),
         http_addr=get("HTTP_ADDR", _address, s.http_addr),
+        public_url=get("PUBLIC_URL", _base_url, None),
         shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), s.shutdown_grace),
         tls=_tls_files(
             get("TLS_CERT_FILE", _readable_file, None),

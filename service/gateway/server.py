@@ -80,6 +80,25 @@ FORWARDED_RESPONSE_METADATA = {"cache-control": "Cache-Control"}
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the discovery documents (OpenID Connect Discovery 1.0, RFC 8414) say of authsvc:
+    the tokens' `iss`, their signing algorithm, and the public base URL of the absolute
+    `jwks_uri` and `introspection_endpoint` (None: the request's scheme and Host)."""
+
+    issuer: str
+    algorithm: str
+    public_url: str | None = None
+    max_age: int = 3600
+
+
+DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
+INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -102,13 +121,18 @@ class Gateway:
         timeout: float,
         ready_timeout: float,
         trusted_proxies: Sequence[IPNetwork] = (),
+        discovery: Discovery | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._discovery = discovery
         self._routes = list(routes)
         self._body_limit = body_limit
         self._timeout = timeout
         self._ready_timeout = ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
+        # Requests being handled, and whether the shutdown grace has run out (`expire`).
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._expired = False
         self._openapi = openapi_document(self._routes)
         self._builtins = {
             b.path: b
@@ -116,6 +140,7 @@ class Gateway:
                 _Builtin("/healthz", self._healthz),
                 _Builtin("/readyz", self._readyz),
                 _Builtin("/openapi.json", self._openapi_json),
+                *(_Builtin(p, self._discovery_json) for p in DISCOVERY_PATHS if discovery),
             )
         }
         # The gateway's own paths win over a wildcard template; an RPC bound to one exactly
@@ -138,9 +163,19 @@ class Gateway:
     async def close(self) -> None:
         await self._dispatcher.close()
 
+    def expire(self) -> None:
+        """The shutdown grace has run out: every request still in hand is cancelled, and
+        answered 503 (aiohttp would close its connection with no answer)."""
+        self._expired = True
+        for task in self._in_flight:
+            task.cancel()
+
     async def handle(self, request: web.Request) -> web.Response:
         request_id = _request_id(request)
         style = ErrorStyle.ERROR_CODE
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
         try:
             route, path_values, style = self._resolve(request)
             if isinstance(route, _Builtin):
@@ -160,6 +195,15 @@ class Gateway:
                 CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
             )
         except asyncio.CancelledError:
+            if self._expired:
+                task.uncancel()
+                log.warning("shutdown grace over: answered 503 (request id %s)", request_id)
+                response = errors.error_response(
+                    503, "unavailable", "the service is shutting down; try again", style
+                )
+                response.force_close()
+                response.headers[REQUEST_ID_HEADER] = request_id
+                return response
             # The client hung up (aiohttp cancels the handler, and with it the call): nobody to
             # answer, and no access-log line follows.
             log.info("client closed the connection mid-request (request id %s)", request_id)
@@ -167,6 +211,8 @@ class Gateway:
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = errors.internal_error_response(style)
+        finally:
+            self._in_flight.discard(task)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
@@ -305,6 +351,31 @@ class Gateway:
     async def _openapi_json(self, request: web.Request) -> web.Response:
         return errors.json_response(self._openapi)
 
+    async def _discovery_json(self, request: web.Request) -> web.Response:
+        """The discovery document: only what is true of authsvc (no authorization or token
+        endpoint in the OAuth sense, so none is named)."""
+        discovery = self._discovery
+        assert discovery is not None
+        base = discovery.public_url
+        if base is None:
+            if not _HOST.fullmatch(request.host):
+                raise bad_request("the Host header is not a host name or address")
+            base = f"{request.scheme}://{request.host}"
+        paths = {
+            r.method.full_name: r.template.text
+            for r in self._routes
+            if r.http_method in ("GET", "POST")
+        }
+        document: dict[str, Any] = {"issuer": discovery.issuer}
+        if JWKS_METHOD in paths:
+            document["jwks_uri"] = base + paths[JWKS_METHOD]
+        if INTROSPECTION_METHOD in paths:
+            document["introspection_endpoint"] = base + paths[INTROSPECTION_METHOD]
+            document["introspection_endpoint_auth_methods_supported"] = ["none"]
+        document["id_token_signing_alg_values_supported"] = [discovery.algorithm]
+        cache = f"public, max-age={discovery.max_age}"
+        return errors.json_response(document, headers={"Cache-Control": cache})
+
 
 class ClientGone(Exception):
     """The client closed the connection before its request was read."""
@@ -389,6 +460,7 @@ def create_app(
     timeout: float = DEFAULT_TIMEOUT,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
     trusted_proxies: Sequence[IPNetwork] = (),
+    discovery: Discovery | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
 
@@ -396,7 +468,8 @@ def create_app(
     a `ChannelDispatcher` (a gRPC server elsewhere: `authsvc gateway`). `routes` defaults to
     every annotated RPC of the authsvc.v1 `*_service_pb2` modules. `timeout` is each call's
     deadline and `ready_timeout` the /readyz health check's, in seconds. `trusted_proxies` are
-    the peers whose X-Forwarded-For / Forwarded headers name the client.
+    the peers whose X-Forwarded-For / Forwarded headers name the client. With `discovery`, the
+    gateway serves the OpenID / RFC 8414 discovery documents.
     """
     gateway = Gateway(
         dispatcher,
@@ -405,6 +478,7 @@ def create_app(
         timeout=timeout,
         ready_timeout=ready_timeout,
         trusted_proxies=trusted_proxies,
+        discovery=discovery,
     )
     app = web.Application(client_max_size=body_limit)
 
@@ -413,6 +487,7 @@ def create_app(
         yield
         await gateway.close()
 
+    app[GATEWAY_KEY] = gateway
     app.cleanup_ctx.append(dispatch)
     app.router.add_route("*", "/{path:.*}", gateway.handle)
     return app
@@ -508,17 +583,6 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def dial_target(listen_address: str, port: int) -> str:
-    """The gRPC target to reach a server listening on `listen_address` (maybe `0.0.0.0:0`) that
-    is bound to `port`: a wildcard host becomes the loopback address."""
-    host, _ = split_address(listen_address)
-    if host in ("", "0.0.0.0"):  # noqa: S104 - mapping a wildcard to loopback, not binding it
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def tls_context(
     cert_file: Path, key_file: Path, client_ca_file: Path | None = None
 ) -> ssl.SSLContext:
@@ -546,12 +610,15 @@ async def serving_gateway(
 ) -> AsyncIterator[int]:
     """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
     `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
-    and lets in-flight requests finish within `shutdown_timeout` seconds. A connection whose
+    and lets in-flight requests finish within `shutdown_timeout` seconds, then answers those
+    left 503 (their calls cancelled). A connection whose
     request headers take more than `header_timeout` seconds is closed. `options` go to
-    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`)."""
+    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`,
+    `discovery`)."""
     host, port = split_address(http_addr)
+    app = create_app(dispatcher, **options)
     runner = _AppRunner(
-        create_app(dispatcher, **options),
+        app,
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
         lingering_time=LINGERING_SECONDS,
@@ -569,7 +636,14 @@ async def serving_gateway(
         log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
         yield int(bound)
     finally:
-        await runner.cleanup()
+        # aiohttp waits `shutdown_timeout` for the handlers (twice, the second time after
+        # cancelling their request bodies), then closes the connections with no answer: the
+        # gateway answers them first.
+        timer = asyncio.get_running_loop().call_later(shutdown_timeout, app[GATEWAY_KEY].expire)
+        try:
+            await runner.cleanup()
+        finally:
+            timer.cancel()
 
 
 async def run_gateway(

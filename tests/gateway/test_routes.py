@@ -9,7 +9,7 @@ from yarl import URL
 from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.errors import ErrorStyle
 from service.gateway.routes import Route, RouteError, build_routes, parse_template, service_files
-from service.gateway.server import dial_target, serving_gateway
+from service.gateway.server import serving_gateway
 from tests.gateway.helpers import json_of
 
 
@@ -161,19 +161,3 @@ async def test_generic_routes_are_served(
     ):
         assert response.status == status, await response.text()
         assert (await json_of(response))["error_code"]
-
-
-@pytest.mark.parametrize(
-    ("listen", "target"),
-    [
-        ("127.0.0.1:0", "127.0.0.1:5000"),
-        ("0.0.0.0:50051", "127.0.0.1:5000"),
-        ("[::]:50051", "[::1]:5000"),
-        ("[::1]:0", "[::1]:5000"),
-        ("grpc.internal:443", "grpc.internal:5000"),
-    ],
-)
-def test_dial_target_maps_wildcards_to_loopback(listen: str, target: str) -> None:
-    """The in-process gateway dials the bound port on loopback when the server listens on all
-    interfaces."""
-    assert dial_target(listen, 5000) == target
