@@ -32,7 +32,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -43,6 +42,7 @@ from aiohttp.web_response import StreamResponse
 from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
+from service.addresses import split_address
 from service.gateway import errors
 from service.gateway.client_address import IPNetwork, client_address
 from service.gateway.dispatch import HEALTH_CHECK, Caller, CallFailed, Dispatcher, RpcMethod
@@ -573,29 +573,6 @@ class _AppRunner(web.AppRunner):
         assert isinstance(server, _Server)
         server.header_timeout = self.header_timeout
         return server
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """("host", port) from "HOST:PORT" or "[v6]:PORT"."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"not HOST:PORT: {address!r}")
-    return host.strip("[]"), int(port)
-
-
-def tls_context(
-    cert_file: Path, key_file: Path, client_ca_file: Path | None = None
-) -> ssl.SSLContext:
-    """A server-side TLS context for HTTPS from PEM files (the same ones as the gRPC listener).
-    With `client_ca_file`, mTLS: a client without a certificate that CA signed is refused in the
-    handshake, as on the gRPC listener, so REST is no way around it."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_file, key_file)
-    if client_ca_file is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=client_ca_file)
-    return context
 
 
 @asynccontextmanager
