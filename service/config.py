@@ -74,6 +74,14 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     db_timeout: float = 5.0
+    # asyncpg's prepared-statement cache per connection (its default, 100); 0 behind PgBouncer in
+    # transaction mode, where a connection's next statement may run on another server session.
+    db_statement_cache: int = 100
+    # Where the LISTEN for signing-key changes connects (default: database_url). LISTEN needs a
+    # session of its own, so behind PgBouncer in transaction mode set a URL that bypasses it
+    # (HAProxy's PostgreSQL port, or the primary); without one, changes arrive by the key
+    # ring's periodic re-read.
+    db_listen_url: str | None = None
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
@@ -286,6 +294,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_min=get("DB_POOL_MIN", _int(0, 1000), defaults.db_pool_min),
         db_pool_max=get("DB_POOL_MAX", _int(1, 1000), defaults.db_pool_max),
         db_timeout=get("DB_TIMEOUT", _float(0.1, 600), defaults.db_timeout),
+        db_statement_cache=get("DB_STATEMENT_CACHE", _int(0, 100_000), defaults.db_statement_cache),
+        db_listen_url=get("DB_LISTEN_URL", _text, "") or None,
         shutdown_grace=get("SHUTDOWN_GRACE", _float(0, 3600), defaults.shutdown_grace),
         key_rotation_days=get("KEY_ROTATION_DAYS", _int(1, 3650), defaults.key_rotation_days),
         jwks_max_age=get("JWKS_MAX_AGE", _int(0, 86400), defaults.jwks_max_age),
