@@ -55,7 +55,11 @@ def auth(user: str, password: str) -> dict[str, str]:
 def create_user(env: dict[str, str], name: str, password: str) -> None:
     subprocess.run(
         [AUTHSVC, "user", "create", "--password-stdin", name],
-        input=password, text=True, env=env, check=True, capture_output=True,
+        input=password,
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -81,9 +85,13 @@ async def logins(http: aiohttp.ClientSession, user: str, password: str, run: Run
         if status != 200:
             run.last_failure = time.monotonic()
             await asyncio.sleep(0.1)
-        elif run.killed_at is not None and started > run.killed_at and run.last_failure:
-            if started > run.last_failure and run.first_success_after is None:
-                run.first_success_after = started
+        elif (
+            run.killed_at is not None
+            and run.last_failure is not None
+            and started > max(run.killed_at, run.last_failure)
+            and run.first_success_after is None
+        ):
+            run.first_success_after = started
 
 
 async def changes(http: aiohttp.ClientSession, users: list[tuple[str, str]], run: Run) -> None:
@@ -118,7 +126,9 @@ async def main() -> int:
     user, password = accounts[0]
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(base_url=REST, timeout=timeout) as http:
-        tasks = [asyncio.create_task(logins(http, user, password, run)) for _ in range(LOGIN_WORKERS)]
+        tasks = [
+            asyncio.create_task(logins(http, user, password, run)) for _ in range(LOGIN_WORKERS)
+        ]
         for w in range(CHANGE_WORKERS):
             mine = accounts[1 + w * USERS_PER_WORKER : 1 + (w + 1) * USERS_PER_WORKER]
             tasks.append(asyncio.create_task(changes(http, mine, run)))
@@ -148,7 +158,10 @@ async def main() -> int:
         gap = 0.0 if run.last_failure is None else float("inf")
     print(f"drill: leader {name} -> {new_leader}")
     print(f"drill: logins succeeded again {gap:.1f} s after the kill (goal < {GOAL_SECONDS:.0f} s)")
-    print("drill: answers by status: " + ", ".join(f"{s or 'conn-error'}: {n}" for s, n in sorted(run.statuses.items())))
+    print(
+        "drill: answers by status: "
+        + ", ".join(f"{s or 'conn-error'}: {n}" for s, n in sorted(run.statuses.items()))
+    )
     print(f"drill: acknowledged password changes: {len(run.acknowledged)}, lost: {len(lost)}")
     bad = {s: n for s, n in run.statuses.items() if s not in (200, 503)}
     ok = not bad and not lost and gap < GOAL_SECONDS and new_leader != name
