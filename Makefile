@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 PROTOS := $(sort $(wildcard proto/authsvc/v1/*.proto))
 STUB_DIR := clients/python
 
-.PHONY: install go-cache run test lint stubs go-stubs verify-stubs proto-lint bench openapi clean
+.PHONY: install go-cache run test lint stubs go-stubs verify-stubs proto-lint bench openapi clean \
+	cluster cluster-down cluster-status failover-drill cluster-test
 
 NODE_STAMP := clients/node/node_modules/.installed
 
@@ -106,6 +107,27 @@ bench: install
 # The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.
 openapi: install
 	$(PY) -m service.gateway.openapi > openapi.json
+
+# The scale-out stack on loopback (deploy/cluster.sh: etcd, 2 x PostgreSQL under Patroni in
+# synchronous mode, PgBouncer, 3 replicas, HAProxy); state in .cluster/. Debian packages are
+# installed with apt when missing.
+cluster: install
+	deploy/cluster.sh up
+
+cluster-down:
+	deploy/cluster.sh down
+
+cluster-status:
+	deploy/cluster.sh status
+
+# Kills the PostgreSQL leader's postmaster under load through HAProxy; needs `make cluster`.
+failover-drill: install
+	deploy/cluster.sh drill
+
+# Up, drill, down (down even when the drill fails): the CI step.
+cluster-test: install
+	deploy/cluster.sh up
+	deploy/cluster.sh drill; status=$$?; deploy/cluster.sh down; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -71,12 +71,16 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
         dsn = await asyncio.to_thread(embedded.start)
     try:
         pool = await create_pool(
-            dsn, settings.db_pool_min, settings.db_pool_max, settings.db_timeout
+            dsn,
+            settings.db_pool_min,
+            settings.db_pool_max,
+            settings.db_timeout,
+            settings.db_statement_cache,
         )
         try:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 await migrate(conn)
-            yield Database(pool, settings.db_timeout, dsn=dsn)
+            yield Database(pool, settings.db_timeout, dsn=settings.db_listen_url or dsn)
         finally:
             await pool.close()
     finally:

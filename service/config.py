@@ -72,6 +72,14 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     db_timeout: float = 5.0
+    # asyncpg's prepared-statement cache per connection (its default, 100); 0 behind PgBouncer in
+    # transaction mode, where a connection's next statement may run on another server session.
+    db_statement_cache: int = 100
+    # Where the LISTEN for signing-key changes connects (default: database_url). LISTEN needs a
+    # session of its own, so behind PgBouncer in transaction mode set a URL that bypasses it
+    # (HAProxy's PostgreSQL port, or the primary); without one, changes arrive by the key
+    # ring's periodic re-read.
+    db_listen_url: str | None = None
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
@@ -284,6 +292,8 @@ def _storage(get: _Environment, s: Settings) -> Settings:
         db_pool_min=get("DB_POOL_MIN", _int(0, 1000), s.db_pool_min),
         db_pool_max=get("DB_POOL_MAX", _int(1, 1000), s.db_pool_max),
         db_timeout=get("DB_TIMEOUT", _float(0.1, 600), s.db_timeout),
+        db_statement_cache=get("DB_STATEMENT_CACHE", _int(0, 100_000), s.db_statement_cache),
+        db_listen_url=get("DB_LISTEN_URL", _text, "") or None,
     )
 
 

@@ -4,6 +4,11 @@ Every acquire and every query gets a timeout derived from the caller's deadline 
 `request_context`), because asyncpg's `acquire()` and queries otherwise wait forever when the
 database stalls. Connection-level failures become UNAVAILABLE (retryable); anything else is a bug
 and propagates as such.
+
+A server that is read-only (a primary demoted, or a standby, during a failover: SQLSTATE
+25006), shutting down or gone (class 57P, class 08) is a fault of the moment too: UNAVAILABLE
+with a retry hint, and the connection that met it is closed, so the pool opens a new one
+(through the balancer, to the new primary) instead of handing the stale one out again.
 """
 
 from __future__ import annotations
@@ -30,11 +35,31 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.QueryCanceledError,
+    # A failover under way: the node is read-only or going away (57P01-57P05 are subclasses).
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.OperatorInterventionError,
     # The configured database is missing or refuses us: an operator's problem, not a bug.
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InvalidPasswordError,
 )
+
+
+# Faults of the server behind a connection, not of the statement: that connection is not reused.
+# (A statement_timeout, 57014, leaves a healthy connection: kept.)
+_STALE_CONNECTION = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
+
+# How long a caller is told to wait before retrying when the database is unavailable.
+RETRY_AFTER_SECONDS = 1.0
+
+
+def is_stale_connection(exc: BaseException) -> bool:
+    """True when `exc` says the connection's server is read-only, shutting down or gone."""
+    return isinstance(exc, _STALE_CONNECTION) and not isinstance(exc, asyncpg.QueryCanceledError)
 
 
 class _WithoutTraceback(logging.Filter):
@@ -70,7 +95,9 @@ def database_errors() -> Iterator[None]:
         raise UniqueViolation(exc.constraint_name) from exc
     except _UNAVAILABLE as exc:
         log.warning("database unavailable: %s", exc.__class__.__name__)
-        raise AuthError(Reason.UNAVAILABLE, "database unavailable, retry later") from exc
+        raise AuthError(
+            Reason.UNAVAILABLE, "database unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
+        ) from exc
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:
@@ -80,8 +107,10 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, min_size: int, max_size: int, connect_timeout: float
+    dsn: str, min_size: int, max_size: int, connect_timeout: float, statement_cache: int = 100
 ) -> asyncpg.Pool:
+    """`statement_cache`: asyncpg's prepared statements kept per connection; 0 makes it use
+    unnamed statements only, as PgBouncer in transaction mode needs."""
     with database_errors():
         return await asyncpg.create_pool(
             dsn,
@@ -90,6 +119,7 @@ async def create_pool(
             timeout=connect_timeout,
             server_settings={"application_name": "authsvc"},
             reset=_no_session_state,
+            statement_cache_size=statement_cache,
         )
 
 
@@ -205,6 +235,11 @@ class Connection:
             except (TimeoutError, asyncio.CancelledError):
                 self._terminated = True
                 self.raw.terminate()
+                raise
+            except Exception as exc:
+                if is_stale_connection(exc):
+                    self._terminated = True
+                    self.raw.terminate()
                 raise
 
     async def roll_back(self, transaction: Any) -> None:
