@@ -208,24 +208,39 @@ def test_keys_rotate_and_list(env) -> None:
 
 
 async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
-    """SIGTERM during a slow Authorize: the call still succeeds, then the server exits 0."""
+    """SIGTERM during a slow Authorize over gRPC and one over REST: both calls still succeed,
+    then the server exits 0."""
     slow = {**env, "AUTHSVC_ARGON2_TIME_COST": "6", "AUTHSVC_ARGON2_MEMORY_KIB": "131072"}
     made = cli(slow, "user", "create", "slowpoke", "--password-stdin", stdin="pw")
     assert made.returncode == 0, made.stderr
-    port = free_port()
+    port, http_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"],
-        env={**slow, "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}", "AUTHSVC_HTTP_ADDR": "127.0.0.1:0"},
+        env={
+            **slow,
+            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}",
+            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         wait_for_port(port, server)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_for_port(http_port, server)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            aiohttp.ClientSession() as http,
+        ):
             idle = cpu_seconds(server.pid)
             call = asyncio.ensure_future(authorize(channel, "slowpoke", "pw"))
-            # The call is hashing once the server burns CPU an idle server does not (a fixed
+            rest = asyncio.ensure_future(
+                http.post(
+                    f"http://127.0.0.1:{http_port}/v1/users/authorize",
+                    headers=basic_auth("slowpoke", "pw"),
+                )
+            )
+            # The calls are hashing once the server burns CPU an idle server does not (a fixed
             # sleep would race a loaded machine).
             for _ in range(600):
                 if cpu_seconds(server.pid) - idle >= 0.1:
@@ -233,6 +248,9 @@ async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
                 await asyncio.sleep(0.01)
             server.send_signal(signal.SIGTERM)
             assert (await call).access_token
+            response = await rest
+            assert response.status == 200 and (await response.json())["access_token"]
+            response.release()
         _, stderr = await asyncio.to_thread(server.communicate, timeout=60)
         assert server.returncode == 0, stderr
     finally:
