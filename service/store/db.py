@@ -38,6 +38,10 @@ _UNAVAILABLE = (
     # A failover under way: the node is read-only or going away (57P01-57P05 are subclasses).
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.OperatorInterventionError,
+    # The connection's protocol is stuck mid-operation: a pooled connection whose backend was
+    # ended while it sat idle (asyncpg: "cannot switch to state ...; another operation is in
+    # progress"). Closed below like a stale one.
+    asyncpg.InternalClientError,
     # The configured database is missing or refuses us: an operator's problem, not a bug.
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
@@ -51,6 +55,7 @@ _STALE_CONNECTION = (
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
+    asyncpg.InternalClientError,
 )
 
 # How long a caller is told to wait before retrying when the database is unavailable.

@@ -77,3 +77,30 @@ async def test_a_live_database_answers(db: Database) -> None:
     """The legitimate side: with time left, a statement runs and ping succeeds."""
     await db.ping()
     assert [dict(row) for row in await db.fetch("SELECT 1 AS one")] == [{"one": 1}]
+
+
+async def test_a_connection_whose_backend_was_ended_is_unavailable_then_replaced(
+    database_url: str,
+) -> None:
+    """A pooled connection whose backend an administrator ended while it sat idle (a failover,
+    a restart) costs at most one UNAVAILABLE (503, retry), never INTERNAL; the next call runs on
+    a fresh connection."""
+    pool = await create_pool(database_url, 1, 1, 5.0)
+    db = Database(pool, 5.0)
+    admin = await asyncpg.connect(database_url)
+    try:
+        pid = await db.fetchrow("SELECT pg_backend_pid() AS pid")
+        await admin.execute("SELECT pg_terminate_backend($1)", pid["pid"])
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append((await db.fetchrow("SELECT 1 AS one"))["one"])
+            except AuthError as error:
+                assert error.reason is Reason.UNAVAILABLE
+                outcomes.append("unavailable")
+        assert outcomes[-1] == 1 and outcomes.count("unavailable") <= 1
+        fresh = await db.fetchrow("SELECT pg_backend_pid() AS pid")
+        assert fresh["pid"] != pid["pid"]
+    finally:
+        await admin.close()
+        await pool.close()
