@@ -1,25 +1,18 @@
 """JSON <-> protobuf messages, strictly, with the protos' JSON names.
 
-protobuf's `json_format` does the conversions both ways. It is lenient where the gateway must
-not be (it takes "12" for an integer, `true` for a number, an enum's number, `null` for any
-field, the proto name beside the JSON name), so a strict pre-pass over the request's JSON comes
-first and refuses, with a message naming the field, whatever does not mean exactly one message:
-an unknown field (fields are known by their `json_name` only: the seeds' `new_password`,
-`userName`), a value of the wrong type, `null` (except for google.protobuf.Value), an integer
-out of its range, a fraction for an integer, an enum not given by name, two members of one
-oneof, a string that is not valid UTF-8, bad base64, and the absence of a field marked
-`(google.api.field_behavior) = REQUIRED` (the OpenAPI document lists them as required; the
-gateway keeps that promise). 64-bit integers are JSON numbers, not strings, both ways, because
-the seeds document numbers (`expires` in epoch milliseconds). Well-known types (Timestamp,
-Duration, wrappers, Struct, ...) keep their standard ProtoJSON forms.
-
-Path variables and query parameters are text, turned into the JSON value their field's type
-takes and merged with the body (the path last, so it wins); one `ParseDict` builds the message.
-Query parameters may name a field by its JSON or proto name, dotted for nested messages,
-repeated for repeated fields. Parameters that name no field are ignored, as grpc-gateway does,
-so a cache-buster cannot break a call.
-
-Replies: every field is printed, even at its default value (`"active": false`).
+protobuf's `json_format` converts both ways. It takes what the gateway refuses ("12" for an
+integer, `true` for a number, an enum's number, `null` anywhere, proto names), so a strict pre-pass
+over the request's JSON comes first and refuses, naming the field: an unknown field (fields are
+known by their `json_name` only: the seeds' `new_password`, `userName`), a wrong type, `null`
+(except for google.protobuf.Value), an integer out of range or with a fraction, an enum not given
+by name, two members of one oneof, text that is not UTF-8, bad base64, and a missing field marked
+`(google.api.field_behavior) = REQUIRED` (the OpenAPI document promises them). 64-bit integers are
+JSON numbers both ways (the seeds document `expires` as a number); well-known types keep their
+ProtoJSON forms. Path variables and query parameters are text, turned into their field's JSON
+value and merged with the body (the path last: it wins), then one `ParseDict` builds the message.
+A query parameter names a field by its JSON or proto name, dotted for nested fields, repeated for
+repeated ones; one naming no field is ignored, as grpc-gateway does, so a cache-buster cannot
+break a call. Replies print every field, even at its default value (`"active": false`).
 """
 
 from __future__ import annotations
@@ -34,6 +27,7 @@ from typing import Any, Final, cast
 from urllib.parse import unquote
 
 from google.api import field_behavior_pb2
+from google.api.field_behavior_pb2 import REQUIRED
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -46,15 +40,14 @@ WRAPPERS: Final = frozenset(
     f"google.protobuf.{kind}Value"
     for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
-# Types with a special JSON form, checked and parsed by json_format. Empty is an ordinary `{}`.
-WELL_KNOWN: Final = WRAPPERS | frozenset(
-    f"google.protobuf.{name}"
-    for name in ("Any", "Timestamp", "Duration", "FieldMask", "Struct", "Value", "ListValue")
-)
-# Well-known types that can be written as one query or path parameter.
-TEXT_WELL_KNOWN: Final = WRAPPERS | frozenset(
-    f"google.protobuf.{name}" for name in ("Timestamp", "Duration", "FieldMask")
-)
+# Types with a special JSON form, checked and parsed by json_format; those in TEXT_WELL_KNOWN
+# can be written as one query or path parameter. Empty is an ordinary `{}`.
+TEXT_WELL_KNOWN: Final = WRAPPERS | {
+    f"google.protobuf.{n}" for n in ("Timestamp", "Duration", "FieldMask")
+}
+WELL_KNOWN: Final = TEXT_WELL_KNOWN | {
+    f"google.protobuf.{n}" for n in ("Any", "Struct", "Value", "ListValue")
+}
 
 # Integer ranges by C++ type (int32, sint32 and sfixed32 share one; enums have their own).
 INT_RANGES: Final = {
@@ -157,12 +150,8 @@ def _is_bound(name: str, bound: Iterable[str]) -> bool:
 @cache
 def _required(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
     """The fields marked `(google.api.field_behavior) = REQUIRED`."""
-    return tuple(
-        f
-        for f in descriptor.fields
-        if field_behavior_pb2.REQUIRED
-        in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
-    )
+    behavior = field_behavior_pb2.field_behavior
+    return tuple(f for f in descriptor.fields if REQUIRED in f.GetOptions().Extensions[behavior])
 
 
 @cache
