@@ -159,7 +159,7 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {f.json_name: f for f in descriptor.fields}
 
 
-def _is_map(field: FieldDescriptor) -> bool:
+def is_map(field: FieldDescriptor) -> bool:
     entry = field.message_type
     return field.is_repeated and entry is not None and entry.GetOptions().map_entry
 
@@ -208,7 +208,7 @@ def _field(
     """A field's JSON value: a map, a list or one value."""
     if value is None and not _accepts_null(field):
         raise TranscodeError(f"{_label(where)} must not be null")
-    if _is_map(field):
+    if is_map(field):
         if not isinstance(value, dict):
             raise TranscodeError(f"{_label(where)} must be a JSON object")
         entry = field.message_type
@@ -351,7 +351,7 @@ def _put(data: dict[str, Any], fields: Sequence[FieldDescriptor], value: Any) ->
 
 def _leaf(field: FieldDescriptor, texts: Sequence[str], label: str) -> Any:
     """The JSON value of a field given as text, once or (repeated fields) more."""
-    if _is_map(field):
+    if is_map(field):
         raise TranscodeError(f"{label} cannot set a map field")
     if not field.is_repeated and len(texts) > 1:
         raise TranscodeError(f"{label} is given more than once")
@@ -412,7 +412,7 @@ def _numbers(descriptor: Descriptor | None, data: Any, kind: int = F.CPPTYPE_MES
     for field in descriptor.fields:
         if (value := data.get(field.json_name)) is None:
             continue
-        if _is_map(field):
+        if is_map(field):
             item = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
             value = {k: _numbers(item.message_type, v, item.cpp_type) for k, v in value.items()}
         elif field.is_repeated:
