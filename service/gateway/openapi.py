@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
 from service.gateway.errors import BASIC_CHALLENGE, ErrorStyle
 from service.gateway.routes import Route, Variable, build_routes, service_files
-from service.gateway.transcoding import WRAPPERS
+from service.gateway.transcoding import INT_RANGES, WRAPPERS, is_map
 
 F = FieldDescriptor
 OPENAPI_VERSION = "3.0.3"
@@ -57,24 +57,20 @@ _GATEWAY_REASONS: Final[dict[int, tuple[str, ...]]] = {
     504: ("deadline_exceeded",),
 }
 
-_INT32 = (F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32)
-_UINT32 = (F.TYPE_UINT32, F.TYPE_FIXED32)
-_INT64 = (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64)
-_UINT64 = (F.TYPE_UINT64, F.TYPE_FIXED64)
-_INT_SCHEMAS: Final[dict[int, dict[str, Any]]] = {
-    **{
-        k: {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
-        for k in _INT32
-    },
-    **{
-        k: {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
-        for k in _UINT32
-    },
-    **{
-        k: {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
-        for k in _INT64
-    },
-    **{k: {"type": "integer", "minimum": 0, "maximum": 2**64 - 1} for k in _UINT64},
+# JSON Schema types and formats by C++ type; integer ranges come from the transcoder's table.
+_TYPES: Final = {
+    F.CPPTYPE_STRING: "string",
+    F.CPPTYPE_BOOL: "boolean",
+    F.CPPTYPE_FLOAT: "number",
+    F.CPPTYPE_DOUBLE: "number",
+    **dict.fromkeys(INT_RANGES, "integer"),
+}
+_FORMATS: Final = {
+    F.CPPTYPE_INT32: "int32",
+    F.CPPTYPE_UINT32: "int64",
+    F.CPPTYPE_INT64: "int64",
+    F.CPPTYPE_FLOAT: "float",
+    F.CPPTYPE_DOUBLE: "double",
 }
 _WELL_KNOWN: Final[dict[str, dict[str, Any]]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
@@ -96,11 +92,6 @@ _HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPT
 
 def _behaviors(field: FieldDescriptor) -> set[int]:
     return set(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    entry = field.message_type
-    return field.is_repeated and entry is not None and entry.GetOptions().map_entry
 
 
 class _Schemas:
@@ -135,7 +126,7 @@ class _Schemas:
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         schema: dict[str, Any]
-        if _is_map(field):
+        if is_map(field):
             assert field.message_type is not None
             value = field.message_type.fields_by_name["value"]
             schema = {"type": "object", "additionalProperties": self.value(value)}
@@ -169,23 +160,17 @@ class _Schemas:
 
 
 def _scalar_schema(field: FieldDescriptor) -> dict[str, Any]:
-    kind = field.type
-    if kind in _INT_SCHEMAS:
-        return dict(_INT_SCHEMAS[kind])
-    if kind == F.TYPE_STRING:
-        return {"type": "string"}
-    if kind == F.TYPE_BYTES:
-        return {"type": "string", "format": "byte"}
-    if kind == F.TYPE_BOOL:
-        return {"type": "boolean"}
-    if kind == F.TYPE_DOUBLE:
-        return {"type": "number", "format": "double"}
-    if kind == F.TYPE_FLOAT:
-        return {"type": "number", "format": "float"}
-    if kind == F.TYPE_ENUM:
-        assert field.enum_type is not None
+    if field.enum_type is not None:
         return {"type": "string", "enum": list(field.enum_type.values_by_name)}
-    raise ValueError(f"{field.full_name}: unsupported field type {kind}")
+    if field.type == F.TYPE_BYTES:
+        return {"type": "string", "format": "byte"}
+    kind = field.cpp_type
+    schema: dict[str, Any] = {"type": _TYPES[kind]}
+    if kind in _FORMATS:
+        schema["format"] = _FORMATS[kind]
+    if kind in INT_RANGES:
+        schema["minimum"], schema["maximum"] = INT_RANGES[kind]
+    return schema
 
 
 def _error_schemas() -> dict[str, dict[str, Any]]:
@@ -338,7 +323,7 @@ def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
             proto = proto_prefix + field.name
             if (
                 proto in bound
-                or _is_map(field)
+                or is_map(field)
                 or field_behavior_pb2.OUTPUT_ONLY in _behaviors(field)
             ):
                 continue

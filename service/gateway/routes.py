@@ -335,7 +335,9 @@ def _check_path_field(message: Descriptor, path: Sequence[str], where: str) -> N
         if found is None or found.is_repeated:
             raise RouteError(f"{where}: path variable {'.'.join(path)!r} names no singular field")
         if depth < len(path) - 1:
-            if found.message_type is None:
+            if found.message_type is None or found.message_type.full_name.startswith(
+                "google.protobuf."
+            ):  # a well-known type is one JSON value, its fields are not set one by one
                 raise RouteError(f"{where}: {'.'.join(path)!r}: {name!r} is not a message")
             current = found.message_type
         elif found.message_type is not None and not found.message_type.full_name.startswith(

@@ -1,21 +1,18 @@
 """JSON <-> protobuf messages, strictly, with the protos' JSON names.
 
-Requests: a JSON value is accepted only if it means exactly one message. Fields are known by their
-`json_name` only (the seeds' names: `new_password`, `userName`); an unknown field, a value of the
-wrong type, `null` (except for google.protobuf.Value), an integer out of its range, a fraction for
-an integer, two members of one oneof, or a string that is not valid UTF-8 is a `TranscodeError`
-(400), and so is the absence of a field marked `(google.api.field_behavior) = REQUIRED` (the
-OpenAPI document lists them as required; the gateway keeps that promise). Enums are given by
-name. 64-bit integers are JSON numbers, not strings, both ways, because the seeds document
-numbers (`expires` in epoch milliseconds). Well-known types (Timestamp, Duration, wrappers,
-Struct, ...) keep their standard ProtoJSON forms.
-
-Path variables and query parameters are text, converted by the field's type; query parameters may
-name a field by its JSON or proto name, dotted for nested messages, repeated for repeated fields.
-Parameters that name no field are ignored, as grpc-gateway does, so a cache-buster cannot break a
-call.
-
-Replies: every field is printed, even at its default value (`"active": false`).
+protobuf's `json_format` converts both ways. It takes what the gateway refuses ("12" for an
+integer, `true` for a number, an enum's number, `null` anywhere, proto names), so a strict pre-pass
+over the request's JSON comes first and refuses, naming the field: an unknown field (fields are
+known by their `json_name` only: the seeds' `new_password`, `userName`), a wrong type, `null`
+(except for google.protobuf.Value), an integer out of range or with a fraction, an enum not given
+by name, two members of one oneof, text that is not UTF-8, bad base64, and a missing field marked
+`(google.api.field_behavior) = REQUIRED` (the OpenAPI document promises them). 64-bit integers are
+JSON numbers both ways (the seeds document `expires` as a number); well-known types keep their
+ProtoJSON forms. Path variables and query parameters are text, turned into their field's JSON
+value and merged with the body (the path last: it wins), then one `ParseDict` builds the message.
+A query parameter names a field by its JSON or proto name, dotted for nested fields, repeated for
+repeated ones; one naming no field is ignored, as grpc-gateway does, so a cache-buster cannot
+break a call. Replies print every field, even at its default value (`"active": false`).
 """
 
 from __future__ import annotations
@@ -30,7 +27,8 @@ from typing import Any, Final, cast
 from urllib.parse import unquote
 
 from google.api import field_behavior_pb2
-from google.protobuf import json_format
+from google.api.field_behavior_pb2 import REQUIRED
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -39,46 +37,41 @@ from service.gateway.routes import Route
 F = FieldDescriptor
 
 WRAPPERS: Final = frozenset(
-    f"google.protobuf.{name}"
-    for name in (
-        "DoubleValue",
-        "FloatValue",
-        "Int64Value",
-        "UInt64Value",
-        "Int32Value",
-        "UInt32Value",
-        "BoolValue",
-        "StringValue",
-        "BytesValue",
-    )
+    f"google.protobuf.{kind}Value"
+    for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
-# Types with a special JSON form, parsed and printed by json_format. Empty is an ordinary `{}`.
-WELL_KNOWN: Final = WRAPPERS | frozenset(
-    f"google.protobuf.{name}"
-    for name in ("Any", "Timestamp", "Duration", "FieldMask", "Struct", "Value", "ListValue")
-)
-# Well-known types that can be written as one query or path parameter.
-TEXT_WELL_KNOWN: Final = WRAPPERS | frozenset(
-    f"google.protobuf.{name}" for name in ("Timestamp", "Duration", "FieldMask")
-)
-
-INT_RANGES: Final = {
-    F.TYPE_INT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    F.TYPE_UINT32: (0, 2**32 - 1),
-    F.TYPE_FIXED32: (0, 2**32 - 1),
-    F.TYPE_INT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    F.TYPE_UINT64: (0, 2**64 - 1),
-    F.TYPE_FIXED64: (0, 2**64 - 1),
+# Types with a special JSON form, checked and parsed by json_format; those in TEXT_WELL_KNOWN
+# can be written as one query or path parameter. Empty is an ordinary `{}`.
+TEXT_WELL_KNOWN: Final = WRAPPERS | {
+    f"google.protobuf.{n}" for n in ("Timestamp", "Duration", "FieldMask")
 }
-INT64_TYPES: Final = frozenset(
-    {F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64, F.TYPE_UINT64, F.TYPE_FIXED64}
-)
-FLOAT32_MAX: Final = 3.4028234663852886e38
-_SPECIAL_FLOATS: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+WELL_KNOWN: Final = TEXT_WELL_KNOWN | {
+    f"google.protobuf.{n}" for n in ("Any", "Struct", "Value", "ListValue")
+}
+
+# Integer ranges by C++ type (int32, sint32 and sfixed32 share one; enums have their own).
+INT_RANGES: Final = {
+    F.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    F.CPPTYPE_UINT32: (0, 2**32 - 1),
+    F.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    F.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+_INT64: Final = frozenset({F.CPPTYPE_INT64, F.CPPTYPE_UINT64})
+FLOAT_LIMITS: Final = {
+    F.CPPTYPE_FLOAT: 3.4028234663852886e38,
+    F.CPPTYPE_DOUBLE: 1.7976931348623157e308,
+}
+# The JSON values each (C++) type of field takes, and how to say so.
+_EXPECTED: Final[dict[int, tuple[type | tuple[type, ...], str]]] = {
+    F.CPPTYPE_STRING: (str, "a string"),
+    F.CPPTYPE_BOOL: (bool, "true or false"),
+    F.CPPTYPE_ENUM: (str, "an enum name"),
+    F.CPPTYPE_FLOAT: ((int, float), "a number"),
+    F.CPPTYPE_DOUBLE: ((int, float), "a number"),
+    **dict.fromkeys(INT_RANGES, (int, "an integer")),
+}
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+_SPECIAL_FLOATS: Final = frozenset({"NaN", "Infinity", "-Infinity"})  # ProtoJSON's spellings
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
@@ -103,20 +96,26 @@ def build_request(
 ) -> Message:
     """The request message for `route` from the path variables (still percent-encoded), the query
     parameters and the parsed JSON body (`NO_BODY` when the request had none)."""
-    message = route.request_class()
+    descriptor = cast(Descriptor, route.request_class.DESCRIPTOR)
     bound = set(route.path_fields)
+    data: dict[str, Any] = {}
     if route.body == "*":
         if body is NO_BODY:
             body = {}
         if not isinstance(body, dict):
             raise TranscodeError("the request body must be a JSON object")
-        _merge_object(message, body, "", _exempt(bound, ""))
+        data = _object(descriptor, body, "", _exempt(bound, ""))
     else:
         if route.body:
             bound.add(route.body)
-            _set_body_field(message, route.body, body, _exempt(bound, route.body))
-        given = _apply_query(message, query, bound)
-        for field in _required(_descriptor(message)):
+            field = descriptor.fields_by_name[route.body]
+            if body is not NO_BODY:  # a message body's errors are named from its top
+                where = "" if field.message_type and not field.is_repeated else field.json_name
+                data[field.json_name] = _field(field, body, where, _exempt(bound, route.body))
+            elif field in _required(descriptor):
+                raise TranscodeError("the request body is required")
+        given = _query(descriptor, query, bound, data)
+        for field in _required(descriptor):
             if field.name not in given and not _is_bound(field.name, bound):
                 raise TranscodeError(f"missing required query parameter {field.json_name!r}")
     for name, raw in path_values.items():
@@ -124,12 +123,16 @@ def build_request(
             text = unquote(raw, errors="strict")
         except UnicodeDecodeError:
             raise TranscodeError(f"path parameter {name!r} is not valid UTF-8") from None
-        fields = _proto_path(_descriptor(message), name)
-        _set_from_text(message, fields, [text], f"path parameter {name!r}")
-    return message
+        fields = _field_path(descriptor, name.split("."), by_json_name=False)
+        assert fields is not None  # checked when the route was built
+        _put(data, fields, _leaf(fields[-1], [text], f"path parameter {name!r}"))
+    try:
+        return json_format.ParseDict(data, route.request_class())
+    except json_format.ParseError:  # the pre-pass is meant to refuse everything first
+        raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
 
 
-# --- JSON body -> message -------------------------------------------------------------------
+# --- the strict pre-pass: the JSON body, checked and made canonical for json_format ------------
 
 
 def _exempt(bound: Iterable[str], prefix: str) -> frozenset[str]:
@@ -147,45 +150,8 @@ def _is_bound(name: str, bound: Iterable[str]) -> bool:
 @cache
 def _required(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
     """The fields marked `(google.api.field_behavior) = REQUIRED`."""
-    return tuple(
-        f
-        for f in descriptor.fields
-        if field_behavior_pb2.REQUIRED
-        in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
-    )
-
-
-def _set_body_field(message: Message, name: str, body: Any, exempt: frozenset[str]) -> None:
-    """The body is one field's value; errors inside a message body are named from its top."""
-    field = _descriptor(message).fields_by_name[name]
-    if body is NO_BODY:
-        if field in _required(_descriptor(message)):
-            raise TranscodeError("the request body is required")
-        return
-    if field.message_type is not None and not field.is_repeated:
-        if body is None and not _accepts_null(field):
-            raise TranscodeError("the request body must not be null")
-        sub = getattr(message, field.name)
-        if field.message_type.full_name in WELL_KNOWN:
-            _merge_message(sub, body, "")
-        elif isinstance(body, dict):
-            _merge_object(sub, body, "", exempt)
-        else:
-            raise TranscodeError("the request body must be a JSON object")
-        sub.SetInParent()
-    else:
-        _set_field(message, field, body, field.json_name)
-
-
-def _descriptor(message: Message) -> Descriptor:
-    return cast(Descriptor, message.DESCRIPTOR)
-
-
-def _entry_fields(field: FieldDescriptor) -> tuple[FieldDescriptor, FieldDescriptor]:
-    """The key and value fields of a map field's entry message."""
-    entry = field.message_type
-    assert entry is not None
-    return entry.fields_by_name["key"], entry.fields_by_name["value"]
+    behavior = field_behavior_pb2.field_behavior
+    return tuple(f for f in descriptor.fields if REQUIRED in f.GetOptions().Extensions[behavior])
 
 
 @cache
@@ -193,7 +159,7 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {f.json_name: f for f in descriptor.fields}
 
 
-def _is_map(field: FieldDescriptor) -> bool:
+def is_map(field: FieldDescriptor) -> bool:
     entry = field.message_type
     return field.is_repeated and entry is not None and entry.GetOptions().map_entry
 
@@ -204,14 +170,14 @@ def _accepts_null(field: FieldDescriptor) -> bool:
     return field.enum_type is not None and field.enum_type.full_name == "google.protobuf.NullValue"
 
 
-def _merge_object(
-    message: Message, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
-) -> None:
-    """Set the fields named in `obj`; every REQUIRED field but those in `exempt` (set by the
-    path) must be among them."""
-    descriptor = _descriptor(message)
+def _object(
+    descriptor: Descriptor, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The fields named in `obj`; every REQUIRED field but those in `exempt` (set by the path)
+    must be among them."""
     fields = _json_fields(descriptor)
     oneofs: dict[str, str] = {}
+    out = {}
     for key, value in obj.items():
         location = f"{where}.{key}" if where else key
         field = fields.get(key)
@@ -224,163 +190,130 @@ def _merge_object(
                     f"fields {oneofs[oneof.name]!r} and {location!r} exclude each other"
                 )
             oneofs[oneof.name] = location
-        _set_field(message, field, value, location)
+        out[key] = _field(field, value, location)
     for required in _required(descriptor):
         if required.json_name not in obj and required.name not in exempt:
             location = f"{where}.{required.json_name}" if where else required.json_name
             raise TranscodeError(f"missing required field {location!r}")
+    return out
 
 
-def _set_field(message: Message, field: FieldDescriptor, value: Any, where: str) -> None:
+def _label(where: str) -> str:
+    return f"field {where!r}" if where else "the request body"
+
+
+def _field(
+    field: FieldDescriptor, value: Any, where: str, exempt: frozenset[str] = frozenset()
+) -> Any:
+    """A field's JSON value: a map, a list or one value."""
     if value is None and not _accepts_null(field):
-        raise TranscodeError(f"field {where!r} must not be null")
-    if _is_map(field):
+        raise TranscodeError(f"{_label(where)} must not be null")
+    if is_map(field):
         if not isinstance(value, dict):
-            raise TranscodeError(f"field {where!r} must be a JSON object")
-        key_field, value_field = _entry_fields(field)
-        target = getattr(message, field.name)
+            raise TranscodeError(f"{_label(where)} must be a JSON object")
+        entry = field.message_type
+        assert entry is not None
+        key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        out = {}
         for raw_key, item in value.items():
             item_where = f"{where}[{raw_key!r}]"
-            key = _scalar_from_text(key_field, raw_key, item_where)
-            if item is None and not _accepts_null(value_field):
-                raise TranscodeError(f"field {item_where!r} must not be null")
-            if value_field.message_type is not None:
-                _merge_message(target[key], item, item_where)
-            else:
-                target[key] = _scalar(value_field, item, item_where)
-    elif field.is_repeated:
+            label = f"field {item_where!r}"
+            key = _value(key_field, _from_text(key_field, raw_key, label), item_where)
+            # json_format takes map keys as text, booleans only as "true" and "false"
+            out[str(key).lower() if isinstance(key, bool) else str(key)] = _value(
+                value_field, item, item_where
+            )
+        return out
+    if field.is_repeated:
         if not isinstance(value, list):
-            raise TranscodeError(f"field {where!r} must be a JSON array")
-        items = getattr(message, field.name)
-        for index, item in enumerate(value):
-            item_where = f"{where}[{index}]"
-            if item is None and not _accepts_null(field):
-                raise TranscodeError(f"field {item_where!r} must not be null")
-            if field.message_type is not None:
-                _merge_message(items.add(), item, item_where)
-            else:
-                items.append(_scalar(field, item, item_where))
-    elif field.message_type is not None:
-        sub = getattr(message, field.name)
-        _merge_message(sub, value, where)
-        sub.SetInParent()
-    else:
-        setattr(message, field.name, _scalar(field, value, where))
+            raise TranscodeError(f"{_label(where)} must be a JSON array")
+        return [_value(field, item, f"{where}[{index}]") for index, item in enumerate(value)]
+    return _value(field, value, where, exempt=exempt)
 
 
-def _merge_message(message: Message, value: Any, where: str) -> None:
-    full_name = _descriptor(message).full_name
-    what = f"field {where!r}" if where else "the request body"
-    if full_name in WELL_KNOWN:
-        try:
-            json_format.ParseDict(value, message)
-        except (json_format.ParseError, TypeError, ValueError, AttributeError):
-            raise TranscodeError(f"{what} is not a valid {full_name}") from None
-    elif not isinstance(value, dict):
-        raise TranscodeError(f"{what} must be a JSON object")
-    else:
-        _merge_object(message, value, where)
-
-
-def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
-    """The Python value for a scalar or enum field from its JSON value."""
-    kind = field.type
-    if kind == F.TYPE_STRING:
-        if not isinstance(value, str):
-            raise TranscodeError(f"field {where!r} must be a string")
-        return _utf8_text(value, where)
-    if kind == F.TYPE_BYTES:
-        if not isinstance(value, str):
-            raise TranscodeError(f"field {where!r} must be a base64 string")
-        return _base64(value, where)
-    if kind == F.TYPE_BOOL:
-        if not isinstance(value, bool):
-            raise TranscodeError(f"field {where!r} must be true or false")
+def _value(
+    field: FieldDescriptor,
+    value: Any,
+    where: str,
+    label: str = "",
+    exempt: frozenset[str] = frozenset(),
+) -> Any:
+    """One value of `field` (an item, for a repeated one), checked and made canonical."""
+    label = label or _label(where)
+    if value is None and not _accepts_null(field):
+        raise TranscodeError(f"{label} must not be null")
+    message = field.message_type
+    if message is not None:
+        if message.full_name in WELL_KNOWN:
+            try:
+                json_format.ParseDict(value, message_factory.GetMessageClass(message)())
+            except (json_format.ParseError, TypeError, ValueError, AttributeError):
+                raise TranscodeError(f"{label} is not a valid {message.full_name}") from None
+            return value
+        if not isinstance(value, dict):
+            raise TranscodeError(f"{label} must be a JSON object")
+        return _object(message, value, where, exempt)
+    kind = field.cpp_type
+    if kind in INT_RANGES and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind in FLOAT_LIMITS and isinstance(value, str) and value in _SPECIAL_FLOATS:
         return value
+    types, what = _EXPECTED[kind]
+    if field.enum_type is not None:
+        if value is None:  # google.protobuf.NullValue
+            return value
+        what = "one of: " + ", ".join(field.enum_type.values_by_name)
+    elif field.type == F.TYPE_BYTES:
+        what = "a base64 string"
+    valid = isinstance(value, types) and (kind == F.CPPTYPE_BOOL or not isinstance(value, bool))
+    if not valid or (field.enum_type is not None and value not in field.enum_type.values_by_name):
+        raise TranscodeError(f"{label} must be {what}")
+    if field.type == F.TYPE_BYTES:
+        # json_format's decoding skips characters outside the alphabet; this refuses them.
+        standard = value.replace("-", "+").replace("_", "/")
+        try:
+            data = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise TranscodeError(f"{label} must be {what}") from None
+        return base64.urlsafe_b64encode(data).decode()
+    if kind == F.CPPTYPE_STRING and _UNPAIRED_SURROGATE.search(value):
+        raise TranscodeError(f"{label} is not valid UTF-8 text")
     if kind in INT_RANGES:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TranscodeError(f"field {where!r} must be an integer")
-        return _in_range(kind, value, where)
-    if kind in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-        if isinstance(value, str) and value in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[value]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TranscodeError(f"field {where!r} must be a number")
-        return _finite(kind, value, where)
-    if kind == F.TYPE_ENUM:
-        if _accepts_null(field) and value is None:
-            return 0
-        return _enum(field, value, where)
-    raise TranscodeError(f"field {where!r} has an unsupported type")
-
-
-def _utf8_text(value: str, where: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise TranscodeError(f"field {where!r} is not valid UTF-8 text") from None
+        return _in_range(kind, value, label)
+    if kind in FLOAT_LIMITS:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or abs(number) > FLOAT_LIMITS[kind]:
+            raise TranscodeError(f"{label} is out of range")
+        return number
     return value
 
 
-def _base64(value: str, where: str) -> bytes:
-    standard = value.replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise TranscodeError(f"field {where!r} must be a base64 string") from None
-
-
-def _in_range(kind: int, value: int, where: str) -> int:
+def _in_range(kind: int, value: int, label: str) -> int:
     low, high = INT_RANGES[kind]
     if not low <= value <= high:
-        raise TranscodeError(f"field {where!r} must be between {low} and {high}")
+        raise TranscodeError(f"{label} must be between {low} and {high}")
     return value
 
 
-def _finite(kind: int, value: float, where: str) -> float:
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    limit = FLOAT32_MAX if kind == F.TYPE_FLOAT else 1.7976931348623157e308
-    if not math.isfinite(number) or abs(number) > limit:
-        raise TranscodeError(f"field {where!r} is out of range")
-    return number
+# --- path variables and query parameters: text -> JSON values --------------------------------
 
 
-def _enum(field: FieldDescriptor, value: Any, where: str) -> int:
-    assert field.enum_type is not None
-    names = field.enum_type.values_by_name
-    if not isinstance(value, str) or value not in names:
-        choices = ", ".join(names)
-        raise TranscodeError(f"field {where!r} must be one of: {choices}")
-    return int(names[value].number)
-
-
-# --- path variables and query parameters ----------------------------------------------------
-
-
-def _proto_path(descriptor: Descriptor, dotted: str) -> list[FieldDescriptor]:
+def _field_path(
+    descriptor: Descriptor, names: Sequence[str], by_json_name: bool = True
+) -> list[FieldDescriptor] | None:
+    """The fields a dotted name walks through (a query parameter's may use JSON or proto names),
+    or None if it names no field."""
     fields = []
     current: Descriptor | None = descriptor
-    for name in dotted.split("."):
-        assert current is not None  # checked when the route was built
-        field = current.fields_by_name[name]
-        fields.append(field)
-        current = field.message_type
-    return fields
-
-
-def _query_path(descriptor: Descriptor, key: str) -> list[FieldDescriptor] | None:
-    """The fields a query parameter names (by JSON or proto name, dotted), or None."""
-    fields = []
-    current: Descriptor | None = descriptor
-    for name in key.split("."):
+    for name in names:
         if current is None or current.full_name in WELL_KNOWN:
             return None
-        field = _json_fields(current).get(name) or current.fields_by_name.get(name)
+        field = current.fields_by_name.get(name)
+        if by_json_name:
+            field = _json_fields(current).get(name) or field
         if field is None:
             return None
         fields.append(field)
@@ -388,14 +321,16 @@ def _query_path(descriptor: Descriptor, key: str) -> list[FieldDescriptor] | Non
     return fields
 
 
-def _apply_query(message: Message, query: Iterable[tuple[str, str]], bound: set[str]) -> set[str]:
-    """Set the fields the query names; return the proto names of the top-level fields set."""
+def _query(
+    descriptor: Descriptor, query: Iterable[tuple[str, str]], bound: set[str], data: dict[str, Any]
+) -> set[str]:
+    """Put the fields the query names into `data`; the proto names of the top-level ones set."""
     given: set[str] = set()
     grouped: dict[str, list[str]] = {}
     for key, value in query:
         grouped.setdefault(key, []).append(value)
     for key, values in grouped.items():
-        fields = _query_path(_descriptor(message), key)
+        fields = _field_path(descriptor, key.split("."))
         if fields is None:
             continue  # names no field: ignored, as grpc-gateway does
         dotted = ".".join(f.name for f in fields)
@@ -403,80 +338,51 @@ def _apply_query(message: Message, query: Iterable[tuple[str, str]], bound: set[
             dotted == b or dotted.startswith(b + ".") or b.startswith(dotted + ".") for b in bound
         ):
             continue  # the path or the body sets this field
-        _set_from_text(message, fields, values, f"query parameter {key!r}")
+        _put(data, fields, _leaf(fields[-1], values, f"query parameter {key!r}"))
         given.add(fields[0].name)
     return given
 
 
-def _set_from_text(
-    message: Message, fields: Sequence[FieldDescriptor], values: Sequence[str], where: str
-) -> None:
+def _put(data: dict[str, Any], fields: Sequence[FieldDescriptor], value: Any) -> None:
     for field in fields[:-1]:
-        message = getattr(message, field.name)
-    field = fields[-1]
-    if _is_map(field):
-        raise TranscodeError(f"{where} cannot set a map field")
-    if field.is_repeated:
-        items = getattr(message, field.name)
-        for text in values:
-            if field.message_type is not None:
-                _message_from_text(items.add(), text, where)
-            else:
-                items.append(_scalar_from_text(field, text, where))
-        return
-    if len(values) > 1:
-        raise TranscodeError(f"{where} is given more than once")
-    if field.message_type is not None:
-        sub = getattr(message, field.name)
-        _message_from_text(sub, values[0], where)
-        sub.SetInParent()
-    else:
-        setattr(message, field.name, _scalar_from_text(field, values[0], where))
+        data = data.setdefault(field.json_name, {})
+    data[fields[-1].json_name] = value
 
 
-def _message_from_text(message: Message, text: str, where: str) -> None:
-    descriptor = _descriptor(message)
-    if descriptor.full_name in WRAPPERS:
-        inner = descriptor.fields_by_name["value"]
-        setattr(message, "value", _scalar_from_text(inner, text, where))  # noqa: B010
-    elif descriptor.full_name in TEXT_WELL_KNOWN:
-        try:
-            json_format.ParseDict(cast(Any, text), message)
-        except (json_format.ParseError, TypeError, ValueError, AttributeError):
-            raise TranscodeError(f"{where} is not a valid {descriptor.full_name}") from None
-    else:
-        raise TranscodeError(f"{where} names a message; send it in a JSON body")
+def _leaf(field: FieldDescriptor, texts: Sequence[str], label: str) -> Any:
+    """The JSON value of a field given as text, once or (repeated fields) more."""
+    if is_map(field):
+        raise TranscodeError(f"{label} cannot set a map field")
+    if not field.is_repeated and len(texts) > 1:
+        raise TranscodeError(f"{label} is given more than once")
+    values = [_value(field, _from_text(field, text, label), label, label) for text in texts]
+    return values if field.is_repeated else values[0]
 
 
-def _scalar_from_text(field: FieldDescriptor, text: str, where: str) -> Any:
-    """The Python value for a scalar or enum field from text (a path segment, a query value, a
-    map key)."""
-    kind = field.type
-    if kind == F.TYPE_STRING:
-        return _utf8_text(text, where)
-    if kind == F.TYPE_BYTES:
-        return _base64(text, where)
-    if kind == F.TYPE_BOOL:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise TranscodeError(f"{where} must be true or false")
-    if kind in INT_RANGES:
+def _from_text(field: FieldDescriptor, text: str, label: str) -> Any:
+    """The JSON value a path segment, query value or map key stands for (checked by `_value`)."""
+    message = field.message_type
+    if message is not None:
+        if message.full_name in WRAPPERS:
+            inner = message.fields_by_name["value"]
+            return _value(inner, _from_text(inner, text, label), label, label)
+        if message.full_name in TEXT_WELL_KNOWN:
+            return text
+        raise TranscodeError(f"{label} names a message; send it in a JSON body")
+    if field.cpp_type == F.CPPTYPE_BOOL:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise TranscodeError(f"{label} must be true or false")
+    if field.cpp_type in INT_RANGES:
         if not _INTEGER_TEXT.fullmatch(text):
-            raise TranscodeError(f"{where} must be an integer")
-        return _in_range(kind, int(text), where)
-    if kind in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-        if text in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[text]
+            raise TranscodeError(f"{label} must be an integer")
+        return int(text)
+    if field.cpp_type in FLOAT_LIMITS and text not in _SPECIAL_FLOATS:
         try:
-            number = float(text)
+            return float(text)
         except ValueError:
-            raise TranscodeError(f"{where} must be a number") from None
-        return _finite(kind, number, where)
-    if kind == F.TYPE_ENUM:
-        return _enum(field, text, where)
-    raise TranscodeError(f"{where} has an unsupported type")
+            raise TranscodeError(f"{label} must be a number") from None
+    return text  # strings, bytes, enums and special floats stay text
 
 
 # --- message -> JSON ------------------------------------------------------------------------
@@ -485,7 +391,7 @@ def _scalar_from_text(field: FieldDescriptor, text: str, where: str) -> Any:
 def message_to_json(message: Message, response_body: str = "") -> Any:
     """The JSON value (ready for json.dumps) of a reply, or of its `response_body` field."""
     data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    descriptor = _descriptor(message)
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     data = _numbers(descriptor, data)
     if not response_body:
         return data
@@ -495,30 +401,23 @@ def message_to_json(message: Message, response_body: str = "") -> Any:
     return {} if field.message_type is not None else None
 
 
-def _numbers(descriptor: Descriptor, data: Any) -> Any:
+def _numbers(descriptor: Descriptor | None, data: Any, kind: int = F.CPPTYPE_MESSAGE) -> Any:
     """`data` with 64-bit integers as JSON numbers (json_format prints them as strings)."""
-    name = descriptor.full_name
-    if name in ("google.protobuf.Int64Value", "google.protobuf.UInt64Value"):
+    if descriptor is None:
+        return int(data) if kind in _INT64 and isinstance(data, str) else data
+    if descriptor.full_name in ("google.protobuf.Int64Value", "google.protobuf.UInt64Value"):
         return int(data) if isinstance(data, str) else data
-    if name in WELL_KNOWN or not isinstance(data, dict):
+    if descriptor.full_name in WELL_KNOWN or not isinstance(data, dict):
         return data
     for field in descriptor.fields:
-        if field.json_name not in data:
+        if (value := data.get(field.json_name)) is None:
             continue
-        value = data[field.json_name]
-        if _is_map(field):
-            _, value_field = _entry_fields(field)
-            data[field.json_name] = {k: _field_number(value_field, v) for k, v in value.items()}
+        if is_map(field):
+            item = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
+            value = {k: _numbers(item.message_type, v, item.cpp_type) for k, v in value.items()}
         elif field.is_repeated:
-            data[field.json_name] = [_field_number(field, v) for v in value]
+            value = [_numbers(field.message_type, v, field.cpp_type) for v in value]
         else:
-            data[field.json_name] = _field_number(field, value)
+            value = _numbers(field.message_type, value, field.cpp_type)
+        data[field.json_name] = value
     return data
-
-
-def _field_number(field: FieldDescriptor, value: Any) -> Any:
-    if field.message_type is not None:
-        return _numbers(field.message_type, value)
-    if field.type in INT64_TYPES and isinstance(value, str):
-        return int(value)
-    return value

@@ -184,3 +184,14 @@ def test_bad_percent_encoding_in_path(library_routes) -> None:
     route = route_for(library_routes, "GET", "/v1/books/{name}")
     with pytest.raises(TranscodeError, match="UTF-8"):
         build_request(route, {"name": "%FF"}, [])
+
+
+@pytest.mark.parametrize(
+    ("cover", "expected"),
+    [("/+8=", b"\xff\xef"), ("_-8", b"\xff\xef"), ("AA==", b"\x00"), ("", b"")],
+)
+def test_bytes_in_either_base64_alphabet(library_routes, cover: str, expected: bytes) -> None:
+    """Bytes take standard or URL-safe base64, padded or not, and decode to the same bytes."""
+    route = route_for(library_routes, "POST", "/v1/{parent=shelves/*}/books")
+    request: Any = build_request(route, {"parent": "shelves/1"}, [], {"title": "T", "cover": cover})
+    assert request.book.cover == expected
