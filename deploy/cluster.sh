@@ -5,7 +5,7 @@
 #   PgBouncer (transaction mode) -> HAProxy :PG
 #   3 x `authsvc serve` (pool through PgBouncer, LISTEN through HAProxy :PG)
 #   HAProxy :REST (HTTP/1.1) and :GRPC (h2c, checked through grpc.health.v1) -> the replicas
-# Usage: deploy/cluster.sh up|down|status|env. State (data, logs, pids) under $CLUSTER_DIR.
+# Usage: deploy/cluster.sh up|down|status|drill|bench. State (data, logs, pids) under $CLUSTER_DIR.
 # `down` stops exactly the processes whose pid files `up` wrote (checked against /proc).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -294,10 +294,17 @@ drill() {
     AUTHSVC=$AUTHSVC replica_env 1 "$ROOT/.venv/bin/python" "$HERE/failover_drill.py"
 }
 
+bench() {
+  CLUSTER_DIR=$STATE CLUSTER_GRPC_PORT=$HAPROXY_GRPC CLUSTER_STATS_PORT=$HAPROXY_STATS \
+    CLUSTER_PATRONI_PORTS="${REST_PORTS[*]}" CLUSTER_REPLICAS=$REPLICAS AUTHSVC=$AUTHSVC \
+    replica_env 1 "$ROOT/.venv/bin/python" "$ROOT/bench/cluster.py"
+}
+
 case "${1:-}" in
   up) up ;;
+  bench) bench ;;
   drill) drill ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status|drill" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|drill|bench" >&2; exit 2 ;;
 esac
