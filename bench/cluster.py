@@ -54,6 +54,9 @@ GRPC = f"127.0.0.1:{os.environ['CLUSTER_GRPC_PORT']}"
 STATS = f"http://127.0.0.1:{os.environ['CLUSTER_STATS_PORT']}/;csv"
 PATRONI = [int(p) for p in os.environ["CLUSTER_PATRONI_PORTS"].split()]
 AUTHSVC = os.environ["AUTHSVC"]
+PGBOUNCER = os.environ["CLUSTER_PGBOUNCER_PORT"]
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+IDLE_SECONDS = 4.0
 REPLICAS = int(os.environ.get("CLUSTER_REPLICAS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
 LOGIN_CONCURRENCY = 8
@@ -109,7 +112,9 @@ class StackMeter:
 
 
 class Primary:
-    """What the authsvc database ran on the leader, from a monitor connection to `postgres`."""
+    """What the authsvc database ran on the leader (a monitor connection to `postgres`, whose
+    statements do not count) and what PgBouncer passed to it (SHOW STATS, by psql: the admin
+    console speaks only the simple query protocol)."""
 
     async def open(self) -> None:
         leader = next(m for m in members().values() if m["role"] == "leader")
@@ -119,39 +124,82 @@ class Primary:
         for ext in ("pg_stat_statements", "pg_walinspect"):
             await self.conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
 
+    @staticmethod
+    def pgbouncer() -> dict[str, int]:
+        out = subprocess.run(
+            [
+                f"{PG_BIN}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                PGBOUNCER,
+                "-U",
+                "postgres",
+                "-d",
+                "pgbouncer",
+                "-AXF",
+                ",",
+                "-c",
+                "SHOW STATS",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        header = out[0].split(",")
+        row = next(
+            dict(zip(header, line.split(","), strict=True))
+            for line in out[1:]
+            if line.startswith("authsvc,")
+        )
+        return {"xacts": int(row["total_xact_count"]), "queries": int(row["total_query_count"])}
+
     async def snapshot(self) -> dict[str, Any]:
         rows = await self.conn.fetch(
             "SELECT queryid, query, calls FROM pg_stat_statements"
             " WHERE toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = 'authsvc')"
         )
-        xact = await self.conn.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'authsvc'"
-        )
         lsn = await self.conn.fetchval("SELECT pg_current_wal_flush_lsn()::text")
         return {
+            "t": time.perf_counter(),
             "statements": {(r["queryid"], r["query"]): r["calls"] for r in rows},
-            "xact": xact,
             "lsn": lsn,
+            "pgbouncer": await asyncio.to_thread(self.pgbouncer),
         }
 
-    async def per_call(self, a: dict[str, Any], b: dict[str, Any], calls: int) -> dict[str, float]:
-        counts: dict[str, int] = {}
+    async def counts(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+        """What ran between two snapshots, per second."""
+        by_kind: dict[str, int] = {}
         for key, n in b["statements"].items():
             kind = classify(key[1])
-            counts[kind] = counts.get(kind, 0) + n - a["statements"].get(key, 0)
+            by_kind[kind] = by_kind.get(kind, 0) + n - a["statements"].get(key, 0)
         commits = a["lsn"] != b["lsn"] and await self.conn.fetchval(
             "SELECT count(*) FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn)"
             " WHERE resource_manager = 'Transaction' AND record_type LIKE 'COMMIT%'",
             a["lsn"],
             b["lsn"],
         )
-        n = max(calls, 1)
-        return {
-            "statements": sum(v for k, v in counts.items() if k != "reset") / n,
-            "writes": counts.get("write", 0) / n,
-            "write commits (WAL)": commits / n,
-            "xact_commit": (b["xact"] - a["xact"]) / n,
+        elapsed = b["t"] - a["t"]
+        counts = {
+            "statements": sum(v for k, v in by_kind.items() if k != "reset"),
+            "writes": by_kind.get("write", 0),
+            "write commits (WAL)": int(commits),
+            "transactions (PgBouncer)": b["pgbouncer"]["xacts"] - a["pgbouncer"]["xacts"],
         }
+        return {k: v / elapsed for k, v in counts.items()}
+
+    @staticmethod
+    def top(a: dict[str, Any], b: dict[str, Any], calls: int) -> list[tuple[float, str]]:
+        """The statements that ran, calls per call, most first."""
+        rows = [(n - a["statements"].get(key, 0), key[1]) for key, n in b["statements"].items()]
+        return sorted(((n / calls, " ".join(q.split())[:90]) for n, q in rows if n), reverse=True)
+
+
+def per_call(
+    window: dict[str, float], idle: dict[str, float], seconds: float, calls: int
+) -> dict[str, float]:
+    """Per call, net of what ran while idle (health checks, key-change polls) in as long."""
+    return {k: max(0.0, (v - idle[k]) * seconds / max(calls, 1)) for k, v in window.items()}
 
 
 def stop_replica(i: int) -> None:
@@ -167,7 +215,7 @@ def stop_replica(i: int) -> None:
     raise RuntimeError(f"authsvc-{i} (pid {pid}) did not stop")
 
 
-async def balanced_on(replicas: int) -> None:
+def balanced_on(replicas: int) -> None:
     """Until HAProxy's gRPC backend has exactly `replicas` servers UP."""
     for _ in range(100):
         with urllib.request.urlopen(STATS, timeout=5) as reply:
@@ -179,7 +227,7 @@ async def balanced_on(replicas: int) -> None:
         ]
         if len(up) == replicas:
             return
-        await asyncio.sleep(0.3)
+        time.sleep(0.3)
     raise RuntimeError(f"HAProxy never had {replicas} gRPC servers up")
 
 
@@ -230,9 +278,13 @@ async def main() -> int:
         for replicas in range(REPLICAS, 0, -1):
             if replicas < REPLICAS:
                 stop_replica(replicas + 1)
-            await balanced_on(replicas)
+            await asyncio.to_thread(balanced_on, replicas)
             meter = StackMeter(replicas)
             row: dict[str, Any] = {"replicas": replicas}
+            db0 = await primary.snapshot()
+            await asyncio.sleep(IDLE_SECONDS)
+            idle = await primary.counts(db0, await primary.snapshot())
+            row["idle"] = idle
             for name, call, concurrency, seconds in (
                 ("login", login, LOGIN_CONCURRENCY, SECONDS),
                 ("verify", verify, VERIFY_CONCURRENCY, SECONDS / 2),
@@ -241,11 +293,11 @@ async def main() -> int:
                     await call(i)  # every replica's connections, caches
                 db0, cpu0 = await primary.snapshot(), meter.sample()
                 r = await closed_loop(call, concurrency, seconds, unused, warmup=0)
-                cpu1 = meter.sample()
-                await asyncio.sleep(1.2)  # backends report xact_commit at most once a second
-                db1 = await primary.snapshot()
+                cpu1, db1 = meter.sample(), await primary.snapshot()
                 row[name] = r | {"cores": StackMeter.cores(cpu0, cpu1)}
-                row[name]["db"] = await primary.per_call(db0, db1, r["requests"])
+                window = await primary.counts(db0, db1)
+                row[name]["db"] = per_call(window, idle, db1["t"] - db0["t"], r["requests"])
+                row[name]["top"] = Primary.top(db0, db1, r["requests"])
             results.append(row)
             print(
                 f"bench-cluster: {replicas} replica(s): {row['login']['ok_per_s']:.1f} logins/s,"
@@ -263,10 +315,22 @@ async def main() -> int:
             )
             for u, _ in wrong
         ]
-        await asyncio.sleep(1.2)
-        failures = await primary.per_call(db0, await primary.snapshot(), len(failed))
+        db1 = await primary.snapshot()
+        window = await primary.counts(db0, db1)
+        failures = per_call(window, idle, db1["t"] - db0["t"], len(failed))
+        failures_top = Primary.top(db0, db1, len(failed))
     await primary.conn.close()
     report(results, failures, failed)
+    for title, top in (
+        (
+            f"statements per login, {REPLICAS} replicas (raw, idle background included)",
+            results[0]["login"]["top"],
+        ),
+        ("statements per failed login (raw)", failures_top),
+    ):
+        print(f"\n{title}:")
+        for n, query in top[:8]:
+            print(f"  {n:6.2f}  {query}")
     return 0 if all(r["login"]["ok"] and r["verify"]["ok"] for r in results) else 1
 
 
@@ -276,8 +340,10 @@ def report(results: list[dict[str, Any]], failures: dict[str, float], labels: li
     )
     print(
         f"\nbench-cluster: {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {head.stdout.strip()},"
-        f" {CORES} cores (shared), {SECONDS:.0f} s logins / {SECONDS / 2:.0f} s VerifyToken per count,"
-        f" gRPC through HAProxy h2c, closed loop {LOGIN_CONCURRENCY} / {VERIFY_CONCURRENCY} in flight\n"
+        f" {CORES} cores (shared with other work: see 'others'),"
+        f" {SECONDS:.0f} s logins / {SECONDS / 2:.0f} s VerifyToken per replica count,"
+        f" gRPC through HAProxy h2c, closed loop {LOGIN_CONCURRENCY} / {VERIFY_CONCURRENCY}"
+        " in flight; per-call database figures are net of the idle rate (health checks)\n"
     )
     cols = [f"{r['replicas']} replica(s)" for r in results]
     print("| | " + " | ".join(cols) + " |")
@@ -297,8 +363,10 @@ def report(results: list[dict[str, Any]], failures: dict[str, float], labels: li
             [json.dumps(r[name]["errors"]) if r[name]["errors"] else "0" for r in results],
         )
     for name, what in (("login", "per login"), ("verify", "per VerifyToken")):
-        for key in ("statements", "writes", "write commits (WAL)", "xact_commit"):
+        for key in results[0][name]["db"]:
             line(f"primary: {key} {what}", [f"{r[name]['db'][key]:.2f}" for r in results])
+    for key in results[0]["idle"]:
+        line(f"primary idle: {key} per s", [f"{r['idle'][key]:.1f}" for r in results])
     for name, what in (("login", "logins"), ("verify", "VerifyToken")):
         keys = list(results[0][name]["cores"])
         for key in sorted(keys, key=lambda k: (k == "machine", k.startswith("others"))):
@@ -312,7 +380,7 @@ def report(results: list[dict[str, Any]], failures: dict[str, float], labels: li
     print(
         f"\nfailed logins ({len(labels)}, {', '.join(sorted(set(labels)))}): "
         + ", ".join(f"{k} {v:.2f}" for k, v in failures.items())
-        + " per attempt"
+        + " per attempt (net of the idle rate)"
     )
 
 

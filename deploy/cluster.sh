@@ -122,6 +122,8 @@ listen_addr = 127.0.0.1
 listen_port = $PGBOUNCER_PORT
 unix_socket_dir =
 auth_type = any
+# SHOW STATS for make bench-cluster (transactions and queries per login, as the pooler counts them)
+stats_users = postgres
 pool_mode = transaction
 default_pool_size = 20
 max_client_conn = 1000
@@ -296,6 +298,7 @@ drill() {
 
 bench() {
   CLUSTER_DIR=$STATE CLUSTER_GRPC_PORT=$HAPROXY_GRPC CLUSTER_STATS_PORT=$HAPROXY_STATS \
+    CLUSTER_PGBOUNCER_PORT=$PGBOUNCER_PORT PG_BIN=$PG_BIN \
     CLUSTER_PATRONI_PORTS="${REST_PORTS[*]}" CLUSTER_REPLICAS=$REPLICAS AUTHSVC=$AUTHSVC \
     replica_env 1 "$ROOT/.venv/bin/python" "$ROOT/bench/cluster.py"
 }
