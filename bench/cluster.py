@@ -57,6 +57,10 @@ AUTHSVC = os.environ["AUTHSVC"]
 PGBOUNCER = os.environ["CLUSTER_PGBOUNCER_PORT"]
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 IDLE_SECONDS = 4.0
+# The checkout's commit when the run started ("-dirty": with uncommitted changes).
+REVISION = subprocess.run(
+    ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+).stdout.strip()
 REPLICAS = int(os.environ.get("CLUSTER_REPLICAS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
 LOGIN_CONCURRENCY = 8
@@ -335,11 +339,8 @@ async def main() -> int:
 
 
 def report(results: list[dict[str, Any]], failures: dict[str, float], labels: list[str]) -> None:
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
     print(
-        f"\nbench-cluster: {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {head.stdout.strip()},"
+        f"\nbench-cluster: {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {REVISION},"
         f" {CORES} cores (shared with other work: see 'others'),"
         f" {SECONDS:.0f} s logins / {SECONDS / 2:.0f} s VerifyToken per replica count,"
         f" gRPC through HAProxy h2c, closed loop {LOGIN_CONCURRENCY} / {VERIFY_CONCURRENCY}"

@@ -63,7 +63,7 @@ run() {  # run NAME SCRIPT...
   out=$(pg "$PG_BIN/pgbench" -h "$WORK" -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j 2 \
     -T "$SECONDS_EACH" "$@" postgres 2>&1)
   printf '%-8s %s tps, latency average %s ms\n' "$name" \
-    "$(awk '/^tps/ {print $3}' <<<"$out" | cut -d. -f1)" "$(awk '/latency average/ {print $4}' <<<"$out")"
+    "$(awk '/^tps/ {print $3}' <<<"$out" | cut -d. -f1)" "$(awk '/^latency average/ {print $4; exit}' <<<"$out")"
 }
 run read -f "$WORK/read.sql"
 run failure -f "$WORK/failure.sql"
