@@ -8,7 +8,7 @@ PROTOS := $(sort $(wildcard proto/authsvc/v1/*.proto))
 STUB_DIR := clients/python
 
 .PHONY: install go-cache run test lint stubs go-stubs verify-stubs proto-lint bench openapi clean \
-	cluster cluster-down cluster-status failover-drill cluster-test
+	cluster cluster-down cluster-status failover-drill cluster-test bench-cluster pgbench-primary
 
 NODE_STAMP := clients/node/node_modules/.installed
 
@@ -128,6 +128,17 @@ failover-drill: install
 cluster-test: install
 	deploy/cluster.sh up
 	deploy/cluster.sh drill; status=$$?; deploy/cluster.sh down; exit $$status
+
+# Up (3 replicas), load through HAProxy with 3, 2, 1 replicas (bench/cluster.py stops them one by
+# one), down (down even when the bench fails). About 3 minutes; prints a table for docs/SCALING.md.
+bench-cluster: install
+	deploy/cluster.sh up
+	deploy/cluster.sh bench; status=$$?; deploy/cluster.sh down; exit $$status
+
+# What one PostgreSQL primary sustains on this machine for the login path's statement shapes
+# (deploy/pgbench.sh: its own temporary server, pgbench, stopped afterwards).
+pgbench-primary:
+	deploy/pgbench.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,7 +5,7 @@
 #   PgBouncer (transaction mode) -> HAProxy :PG
 #   3 x `authsvc serve` (pool through PgBouncer, LISTEN through HAProxy :PG)
 #   HAProxy :REST (HTTP/1.1) and :GRPC (h2c, checked through grpc.health.v1) -> the replicas
-# Usage: deploy/cluster.sh up|down|status|env. State (data, logs, pids) under $CLUSTER_DIR.
+# Usage: deploy/cluster.sh up|down|status|drill|bench. State (data, logs, pids) under $CLUSTER_DIR.
 # `down` stops exactly the processes whose pid files `up` wrote (checked against /proc).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -122,6 +122,8 @@ listen_addr = 127.0.0.1
 listen_port = $PGBOUNCER_PORT
 unix_socket_dir =
 auth_type = any
+# SHOW STATS for make bench-cluster (transactions and queries per login, as the pooler counts them)
+stats_users = postgres
 pool_mode = transaction
 default_pool_size = 20
 max_client_conn = 1000
@@ -294,10 +296,18 @@ drill() {
     AUTHSVC=$AUTHSVC replica_env 1 "$ROOT/.venv/bin/python" "$HERE/failover_drill.py"
 }
 
+bench() {
+  CLUSTER_DIR=$STATE CLUSTER_GRPC_PORT=$HAPROXY_GRPC CLUSTER_STATS_PORT=$HAPROXY_STATS \
+    CLUSTER_PGBOUNCER_PORT=$PGBOUNCER_PORT PG_BIN=$PG_BIN \
+    CLUSTER_PATRONI_PORTS="${REST_PORTS[*]}" CLUSTER_REPLICAS=$REPLICAS AUTHSVC=$AUTHSVC \
+    replica_env 1 "$ROOT/.venv/bin/python" "$ROOT/bench/cluster.py"
+}
+
 case "${1:-}" in
   up) up ;;
+  bench) bench ;;
   drill) drill ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status|drill" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|drill|bench" >&2; exit 2 ;;
 esac
