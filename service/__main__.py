@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from service import app
 from service.config import ConfigError, Settings, is_loopback, load_settings
 from service.domain.signing_keys import KeyUnreadableError
 from service.errors import AuthError
+from service.observability.logs import configure_logging
 from service.store.embedded import EmbeddedPostgresError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             asyncio.run(app.serve(settings))
         elif args.command == "gateway":

@@ -27,6 +27,7 @@ from service.domain.users import UserAdmin
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.gateway.server import run_gateway, serving_gateway, tls_context
+from service.observability import metrics, startup
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
@@ -35,7 +36,7 @@ from service.store.embedded import EmbeddedPostgres
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.passwords import PgPasswordListStore
-from service.store.schema import migrate
+from service.store.schema import migrate, server_version
 from service.store.signing_keys import PgKeyStore, key_changes
 from service.store.users import PgUserStore
 
@@ -75,6 +76,16 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
         try:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 await migrate(conn)
+                version = await server_version(conn)
+            if embedded is not None:
+                log.info(
+                    "database: embedded PostgreSQL %s, binaries %s, data %s",
+                    version,
+                    embedded.binaries(),
+                    embedded.data_dir,
+                )
+            else:
+                log.info("database: PostgreSQL %s at %s", version, startup.safe_dsn(dsn))
             yield Database(pool, settings.db_timeout, dsn=dsn)
         finally:
             await pool.close()
@@ -93,7 +104,12 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """The domain services over `db`. With `watch_keys` (a server), the key ring re-reads the
     key table as soon as any process changes it; a one-shot command has no need."""
-    hasher = PasswordHasher(settings.argon2, settings.hash_workers, settings.hash_queue_limit)
+    hasher = PasswordHasher(
+        settings.argon2,
+        settings.hash_workers,
+        settings.hash_queue_limit,
+        on_job_seconds=metrics.HASH_SECONDS.observe,
+    )
     try:
         policy = KeyPolicy(
             algorithm=settings.jwt_algorithm,
@@ -229,11 +245,15 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    for line in startup.changed_settings(settings):
+        log.info("setting %s", line)
     async with open_database(settings) as db, open_services(db, settings) as services:
         await services.keys.load()
         servicers = build_servicers(services, settings)
         server, port = grpc_server(services, settings, servicers)
         await server.start()
+        state = metrics.register_state(state_sources(services, settings))
+        metrics_server: metrics.MetricsServer | None = None
         chores = [
             asyncio.create_task(
                 every(
@@ -255,6 +275,12 @@ async def serve(settings: Settings) -> None:
         try:
             host = settings.grpc_addr.rpartition(":")[0]
             log.info("gRPC serving on %s:%d", host, port)
+            if settings.metrics_addr is not None:
+                metrics_server = metrics.MetricsServer(settings.metrics_addr)
+                metrics_host = settings.metrics_addr.rpartition(":")[0]
+                log.info(
+                    "metrics serving on %s:%d (GET /metrics)", metrics_host, metrics_server.port
+                )
             async with serving_gateway(
                 in_process_gateway(servicers),
                 settings.http_addr,
@@ -272,7 +298,23 @@ async def serve(settings: Settings) -> None:
             await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
             await server.stop(settings.shutdown_grace)
             await asyncio.gather(*chores)
+            if metrics_server is not None:
+                metrics_server.close()
+            metrics.unregister_state(state)
     log.info("stopped")
+
+
+def state_sources(services: Services, settings: Settings) -> metrics.StateSources:
+    pool = services.db.pool
+    return metrics.StateSources(
+        hash_in_flight=lambda: services.hasher.in_flight,
+        hash_running=lambda: services.hasher.running,
+        hash_workers=services.hasher.workers,
+        pool_size=pool.get_size,
+        pool_idle=pool.get_idle_size,
+        pool_max=settings.db_pool_max,
+        signing_created_at=lambda: services.keys.signing_created_at,
+    )
 
 
 def gateway_tls(settings: Settings) -> ssl.SSLContext | None:

@@ -76,6 +76,10 @@ class Settings:
     db_timeout: float = 5.0
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # Operations: `json` or `text` log lines; Prometheus `GET /metrics` on `metrics_addr`
+    # (None: no metrics listener).
+    log_format: str = "text"
+    metrics_addr: str | None = "127.0.0.1:9464"
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
     # `jwks_max_age` seconds before it signs (the JWKS cache lifetime), so cached key sets
     # always hold it; `token_leeway` seconds of clock skew are tolerated when verifying.
@@ -328,6 +332,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         password_history=get("PASSWORD_HISTORY", _int(0, 1024), defaults.password_history),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), defaults.log_level
+        ),
+        log_format=get("LOG_FORMAT", _choice("json", "text"), defaults.log_format),
+        # Set but empty turns the metrics listener off.
+        metrics_addr=(
+            None
+            if env.get("AUTHSVC_METRICS_ADDR") == ""
+            else get("METRICS_ADDR", _address, defaults.metrics_addr)
         ),
     )
     if settings.tls is None and not settings.allow_plaintext:
