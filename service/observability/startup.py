@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from service.config import Settings
 
@@ -14,11 +14,14 @@ _SECRET = frozenset({"key_encryption_key"})
 
 
 def safe_dsn(dsn: str) -> str:
-    """`host:port/database` of a PostgreSQL URL: no user, no password, no query."""
+    """`host:port/database` of a PostgreSQL URL (the socket folder for a Unix socket): no
+    user, no password, no other query parameter."""
     try:
         parts = urlsplit(dsn)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
+        query = parse_qs(parts.query)
+        host = parts.hostname or query.get("host", ["localhost"])[0]
+        number = parts.port or query.get("port", [None])[0]
+        port = f":{number}" if number else ""
     except ValueError:
         return "(unparsable URL)"
     return f"{host}{port}{parts.path or ''}"
