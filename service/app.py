@@ -61,9 +61,10 @@ class Services:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, *, announce: bool = False) -> AsyncIterator[Database]:
     """Connect (starting the embedded PostgreSQL when no URL is set) and bring the schema up to
-    date; on exit close the pool and release the embedded server."""
+    date; on exit close the pool and release the embedded server. With `announce` (a server's
+    start-up), log which PostgreSQL it is."""
     embedded = None
     dsn = settings.database_url
     if dsn is None:
@@ -77,15 +78,8 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 await migrate(conn)
                 version = await server_version(conn)
-            if embedded is not None:
-                log.info(
-                    "database: embedded PostgreSQL %s, binaries %s, data %s",
-                    version,
-                    embedded.binaries(),
-                    embedded.data_dir,
-                )
-            else:
-                log.info("database: PostgreSQL %s at %s", version, startup.safe_dsn(dsn))
+            if announce:
+                log.info("database: %s", describe_database(version, embedded, dsn))
             yield Database(pool, settings.db_timeout, dsn=dsn)
         finally:
             await pool.close()
@@ -247,7 +241,10 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     for line in startup.changed_settings(settings):
         log.info("setting %s", line)
-    async with open_database(settings) as db, open_services(db, settings) as services:
+    async with (
+        open_database(settings, announce=True) as db,
+        open_services(db, settings) as services,
+    ):
         await services.keys.load()
         servicers = build_servicers(services, settings)
         server, port = grpc_server(services, settings, servicers)
@@ -302,6 +299,16 @@ async def serve(settings: Settings) -> None:
                 metrics_server.close()
             metrics.unregister_state(state)
     log.info("stopped")
+
+
+def describe_database(version: str, embedded: EmbeddedPostgres | None, dsn: str) -> str:
+    """Which PostgreSQL: the embedded one's binaries and data folder, or the URL's host."""
+    if embedded is not None:
+        return (
+            f"embedded PostgreSQL {version}, binaries {embedded.binaries()},"
+            f" data {embedded.data_dir}"
+        )
+    return f"PostgreSQL {version} at {startup.safe_dsn(dsn)}"
 
 
 def state_sources(services: Services, settings: Settings) -> metrics.StateSources:

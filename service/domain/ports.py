@@ -87,6 +87,9 @@ class PasswordListStore(Protocol):
     def locked(self, user_id: UUID) -> AbstractAsyncContextManager[LockedPasswordList]:
         """Open a transaction with the user's row locked (FOR UPDATE) until it ends."""
 
+    async def salt(self, user_id: UUID) -> bytes | None:
+        """The salt the user's passwords are hashed with; None if there is no such user."""
+
 
 class UserStore(Protocol):
     async def create(
