@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -241,64 +241,70 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     for line in startup.changed_settings(settings):
         log.info("setting %s", line)
-    async with (
-        open_database(settings, announce=True) as db,
-        open_services(db, settings) as services,
-    ):
-        await services.keys.load()
-        servicers = build_servicers(services, settings)
-        server, port = grpc_server(services, settings, servicers)
-        await server.start()
-        state = metrics.register_state(state_sources(services, settings))
-        metrics_server: metrics.MetricsServer | None = None
-        chores = [
-            asyncio.create_task(
-                every(
-                    ROTATION_CHECK_SECONDS,
-                    stop,
-                    "key rotation check",
-                    lambda: rotate_keys(services.keys),
-                )
-            ),
-            asyncio.create_task(
-                every(
-                    THROTTLE_PURGE_SECONDS,
-                    stop,
-                    "failed-login purge",
-                    lambda: purge_login_throttle(services.throttle),
-                )
-            ),
-        ]
-        try:
-            host = settings.grpc_addr.rpartition(":")[0]
-            log.info("gRPC serving on %s:%d", host, port)
-            if settings.metrics_addr is not None:
-                metrics_server = metrics.MetricsServer(settings.metrics_addr)
-                metrics_host = settings.metrics_addr.rpartition(":")[0]
-                log.info(
-                    "metrics serving on %s:%d (GET /metrics)", metrics_host, metrics_server.port
-                )
-            async with serving_gateway(
-                in_process_gateway(servicers),
-                settings.http_addr,
-                ssl_context=gateway_tls(settings),
-                shutdown_timeout=settings.shutdown_grace,
-                trusted_proxies=settings.trusted_proxies,
-            ):
-                await stop.wait()
-                log.info(
-                    "stopping: draining in-flight calls for up to %.0fs",
-                    settings.shutdown_grace,
-                )
-        finally:
-            stop.set()  # also when the gateway could not start: wind everything down
-            await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
-            await server.stop(settings.shutdown_grace)
-            await asyncio.gather(*chores)
-            if metrics_server is not None:
-                metrics_server.close()
-            metrics.unregister_state(state)
+    with serving_metrics(settings.metrics_addr):
+        async with (
+            open_database(settings, announce=True) as db,
+            open_services(db, settings) as services,
+        ):
+            await services.keys.load()
+            servicers = build_servicers(services, settings)
+            server, port = grpc_server(services, settings, servicers)
+            await server.start()
+            state = metrics.register_state(state_sources(services, settings))
+            chores = [
+                asyncio.create_task(
+                    every(
+                        ROTATION_CHECK_SECONDS,
+                        stop,
+                        "key rotation check",
+                        lambda: rotate_keys(services.keys),
+                    )
+                ),
+                asyncio.create_task(
+                    every(
+                        THROTTLE_PURGE_SECONDS,
+                        stop,
+                        "failed-login purge",
+                        lambda: purge_login_throttle(services.throttle),
+                    )
+                ),
+            ]
+            try:
+                host = settings.grpc_addr.rpartition(":")[0]
+                log.info("gRPC serving on %s:%d", host, port)
+                async with serving_gateway(
+                    in_process_gateway(servicers),
+                    settings.http_addr,
+                    ssl_context=gateway_tls(settings),
+                    shutdown_timeout=settings.shutdown_grace,
+                    trusted_proxies=settings.trusted_proxies,
+                ):
+                    await stop.wait()
+                    log.info(
+                        "stopping: draining in-flight calls for up to %.0fs",
+                        settings.shutdown_grace,
+                    )
+            finally:
+                stop.set()  # also when the gateway could not start: wind everything down
+                await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
+                await server.stop(settings.shutdown_grace)
+                await asyncio.gather(*chores)
+                metrics.unregister_state(state)
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def serving_metrics(address: str | None) -> Iterator[None]:
+    """The Prometheus listener, bound first: a busy port stops start-up before anything else."""
+    if address is None:
+        yield
+        return
+    server = metrics.MetricsServer(address)
+    log.info("metrics serving on %s:%d (GET /metrics)", address.rpartition(":")[0], server.port)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def describe_database(version: str, embedded: EmbeddedPostgres | None, dsn: str) -> str:
