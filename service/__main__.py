@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
+import importlib.metadata
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from service import app
 from service.addresses import is_loopback
@@ -20,6 +21,7 @@ from service.config import ConfigError, Settings, load_settings
 from service.domain.signing_keys import KeyUnreadableError
 from service.embedded_postgres import EmbeddedPostgresError
 from service.errors import AuthError
+from service.observability.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +63,13 @@ def read_password(from_stdin: bool) -> str:
     return first
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("authsvc")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
+
 Action = Callable[[app.Services], Awaitable[None]]
 
 
@@ -72,22 +81,62 @@ async def with_services(settings: Settings, action: Action) -> None:
         await action(services)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="run the gRPC server (configuration from AUTHSVC_* variables)"
+# What each command reads from the environment, for its --help.
+DATABASE_VARS = (
+    "Reads AUTHSVC_DATABASE_URL (unset: the embedded PostgreSQL under AUTHSVC_DATA_DIR, default"
+    " .data/, binaries from AUTHSVC_PG_BIN_DIR or the embedded-postgres package),"
+    " AUTHSVC_DB_TIMEOUT, AUTHSVC_LOG_LEVEL, AUTHSVC_LOG_FORMAT."
+)
+PASSWORD_VARS = (
+    " The password rules: AUTHSVC_PASSWORD_MIN_LENGTH, AUTHSVC_PASSWORD_COMPLEXITY,"
+    " AUTHSVC_PASSWORD_BLOCKLIST, AUTHSVC_PASSWORD_BLOCKLIST_FILE, AUTHSVC_PASSWORD_HISTORY;"
+    " hashing: AUTHSVC_ARGON2_TIME_COST, _MEMORY_KIB, _PARALLELISM."
+)
+KEY_VARS = " Keys: AUTHSVC_JWT_ALGORITHM, AUTHSVC_KEY_ENCRYPTION_KEY, AUTHSVC_KEY_ROTATION_DAYS."
+
+
+def _command(parent: Any, name: str, text: str, variables: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does and which variables it reads."""
+    parser: argparse.ArgumentParser = parent.add_parser(
+        name, help=text, description=f"{text[0].upper()}{text[1:]}. {variables}"
     )
-    commands.add_parser("migrate", help="apply pending database migrations and exit")
-    gateway = commands.add_parser("gateway", help="run only the REST gateway")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authsvc",
+        description=f"{__doc__.splitlines()[0]} Configuration comes from AUTHSVC_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"authsvc {package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _command(
+        commands,
+        "serve",
+        "run the gRPC server, the REST gateway and the metrics listener",
+        "Reads every AUTHSVC_* variable (README: Configuration), notably AUTHSVC_GRPC_ADDR,"
+        " AUTHSVC_HTTP_ADDR, AUTHSVC_METRICS_ADDR, AUTHSVC_TLS_CERT_FILE/_KEY_FILE, "
+        + DATABASE_VARS,
+    )
+    _command(commands, "migrate", "apply pending database migrations and exit", DATABASE_VARS)
+    gateway = _command(
+        commands,
+        "gateway",
+        "run only the REST gateway, in front of a gRPC server elsewhere",
+        "Reads AUTHSVC_HTTP_ADDR, AUTHSVC_TLS_*, AUTHSVC_GATEWAY_CA_FILE,"
+        " AUTHSVC_GATEWAY_CLIENT_CERT_FILE/_KEY_FILE, AUTHSVC_ALLOW_PLAINTEXT,"
+        " AUTHSVC_TRUSTED_PROXIES, AUTHSVC_LOG_LEVEL, AUTHSVC_LOG_FORMAT.",
+    )
     gateway.add_argument(
         "--grpc-target", required=True, metavar="HOST:PORT", help="the gRPC server to call"
     )
 
-    user = commands.add_parser("user", help="manage users").add_subparsers(
+    user = _command(commands, "user", "manage users", DATABASE_VARS).add_subparsers(
         dest="action", required=True
     )
-    create = user.add_parser("create", help="create a user with one password")
+    create = _command(
+        user, "create", "create a user with one password", DATABASE_VARS + PASSWORD_VARS
+    )
     create.add_argument("name")
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
@@ -95,10 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--group", action="append", default=[], metavar="G", help="a group (repeatable)"
     )
-    user.add_parser("list", help="list users")
-    groups = user.add_parser(
+    set_password = _command(
+        user,
+        "set-password",
+        "replace a user's passwords with one (tokens issued before stop verifying)",
+        DATABASE_VARS + PASSWORD_VARS,
+    )
+    set_password.add_argument("name")
+    set_password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    _command(user, "list", "list users", DATABASE_VARS)
+    groups = _command(
+        user,
         "groups",
-        help="show a user's groups, or change them (older tokens stop verifying)",
+        "show a user's groups, or change them (tokens issued before stop verifying)",
+        DATABASE_VARS,
     )
     groups.add_argument("name")
     groups.add_argument("--add", action="append", default=[], metavar="G", help="add a group")
@@ -106,18 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (
         ("delete", "delete a user"),
         ("lock", "lock a user out"),
-        ("unlock", "let a locked user in again"),
+        ("unlock", "let a locked user in again (and forget its failed logins)"),
     ):
-        user.add_parser(action, help=text).add_argument("name")
-    expire = user.add_parser("expire", help="set when a user's account expires")
+        _command(user, action, text, DATABASE_VARS).add_argument("name")
+    expire = _command(user, "expire", "set when a user's account expires", DATABASE_VARS)
     expire.add_argument("name")
     expire.add_argument(
         "--at", required=True, help="an ISO-8601 instant (UTC if no zone) or 'never'"
     )
-    keys = commands.add_parser("keys", help="manage token signing keys")
+    keys = _command(commands, "keys", "manage token signing keys", DATABASE_VARS + KEY_VARS)
     key_actions = keys.add_subparsers(dest="action", required=True)
-    key_actions.add_parser("list", help="list the published signing keys")
-    rotate = key_actions.add_parser("rotate", help="make a new key that signs at once")
+    _command(key_actions, "list", "list the published signing keys", DATABASE_VARS + KEY_VARS)
+    rotate = _command(
+        key_actions, "rotate", "make a new key that signs at once", DATABASE_VARS + KEY_VARS
+    )
     rotate.add_argument(
         "--retire-old",
         action="store_true",
@@ -160,6 +223,15 @@ def user_command(args: argparse.Namespace) -> Action:
             print(f"created user {user.username} ({user.id})")
 
         return create
+    if args.action == "set-password":
+        new_password = read_password(args.password_stdin)
+
+        async def set_password(services: app.Services) -> None:
+            user = await services.users.get(args.name)
+            await services.passwords.set_by_admin(user, new_password)
+            print(f"{user.username}: password set; tokens issued before no longer verify")
+
+        return set_password
     if args.action == "list":
 
         async def list_users(services: app.Services) -> None:
@@ -208,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             asyncio.run(app.serve(settings))
         elif args.command == "gateway":

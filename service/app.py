@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,7 @@ from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.gateway.server import Discovery, run_gateway, serving_gateway
+from service.observability import metrics, startup
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
@@ -35,7 +36,7 @@ from service.store.db import Database, create_pool
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.passwords import PgPasswordListStore
-from service.store.schema import migrate
+from service.store.schema import migrate, server_version
 from service.store.signing_keys import PgKeyStore, key_changes
 from service.store.users import PgUserStore
 from service.tls import grpc_channel_credentials, settings_https_context
@@ -61,9 +62,10 @@ class Services:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, *, announce: bool = False) -> AsyncIterator[Database]:
     """Connect (starting the embedded PostgreSQL when no URL is set) and bring the schema up to
-    date; on exit close the pool and release the embedded server."""
+    date; on exit close the pool and release the embedded server. With `announce` (a server's
+    start-up), log which PostgreSQL it is."""
     embedded = None
     dsn = settings.database_url
     if dsn is None:
@@ -80,6 +82,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
         try:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 await migrate(conn)
+                version = await server_version(conn)
+            if announce:
+                log.info("database: %s", describe_database(version, embedded, dsn))
             yield Database(pool, settings.db_timeout, dsn=settings.db_listen_url or dsn)
         finally:
             await pool.close()
@@ -98,7 +103,12 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """The domain services over `db`. With `watch_keys` (a server), the key ring re-reads the
     key table as soon as any process changes it; a one-shot command has no need."""
-    hasher = PasswordHasher(settings.argon2, settings.hash_workers, settings.hash_queue_limit)
+    hasher = PasswordHasher(
+        settings.argon2,
+        settings.hash_workers,
+        settings.hash_queue_limit,
+        on_job_seconds=metrics.HASH_SECONDS.observe,
+    )
     try:
         policy = KeyPolicy(
             algorithm=settings.jwt_algorithm,
@@ -240,50 +250,95 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_database(settings) as db, open_services(db, settings) as services:
-        await services.keys.load()
-        servicers = build_servicers(services, settings)
-        server, port = grpc_server(services, settings, servicers)
-        await server.start()
-        chores = [
-            asyncio.create_task(
-                every(
-                    ROTATION_CHECK_SECONDS,
-                    stop,
-                    "key rotation check",
-                    lambda: rotate_keys(services.keys),
-                )
-            ),
-            asyncio.create_task(
-                every(
-                    THROTTLE_PURGE_SECONDS,
-                    stop,
-                    "failed-login purge",
-                    lambda: purge_login_throttle(services.throttle),
-                )
-            ),
-        ]
-        try:
-            log.info("gRPC serving on %s", with_port(settings.grpc_addr, port))
-            async with serving_gateway(
-                in_process_gateway(servicers),
-                settings.http_addr,
-                ssl_context=settings_https_context(settings.tls),
-                shutdown_timeout=settings.shutdown_grace,
-                trusted_proxies=settings.trusted_proxies,
-                discovery=discovery(settings),
-            ):
-                await stop.wait()
-                log.info(
-                    "stopping: draining in-flight calls for up to %.0fs",
-                    settings.shutdown_grace,
-                )
-        finally:
-            stop.set()  # also when the gateway could not start: wind everything down
-            await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
-            await server.stop(settings.shutdown_grace)
-            await asyncio.gather(*chores)
+    for line in startup.changed_settings(settings):
+        log.info("setting %s", line)
+    with serving_metrics(settings.metrics_addr):
+        async with (
+            open_database(settings, announce=True) as db,
+            open_services(db, settings) as services,
+        ):
+            await services.keys.load()
+            servicers = build_servicers(services, settings)
+            server, port = grpc_server(services, settings, servicers)
+            await server.start()
+            state = metrics.register_state(state_sources(services, settings))
+            chores = [
+                asyncio.create_task(
+                    every(
+                        ROTATION_CHECK_SECONDS,
+                        stop,
+                        "key rotation check",
+                        lambda: rotate_keys(services.keys),
+                    )
+                ),
+                asyncio.create_task(
+                    every(
+                        THROTTLE_PURGE_SECONDS,
+                        stop,
+                        "failed-login purge",
+                        lambda: purge_login_throttle(services.throttle),
+                    )
+                ),
+            ]
+            try:
+                log.info("gRPC serving on %s", with_port(settings.grpc_addr, port))
+                async with serving_gateway(
+                    in_process_gateway(servicers),
+                    settings.http_addr,
+                    ssl_context=settings_https_context(settings.tls),
+                    shutdown_timeout=settings.shutdown_grace,
+                    trusted_proxies=settings.trusted_proxies,
+                    discovery=discovery(settings),
+                ):
+                    await stop.wait()
+                    log.info(
+                        "stopping: draining in-flight calls for up to %.0fs",
+                        settings.shutdown_grace,
+                    )
+            finally:
+                stop.set()  # also when the gateway could not start: wind everything down
+                await servicers.health.shutdown()  # NOT_SERVING, and Watch streams end, first
+                await server.stop(settings.shutdown_grace)
+                await asyncio.gather(*chores)
+                metrics.unregister_state(state)
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def serving_metrics(address: str | None) -> Iterator[None]:
+    """The Prometheus listener, bound first: a busy port stops start-up before anything else."""
+    if address is None:
+        yield
+        return
+    server = metrics.MetricsServer(address)
+    log.info("metrics serving on %s:%d (GET /metrics)", address.rpartition(":")[0], server.port)
+    try:
+        yield
+    finally:
+        server.close()
+
+
+def describe_database(version: str, embedded: EmbeddedPostgres | None, dsn: str) -> str:
+    """Which PostgreSQL: the embedded one's binaries and data folder, or the URL's host."""
+    if embedded is not None:
+        return (
+            f"embedded PostgreSQL {version}, binaries {embedded.binaries()},"
+            f" data {embedded.data_dir}"
+        )
+    return f"PostgreSQL {version} at {startup.safe_dsn(dsn)}"
+
+
+def state_sources(services: Services, settings: Settings) -> metrics.StateSources:
+    pool = services.db.pool
+    return metrics.StateSources(
+        hash_in_flight=lambda: services.hasher.in_flight,
+        hash_running=lambda: services.hasher.running,
+        hash_workers=services.hasher.workers,
+        pool_size=pool.get_size,
+        pool_idle=pool.get_idle_size,
+        pool_max=settings.db_pool_max,
+        signing_created_at=lambda: services.keys.signing_created_at,
+    )
 
 
 def discovery(settings: Settings) -> Discovery:

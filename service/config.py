@@ -82,6 +82,10 @@ class Settings:
     db_listen_url: str | None = None
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # Operations: `json` or `text` log lines; Prometheus `GET /metrics` on `metrics_addr`
+    # (None: no metrics listener).
+    log_format: str = "text"
+    metrics_addr: str | None = "127.0.0.1:9464"
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
     # `jwks_max_age` seconds before it signs (the JWKS cache lifetime), so cached key sets
     # always hold it; `token_leeway` seconds of clock skew are tolerated when verifying.
@@ -271,6 +275,10 @@ class _Environment:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
+    def is_empty(self, name: str) -> bool:
+        """Set, to the empty string (a way to turn something off)."""
+        return self._env.get(f"AUTHSVC_{name}") == ""
+
     def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
         raw = self._env.get(f"AUTHSVC_{name}")
         if raw is None or raw == "":
@@ -392,8 +400,17 @@ def _passwords(get: _Environment, s: Settings) -> Settings:
 
 
 def _logging(get: _Environment, s: Settings) -> Settings:
+    """Logs and metrics: the level and format of log lines, and where Prometheus scrapes."""
     level = _choice("DEBUG", "INFO", "WARNING", "ERROR")
-    return replace(s, log_level=get("LOG_LEVEL", level, s.log_level))
+    return replace(
+        s,
+        log_level=get("LOG_LEVEL", level, s.log_level),
+        log_format=get("LOG_FORMAT", _choice("json", "text"), s.log_format),
+        # Set but empty turns the metrics listener off.
+        metrics_addr=(
+            None if get.is_empty("METRICS_ADDR") else get("METRICS_ADDR", _address, s.metrics_addr)
+        ),
+    )
 
 
 def _check_together(settings: Settings) -> None:

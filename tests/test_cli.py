@@ -31,6 +31,8 @@ def env_with(**overrides: str) -> dict[str, str]:
     env.update(CHEAP)
     # No delay after a failed login (as in conftest's settings) unless a test asks for one.
     env["AUTHSVC_FAILED_LOGIN_DELAY_BASE"] = "0"
+    # Servers side by side (and other checkouts' tests) must not race for the default port.
+    env["AUTHSVC_METRICS_ADDR"] = "127.0.0.1:0"
     env.update(overrides)
     return env
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from service.domain.models import Principal, StoredPassword
+from service.domain.models import Principal, StoredPassword, User
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import Match, PasswordHasher, check_password
 from service.domain.ports import LockedPasswordList, PasswordListStore
@@ -99,6 +99,23 @@ class PasswordManager:
             if locked is None:
                 raise invalid_credentials()
             yield locked
+
+    async def set_by_admin(self, user: User, new_password: str) -> None:
+        """An administrator's reset (`authsvc user set-password`): `new_password`, which must
+        pass the password rules, becomes the user's only password, hashed with the user's salt;
+        the credential version is bumped, so tokens issued before stop verifying. No current
+        password is needed, and it may repeat one (the administrator does not know them)."""
+        self._policy.check_new(new_password, user.username, "password")
+        salt = await self._store.salt(user.id)
+        if salt is None:
+            raise AuthError(Reason.USER_NOT_FOUND, f"no such user: {user.username}")
+        candidate_hash = await self._hasher.hash(new_password, salt)
+        async with self._store.locked(user.id) as locked:
+            if locked is None:
+                raise AuthError(Reason.USER_NOT_FOUND, f"no such user: {user.username}")
+            current = await locked.passwords()
+            await locked.remove([p.id for p in current], self._history)
+            await locked.add(candidate_hash)
 
     async def _ensure_new(self, principal: Principal, new_password: str) -> tuple[Match, set[int]]:
         """Hash `new_password` once and refuse it if it is on the list (or, with a history, was

@@ -31,7 +31,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -138,8 +138,18 @@ class HashJob:
 
 
 class PasswordHasher:
-    def __init__(self, params: Argon2Parameters, workers: int, queue_limit: int) -> None:
+    def __init__(
+        self,
+        params: Argon2Parameters,
+        workers: int,
+        queue_limit: int,
+        on_job_seconds: Callable[[float], None] | None = None,
+    ) -> None:
+        """`on_job_seconds` (a metric's `observe`) is told each job's run time, in a worker."""
         self._params = params
+        self._on_job_seconds = on_job_seconds
+        self._running = 0
+        self.workers = workers
         self._key = (params.memory_kib, params.time_cost, params.parallelism)
         # For hashes that are not argon2id v1.3 with a readable salt (none that authsvc made).
         self._argon2 = argon2.PasswordHasher(
@@ -228,8 +238,16 @@ class PasswordHasher:
         expected = self._job_seconds
         if deadline is not None and expected is not None and started + expected > deadline:
             raise TooLate()
-        match = self._match(password, salt, stored)
-        took = time.monotonic() - started
+        with self._count_lock:
+            self._running += 1
+        try:
+            match = self._match(password, salt, stored)
+        finally:
+            took = time.monotonic() - started
+            with self._count_lock:
+                self._running -= 1
+        if self._on_job_seconds is not None:
+            self._on_job_seconds(took)
         with self._count_lock:
             previous = self._job_seconds
             self._job_seconds = (
@@ -297,6 +315,11 @@ class PasswordHasher:
     def in_flight(self) -> int:
         """Jobs queued or running."""
         return self._in_flight
+
+    @property
+    def running(self) -> int:
+        """Jobs a worker is computing now."""
+        return self._running
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -88,6 +88,9 @@ class PasswordListStore(Protocol):
         """Open a transaction with the user's row locked (FOR UPDATE) until it ends; None when
         there is no such user."""
 
+    async def salt(self, user_id: UUID) -> bytes | None:
+        """The salt the user's passwords are hashed with; None if there is no such user."""
+
 
 class UserStore(Protocol):
     async def create(

@@ -189,6 +189,14 @@ class KeyRing:
         periodic re-read. A read already under way when this is called does not count."""
         self._generation += 1
 
+    @property
+    def signing_created_at(self) -> datetime | None:
+        """When the key this replica signs with was made (its last read), None before one."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.signing is None:
+            return None
+        return snapshot.signing.key.created_at
+
     async def load(self) -> None:
         """Read the key table, first creating a key for the configured algorithm if it has none
         (replicas racing at first start agree on one)."""

@@ -61,6 +61,10 @@ class EmbeddedPostgres:
         self._dsn: str | None = None
         self._chosen_bin: Path | None = None
 
+    def binaries(self) -> Path:
+        """The folder of the PostgreSQL binaries this cluster runs (chosen on first use)."""
+        return self._bin()
+
     def __repr__(self) -> str:
         return (
             f"EmbeddedPostgres(data_dir={self.data_dir!r}, bin_dir={self.bin_dir!r}, "

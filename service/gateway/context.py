@@ -33,6 +33,9 @@ class InProcessAbort(Exception):
 class InProcessContext:
     """One call's context. `deadline` is on the event loop's clock."""
 
+    # The call came through the REST gateway, which logs it (service/observability/calls.py).
+    in_process = True
+
     __slots__ = (
         "_aborted",
         "_auth_context",

@@ -50,6 +50,7 @@ from service.gateway.errors import ErrorStyle, GatewayError, bad_request
 from service.gateway.openapi import openapi_document
 from service.gateway.routes import Route, build_routes, service_files
 from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
+from service.observability.http import ROUTE, AccessLogger
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class Gateway:
         self._in_flight.add(task)
         try:
             route, path_values, style = self._resolve(request)
+            request[ROUTE] = route.path if isinstance(route, _Builtin) else route.template.text
             if isinstance(route, _Builtin):
                 response = await route.handler(request)
             else:
@@ -598,6 +600,7 @@ async def serving_gateway(
         app,
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=AccessLogger,
         lingering_time=LINGERING_SECONDS,
         header_timeout=header_timeout,
         # A client that hangs up cancels its call, as in gRPC: a login still queued for its hash

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.config import TlsFiles
 from service.rpc.health import HealthServicer
+from service.rpc.reflection import enable_reflection
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
 from service.rpc.status import lenient_handler
 from service.tls import grpc_server_credentials
@@ -101,6 +102,7 @@ def build_grpc_server(
     password_service_pb2_grpc.add_PasswordServiceServicer_to_server(servicers.passwords, lenient)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(servicers.tokens, lenient)
     health_pb2_grpc.add_HealthServicer_to_server(servicers.health, lenient)
+    enable_reflection(server, servicers.by_service())
     port = _listen(
         address,
         lambda: (

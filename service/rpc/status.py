@@ -8,6 +8,7 @@ with the request id and the caller gets INTERNAL with no detail.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -25,6 +26,7 @@ from grpc_status import rpc_status
 
 from service import request_context
 from service.errors import ERROR_DOMAIN, AuthError, Reason, invalid_argument
+from service.observability import calls
 from service.request_context import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
@@ -87,17 +89,26 @@ def rpc_method(method: Method[Req, Resp]) -> Method[Req, Resp]:
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        started = time.perf_counter()
+        call = calls.started(type(self), method.__name__)
         request_id = _request_id(context)
         request_context.request_id.set(request_id)
         set_deadline(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context)
         except AuthError as error:
             failure = error
+        except asyncio.CancelledError:
+            call.ended(context, request_id, "CANCELLED", None, started)
+            raise
         except Exception:
             log.exception("unexpected error in %s (request id %s)", method.__name__, request_id)
             failure = AuthError(Reason.INTERNAL, "internal error")
+        else:
+            call.ended(context, request_id, "OK", None, started)
+            return reply
+        call.ended(context, request_id, failure.grpc_code, failure.reason.value, started)
         await context.abort_with_status(error_status(failure, request_id))
         raise AssertionError("abort_with_status returned")  # pragma: no cover
 

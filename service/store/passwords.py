@@ -19,6 +19,7 @@ SELECT id, hash, retired_at AS created_at FROM password_history
 WHERE user_id = $1 ORDER BY id DESC LIMIT $2
 """
 LOCK_USER = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE"
+SELECT_SALT = "SELECT password_salt FROM users WHERE id = $1"
 INSERT_PASSWORD = "INSERT INTO passwords (user_id, hash) VALUES ($1, $2)"
 # $2 ids to remove, $3 how many retired passwords to keep (0: none). One statement: the removed
 # passwords go to the history, which keeps only its newest $3.
@@ -68,6 +69,10 @@ class PgPasswordListStore:
 
     async def history(self, user_id: UUID, limit: int) -> list[StoredPassword]:
         return [_password(row) for row in await self._db.fetch(SELECT_HISTORY, user_id, limit)]
+
+    async def salt(self, user_id: UUID) -> bytes | None:
+        row = await self._db.fetchrow(SELECT_SALT, user_id)
+        return None if row is None else bytes(row["password_salt"])
 
     @asynccontextmanager
     async def locked(self, user_id: UUID) -> AsyncIterator[PgLockedPasswordList | None]:

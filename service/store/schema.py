@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 SELECT_APPLIED = "SELECT version FROM schema_migrations"
+SERVER_VERSION = "SHOW server_version"
 INSERT_APPLIED = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 
 
@@ -49,3 +50,8 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             await conn.execute(INSERT_APPLIED, version, name)
             applied_now.append(name)
     return applied_now
+
+
+async def server_version(conn: asyncpg.Connection) -> str:
+    """The PostgreSQL server's version, for the start-up log line."""
+    return str(await conn.fetchval(SERVER_VERSION))

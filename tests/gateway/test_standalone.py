@@ -143,7 +143,9 @@ def test_plaintext_to_a_remote_target_is_refused() -> None:
     assert result.stderr.startswith("authsvc: --grpc-target: plaintext")
 
 
-@pytest.mark.parametrize("taken_variable", ["AUTHSVC_HTTP_ADDR", "AUTHSVC_GRPC_ADDR"])
+@pytest.mark.parametrize(
+    "taken_variable", ["AUTHSVC_HTTP_ADDR", "AUTHSVC_GRPC_ADDR", "AUTHSVC_METRICS_ADDR"]
+)
 def test_busy_port_is_one_line_exit_1(database_url, taken_variable: str) -> None:
     """`serve` with its HTTP or gRPC port taken stops cleanly: exit 1, one line, no traceback
     (for gRPC, the line names the address)."""

@@ -1,0 +1,1 @@
+"""Operations: metrics (Prometheus), logs (JSON or text, one line per call)."""

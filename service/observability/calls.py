@@ -1,0 +1,66 @@
+"""What the servicers' wrapper (`rpc/status.py` `rpc_method`) reports of each call: the RPC
+metrics, and, for a call that came over gRPC, its log line. A REST request dispatched in process
+goes through the same wrapper (counted once in the RPC metrics) but is logged by the gateway, as
+one line with its route (`http.py`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from service.observability import logs, metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    stats: metrics.RpcStats
+    full_method: str
+
+    def ended(
+        self, context: Any, request_id: str, code: str, reason: str | None, started: float
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self.stats.handled(code, reason, seconds)
+        if not getattr(context, "in_process", False):
+            logs.log_call(
+                "grpc", self.full_method, code, reason, seconds, request_id, _peer(context)
+            )
+
+
+def _peer(context: Any) -> str:
+    try:
+        return str(context.peer())
+    except Exception:  # a context whose call has ended may refuse
+        return "unknown"
+
+
+_calls: dict[tuple[type, str], Call] = {}
+
+
+def started(servicer: type, method: str) -> Call:
+    """Count the start of `method` on `servicer`'s service; the call reports its end."""
+    call = _calls.get((servicer, method))
+    if call is None:
+        service = service_name(servicer)
+        stats = metrics.rpc_stats(service, method)
+        call = _calls[(servicer, method)] = Call(stats, f"/{service}/{method}")
+    call.stats.started.inc()
+    return call
+
+
+def service_name(servicer: type) -> str:
+    """The full proto name of the service `servicer` implements, from the generated base class
+    it derives from (`FooServiceServicer` in `x_pb2_grpc`, whose `x_pb2` describes `FooService`);
+    the class's own name if it has none."""
+    for base in servicer.__mro__:
+        module = base.__module__
+        if module.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
+            descriptor = getattr(sys.modules.get(module[: -len("_grpc")]), "DESCRIPTOR", None)
+            service = descriptor and descriptor.services_by_name.get(
+                base.__name__[: -len("Servicer")]
+            )
+            if service is not None:
+                return str(service.full_name)
+    return servicer.__name__

@@ -1,0 +1,79 @@
+"""Logging set-up: JSON lines (python-json-logger) or text, and the one line per call.
+
+Each gRPC call and each REST request is one line on the `authsvc.access` logger with the same
+fields: `transport` (grpc or http), `method` (the RPC's full name, or the route template),
+`status` (the gRPC code, or the HTTP status), `reason` (the refusal's ErrorInfo reason),
+`duration_ms`, `request_id`, `peer`. A REST request dispatched in process is one line (the
+route's), not two. No field ever holds a credential: the route template is logged, never the
+path or its query, and no header is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+ACCESS = logging.getLogger("authsvc.access")
+CALL_FIELDS = ("transport", "method", "status", "reason", "duration_ms", "request_id", "peer")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _TextFormatter(logging.Formatter):
+    """The classic line, then the call's fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{name}={getattr(record, name)}"
+            for name in CALL_FIELDS
+            if getattr(record, name, None) not in (None, "")
+        ]
+        return f"{line} {' '.join(fields)}" if fields else line
+
+
+def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
+    """Send every logger's records to `stream` (stderr) as JSON lines or text."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(_TextFormatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The gateway's own line (`log_http`) replaces aiohttp's access log.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def log_call(
+    transport: str,
+    method: str,
+    status: str,
+    reason: str | None,
+    seconds: float,
+    request_id: str,
+    peer: str,
+) -> None:
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "transport": transport,
+        "method": method,
+        "status": status,
+        "reason": reason or "",
+        "duration_ms": round(seconds * 1000, 3),
+        "request_id": request_id,
+        "peer": peer,
+    }
+    ACCESS.info("%s %s %s", transport, method, status, extra=fields)

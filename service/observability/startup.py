@@ -1,0 +1,45 @@
+"""What the start-up log says of the configuration: the settings that differ from the defaults,
+and where the database is, never a password or a key."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+from service.config import Settings
+
+# Settings whose value is a secret: logged as set, never shown.
+_SECRET = frozenset({"key_encryption_key"})
+
+
+def safe_dsn(dsn: str) -> str:
+    """`host:port/database` of a PostgreSQL URL (the socket folder for a Unix socket): no
+    user, no password, no other query parameter."""
+    try:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        host = parts.hostname or query.get("host", ["localhost"])[0]
+        number = parts.port or query.get("port", [None])[0]
+        port = f":{number}" if number else ""
+    except ValueError:
+        return "(unparsable URL)"
+    return f"{host}{port}{parts.path or ''}"
+
+
+def changed_settings(settings: Settings) -> Iterator[str]:
+    """`name=value` for each setting that is not its default."""
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        if value == getattr(defaults, field.name):
+            continue
+        if field.name in _SECRET:
+            shown = "(set)"
+        elif field.name == "database_url" and isinstance(value, str):
+            shown = safe_dsn(value)
+        elif isinstance(value, tuple):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = str(value)
+        yield f"{field.name}={shown}"
