@@ -23,6 +23,7 @@ HAPROXY_PG=$((BASE + 100)); PGBOUNCER_PORT=$((BASE + 101))
 HAPROXY_REST=$((BASE + 180)); HAPROXY_GRPC=$((BASE + 151)); HAPROXY_STATS=$((BASE + 199))
 grpc_port() { echo $((BASE + 200 + $1)); }
 http_port() { echo $((BASE + 300 + $1)); }
+metrics_port() { echo $((BASE + 400 + $1)); }
 
 DB_URL="postgresql://postgres@127.0.0.1:$PGBOUNCER_PORT/authsvc"
 LISTEN_URL="postgresql://postgres@127.0.0.1:$HAPROXY_PG/authsvc"
@@ -246,6 +247,7 @@ replica_env_vars() {
   local i=$1
   echo "AUTHSVC_DATABASE_URL=$DB_URL AUTHSVC_DB_STATEMENT_CACHE=0 AUTHSVC_DB_LISTEN_URL=$LISTEN_URL" \
     "AUTHSVC_GRPC_ADDR=127.0.0.1:$(grpc_port "$i") AUTHSVC_HTTP_ADDR=127.0.0.1:$(http_port "$i")" \
+    "AUTHSVC_METRICS_ADDR=127.0.0.1:$(metrics_port "$i")" \
     "AUTHSVC_DATA_DIR=$STATE/authsvc-$i AUTHSVC_TRUSTED_PROXIES=127.0.0.1 ${CLUSTER_AUTHSVC_ENV:-}"
 }
 replica_env() { local i=$1; shift; env $(replica_env_vars "$i") "$@"; }

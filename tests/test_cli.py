@@ -31,8 +31,10 @@ def env_with(**overrides: str) -> dict[str, str]:
     env.update(CHEAP)
     # No delay after a failed login (as in conftest's settings) unless a test asks for one.
     env["AUTHSVC_FAILED_LOGIN_DELAY_BASE"] = "0"
-    # Servers side by side (and other checkouts' tests) must not race for the default port.
-    env["AUTHSVC_METRICS_ADDR"] = "127.0.0.1:0"
+    # No metrics listener unless a test asks for one: servers side by side must not race for
+    # the default port, and one on port 0, bound first, could take a port a test picked for
+    # another listener.
+    env["AUTHSVC_METRICS_ADDR"] = ""
     env.update(overrides)
     return env
 

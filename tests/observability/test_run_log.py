@@ -56,7 +56,7 @@ def run_log(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     env = env_with(AUTHSVC_DATABASE_URL=database_url, AUTHSVC_LOG_FORMAT="json")
     made = cli(env, "user", "create", "logcheck", "--password-stdin", stdin=PASSWORD)
     assert made.returncode == 0, made.stderr
-    port, http_port = free_port(), free_port()
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
     with log_path.open("w") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
@@ -64,6 +64,7 @@ def run_log(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
                 **env,
                 "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}",
                 "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
+                "AUTHSVC_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
             },
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -72,10 +73,10 @@ def run_log(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     try:
         wait_for_port(port, server)
         wait_for_port(http_port, server)
-        # The metrics listener took a free port (127.0.0.1:0): the run's own log names it.
+        # The run's own log names the metrics listener.
         found = re.search(r"metrics serving on 127\.0\.0\.1:(\d+)", log_path.read_text())
-        assert found, log_path.read_text()
-        result = asyncio.run(_calls(port, http_port, int(found[1])))
+        assert found and int(found[1]) == metrics_port, log_path.read_text()
+        result = asyncio.run(_calls(port, http_port, metrics_port))
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         assert server.returncode == 0, log_path.read_text()
