@@ -22,6 +22,7 @@ from service import app
 from service.config import Argon2Parameters, Settings
 from service.embedded_postgres import EmbeddedPostgres
 from service.store.db import Database
+from tests.support import serving_target
 
 CHEAP_ARGON2 = Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1)
 
@@ -108,3 +109,17 @@ async def grpc_target(services: app.Services, settings: Settings) -> AsyncIterat
 async def channel(grpc_target: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(grpc_target) as chan:
         yield chan
+
+
+@pytest.fixture(scope="module")
+async def delayed(db: Database, settings: Settings) -> AsyncIterator[tuple[str, app.Services]]:
+    """A server whose first failed login delays the name's next attempt 0.4 s (no allowance), so
+    the clients' retry handling meets RetryInfo at once; yields its target and services."""
+    async with serving_target(
+        db,
+        settings,
+        failed_login_allowance=0,
+        failed_login_delay_base=0.4,
+        failed_login_delay_max=0.4,
+    ) as served:
+        yield served

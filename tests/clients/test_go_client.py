@@ -6,33 +6,17 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service import app
 from tests.clients.test_node_client import execute
-from tests.support import new_user, serving_target
+from tests.support import new_user
 
 ROOT = Path(__file__).resolve().parents[2]
 GO_CLIENT = ROOT / "clients" / "go"
 GO_MODULE = "authsvc.example/clients/go"
 PASSWORD = "go pw ✓"
-
-
-@pytest.fixture(scope="module")
-async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
-    """A server whose failed-login delay is 0.4 s."""
-    async with serving_target(
-        db,
-        settings,
-        # No allowance: the first failure delays, so a client meets RetryInfo at once.
-        failed_login_allowance=0,
-        failed_login_delay_base=0.4,
-        failed_login_delay_max=0.4,
-    ) as served:
-        yield served
 
 
 def declared_tests() -> list[str]:

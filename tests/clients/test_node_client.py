@@ -8,13 +8,11 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service import app
-from tests.support import new_user, serving_target
+from tests.support import new_user
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_CLIENT = ROOT / "clients" / "node"
@@ -54,20 +52,6 @@ def node_modules() -> None:
     assert (NODE_CLIENT / "node_modules" / "typescript").is_dir(), (
         "clients/node/node_modules is incomplete: run `npm ci --prefix clients/node` (make install)"
     )
-
-
-@pytest.fixture(scope="module")
-async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
-    """A server whose failed-login delay is 0.4 s, for the retry tests."""
-    async with serving_target(
-        db,
-        settings,
-        # No allowance: the first failure delays, so a client meets RetryInfo at once.
-        failed_login_allowance=0,
-        failed_login_delay_base=0.4,
-        failed_login_delay_max=0.4,
-    ) as served:
-        yield served
 
 
 def expected_tests() -> int:

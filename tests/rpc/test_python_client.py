@@ -109,20 +109,6 @@ async def test_error_carries_reason_domain_and_request_id(grpc_target, services)
 # -- retries -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def delayed(db, settings) -> AsyncIterator[tuple[str, app.Services]]:
-    """A server whose failed-login delay is 0.4 s."""
-    async with serving_target(
-        db,
-        settings,
-        # No allowance: the first failure delays, so a client meets RetryInfo at once.
-        failed_login_allowance=0,
-        failed_login_delay_base=0.4,
-        failed_login_delay_max=0.4,
-    ) as served:
-        yield served
-
-
 async def test_too_many_attempts_carries_retry_after(delayed) -> None:
     """Without retries, a login within the delay fails with TOO_MANY_ATTEMPTS and its delay."""
     target, services = delayed
