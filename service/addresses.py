@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import parse_qs, urlsplit
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -28,3 +29,17 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def safe_dsn(dsn: str) -> str:
+    """`host:port/database` of a PostgreSQL URL (the socket folder for a Unix socket): no
+    user, no password, no other query parameter."""
+    try:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        host = parts.hostname or query.get("host", ["localhost"])[0]
+        number = parts.port or query.get("port", [None])[0]
+        port = f":{number}" if number else ""
+    except ValueError:
+        return "(unparsable URL)"
+    return f"{host}{port}{parts.path or ''}"

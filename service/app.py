@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from service.addresses import with_port
+from service.addresses import safe_dsn, with_port
 from service.config import Settings
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
@@ -325,7 +325,7 @@ def describe_database(version: str, embedded: EmbeddedPostgres | None, dsn: str)
             f"embedded PostgreSQL {version}, binaries {embedded.binaries()},"
             f" data {embedded.data_dir}"
         )
-    return f"PostgreSQL {version} at {startup.safe_dsn(dsn)}"
+    return f"PostgreSQL {version} at {safe_dsn(dsn)}"
 
 
 def state_sources(services: Services, settings: Settings) -> metrics.StateSources:

@@ -277,3 +277,22 @@ def test_embedded_database_without_postgres_on_path(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert "wheely" in cli(env, "user", "list").stdout
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").read_text().strip() == "18"
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        ("postgresql://postgres:hunter2-secret@127.0.0.1:{port}/nope", "connect call failed"),
+        ("postgresql://postgres:hunter2-secret@nonexistent.invalid:5432/nope", "unknown host"),
+    ],
+    ids=["refused", "unknown-host"],
+)
+def test_an_unreachable_database_is_one_line_naming_host_and_cause(url: str, cause: str) -> None:
+    """A database that cannot be reached stops a command with exit 1 and one line that names
+    where it was looked for and why, and never the password in the URL."""
+    env = env_with(AUTHSVC_DATABASE_URL=url.format(port=free_port()))
+    failed = cli(env, "user", "list")
+    assert failed.returncode == 1
+    line = failed.stderr.strip()
+    assert "\n" not in line and line.startswith("authsvc: cannot use the database at ")
+    assert "/nope" in line and cause in line and "hunter2" not in line

@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
 
+from service.addresses import safe_dsn
 from service.config import Settings
 
 # Settings whose value is a secret: logged as set, never shown.
 _SECRET = frozenset({"key_encryption_key"})
-
-
-def safe_dsn(dsn: str) -> str:
-    """`host:port/database` of a PostgreSQL URL (the socket folder for a Unix socket): no
-    user, no password, no other query parameter."""
-    try:
-        parts = urlsplit(dsn)
-        query = parse_qs(parts.query)
-        host = parts.hostname or query.get("host", ["localhost"])[0]
-        number = parts.port or query.get("port", [None])[0]
-        port = f":{number}" if number else ""
-    except ValueError:
-        return "(unparsable URL)"
-    return f"{host}{port}{parts.path or ''}"
 
 
 def changed_settings(settings: Settings) -> Iterator[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from service import request_context
+from service.addresses import safe_dsn
 from service.errors import AuthError, Reason
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,10 @@ async def create_pool(
     dsn: str, min_size: int, max_size: int, connect_timeout: float, statement_cache: int = 100
 ) -> asyncpg.Pool:
     """`statement_cache`: asyncpg's prepared statements kept per connection; 0 makes it use
-    unnamed statements only, as PgBouncer in transaction mode needs."""
-    with database_errors():
+    unnamed statements only, as PgBouncer in transaction mode needs. A database that cannot be
+    reached is UNAVAILABLE naming where it was looked for and why (no credentials): at start-up
+    that one line is all an operator sees."""
+    try:
         return await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -126,6 +130,23 @@ async def create_pool(
             reset=_no_session_state,
             statement_cache_size=statement_cache,
         )
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        raise AuthError(
+            Reason.UNAVAILABLE, f"cannot use the database at {safe_dsn(dsn)}: {_cause(exc)}"
+        ) from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a connection failed, in words: the server's own message, or the socket error's."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc)
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return exc.__class__.__name__
 
 
 # The reset of a returned connection gets at least this long, even past the caller's deadline.

@@ -190,8 +190,9 @@ def test_metrics_move_with_the_calls(run_log) -> None:
 )
 def test_database_url_is_shown_without_credentials(url: str, shown: str) -> None:
     """The start-up line shows the URL's host, port and database: no user, no password."""
+    from service.addresses import safe_dsn
     from service.config import Settings
-    from service.observability.startup import changed_settings, safe_dsn
+    from service.observability.startup import changed_settings
 
     assert safe_dsn(url) == shown
     assert f"database_url={shown}" in list(changed_settings(Settings(database_url=url)))
