@@ -304,10 +304,7 @@ class PasswordHasher:
             return self._argon2.verify(password_hash, password)
         except VerifyMismatchError:
             return False
-        except VerificationError:
-            log.error("stored password hash is unreadable; treating it as a mismatch")
-            return False
-        except argon2.exceptions.InvalidHashError:
+        except (VerificationError, argon2.exceptions.InvalidHashError):
             log.error("stored password hash is unreadable; treating it as a mismatch")
             return False
 
