@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -47,9 +48,9 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-async def database_url(pg_dsn: str) -> AsyncIterator[str]:
-    """A fresh, empty database for one test module."""
+@asynccontextmanager
+async def fresh_database(pg_dsn: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the server of `pg_dsn`, dropped afterwards."""
     name = f"test_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(pg_dsn)
     try:
@@ -58,6 +59,13 @@ async def database_url(pg_dsn: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def database_url(pg_dsn: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test module."""
+    async with fresh_database(pg_dsn) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

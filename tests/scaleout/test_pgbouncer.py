@@ -6,18 +6,16 @@ key changes takes the direct URL (`AUTHSVC_DB_LISTEN_URL`), which PgBouncer cann
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from service.config import Settings
-from tests.conftest import with_database
+from tests.conftest import fresh_database
 from tests.rpc.test_concurrency import (  # the same races, through PgBouncer
     test_concurrent_adds_lose_nothing,
     test_concurrent_deletes_never_remove_the_last_password,
@@ -63,14 +61,8 @@ def bouncer_port(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 async def direct_url(pg_dsn: str) -> AsyncIterator[str]:
     """A fresh database for this module, by its direct URL."""
-    name = f"test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(pg_dsn, name)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_dsn) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
