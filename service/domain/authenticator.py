@@ -34,7 +34,7 @@ from service import request_context
 from service.domain.models import FailureCount, LoginView, Principal, SuccessRecord
 from service.domain.passwords import HashJob, Match, PasswordHasher, check_password
 from service.domain.ports import CredentialStore
-from service.domain.throttle import LoginThrottle, Turn
+from service.domain.throttle import KNOWN_SOURCE_SECONDS, LoginThrottle, Turn
 from service.domain.usernames import check_username, username_key
 from service.errors import AuthError, Reason, invalid_credentials
 
@@ -43,7 +43,7 @@ from service.errors import AuthError, Reason, invalid_credentials
 LAST_USED_GRANULARITY = timedelta(hours=1)
 KNOWN_SOURCE_REFRESH = timedelta(days=1)
 # A source that has not logged in to a user for this long is a stranger to it again.
-KNOWN_SOURCE_LIFETIME = timedelta(days=90)
+KNOWN_SOURCE_LIFETIME = timedelta(seconds=KNOWN_SOURCE_SECONDS)
 
 
 class Authenticator:
