@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -43,3 +44,24 @@ def safe_dsn(dsn: str) -> str:
     except ValueError:
         return "(unparsable URL)"
     return f"{host}{port}{parts.path or ''}"
+
+
+def check_listenable(address: str, what: str) -> None:
+    """Raise OSError("cannot listen on ADDRESS (WHAT): REASON") when HOST:PORT cannot be bound,
+    e.g. a port already in use, before a server library tries and logs its own lines about it
+    (grpcio writes a C-core error to stderr). Port 0 always can. Bound as the servers bind
+    (SO_REUSEADDR), then closed at once: a port taken in between still fails in the server."""
+    host, port = split_address(address)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, sockaddr in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {address} ({what}): {reason}") from None

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from service.addresses import safe_dsn, with_port
+from service.addresses import check_listenable, safe_dsn, with_port
 from service.config import Settings
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
@@ -252,6 +252,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     for line in startup.changed_settings(settings):
         log.info("setting %s", line)
+    # A busy port stops start-up in one line, before the database is opened.
+    check_listenable(settings.grpc_addr, "gRPC")
+    check_listenable(settings.http_addr, "HTTP")
     with serving_metrics(settings.metrics_addr):
         async with (
             open_database(settings, announce=True) as db,
@@ -352,6 +355,7 @@ async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    check_listenable(settings.http_addr, "HTTP")
     await run_gateway(
         ChannelDispatcher(
             grpc_target,

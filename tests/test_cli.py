@@ -296,3 +296,30 @@ def test_an_unreachable_database_is_one_line_naming_host_and_cause(url: str, cau
     line = failed.stderr.strip()
     assert "\n" not in line and line.startswith("authsvc: cannot use the database at ")
     assert "/nope" in line and cause in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "what"),
+    [
+        ("AUTHSVC_GRPC_ADDR", "gRPC"),
+        ("AUTHSVC_HTTP_ADDR", "HTTP"),
+        ("AUTHSVC_METRICS_ADDR", "metrics"),
+    ],
+)
+def test_a_busy_port_is_one_line(env, variable: str, what: str) -> None:
+    """`serve` on a port another process listens on stops with exit 1 and authsvc's one line
+    naming the address, the listener and the cause: no library's own error lines."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        listeners = {
+            "AUTHSVC_GRPC_ADDR": "127.0.0.1:0",
+            "AUTHSVC_HTTP_ADDR": "127.0.0.1:0",
+            "AUTHSVC_METRICS_ADDR": "",
+        }
+        failed = cli(env | listeners | {variable: address, "AUTHSVC_LOG_LEVEL": "WARNING"}, "serve")
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        f"authsvc: cannot listen on {address} ({what}): Address already in use"
+    ]
