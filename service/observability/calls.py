@@ -39,12 +39,13 @@ def _peer(context: Any) -> str:
 _calls: dict[tuple[type, str], Call] = {}
 
 
-def started(servicer: type, method: str) -> Call:
-    """Count the start of `method` on `servicer`'s service; the call reports its end."""
+def started(servicer: type, method: str, kind: str = "unary") -> Call:
+    """Count the start of `method` (of grpc_type `kind`) on `servicer`'s service; the call
+    reports its end."""
     call = _calls.get((servicer, method))
     if call is None:
         service = service_name(servicer)
-        stats = metrics.rpc_stats(service, method)
+        stats = metrics.rpc_stats(service, method, kind)
         call = _calls[(servicer, method)] = Call(stats, f"/{service}/{method}")
     call.stats.started.inc()
     return call

@@ -94,6 +94,7 @@ THROTTLE_REASON = "TOO_MANY_ATTEMPTS"
 class RpcStats:
     """One RPC's metric children, resolved once (a `labels()` lookup takes a lock)."""
 
+    kind: str  # grpc_type: "unary", "server_stream"
     service: str
     method: str
     started: Any
@@ -104,7 +105,7 @@ class RpcStats:
     def handled(self, code: str, reason: str | None, seconds: float) -> None:
         child = self._handled.get(code)
         if child is None:
-            child = self._handled[code] = HANDLED.labels("unary", self.service, self.method, code)
+            child = self._handled[code] = HANDLED.labels(self.kind, self.service, self.method, code)
         child.inc()
         self.handling.observe(seconds)
         if self.login:
@@ -116,12 +117,13 @@ class RpcStats:
 _stats: dict[tuple[str, str], RpcStats] = {}
 
 
-def rpc_stats(service: str, method: str) -> RpcStats:
+def rpc_stats(service: str, method: str, kind: str = "unary") -> RpcStats:
     """The children of `service`/`method`, made on first use."""
     stats = _stats.get((service, method))
     if stats is None:
-        labels = ("unary", service, method)
+        labels = (kind, service, method)
         stats = _stats[(service, method)] = RpcStats(
+            kind,
             service,
             method,
             STARTED.labels(*labels),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
@@ -22,7 +23,8 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio
 
 from service.errors import AuthError
-from service.rpc.status import set_deadline
+from service.observability import calls
+from service.rpc.status import request_id_of, set_deadline
 
 log = logging.getLogger(__name__)
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
@@ -60,13 +62,42 @@ class HealthServicer(aio.HealthServicer):
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
+        # Counted and logged as every RPC is (rpc_method does it for authsvc's own servicers).
+        call, started = calls.started(type(self), "Check"), time.perf_counter()
+        request_id = request_id_of(context)
         if request.service not in self._names:
+            call.ended(context, request_id, "NOT_FOUND", None, started)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         set_deadline(context)  # the probe's database timeout follows the caller's deadline
-        await self.probe()
-        return await super().Check(request, context)
+        try:
+            await self.probe()
+            reply = await super().Check(request, context)
+        except asyncio.CancelledError:
+            call.ended(context, request_id, "CANCELLED", None, started)
+            raise
+        call.ended(context, request_id, "OK", None, started)
+        return reply
 
     async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        call, started, code = (
+            calls.started(type(self), "Watch", "server_stream"),
+            time.perf_counter(),
+            "OK",
+        )
+        try:
+            await self._watch(request, context)
+        except asyncio.CancelledError:  # the client hung up: how a Watch usually ends
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "UNKNOWN"
+            raise
+        finally:
+            call.ended(context, request_id_of(context), code, None, started)
+
+    async def _watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> None:
         if request.service in self._names:

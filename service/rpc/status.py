@@ -61,7 +61,8 @@ def error_status(error: AuthError, request_id: str) -> grpc.Status:
     )
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's `x-request-id` (1..128 characters), else a new one."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
@@ -91,7 +92,7 @@ def rpc_method(method: Method[Req, Resp]) -> Method[Req, Resp]:
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         started = time.perf_counter()
         call = calls.started(type(self), method.__name__)
-        request_id = _request_id(context)
+        request_id = request_id_of(context)
         request_context.request_id.set(request_id)
         set_deadline(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
@@ -181,7 +182,7 @@ def _refusing_stream(method: str, stream: Any) -> Any:
 
 
 async def _refuse_malformed(method: str, context: grpc.aio.ServicerContext) -> None:
-    request_id = _request_id(context)
+    request_id = request_id_of(context)
     log.warning("malformed request message to %s (request id %s)", method, request_id)
     error = invalid_argument("the request is not a valid message for this method")
     await context.abort_with_status(error_status(error, request_id))

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,6 +98,36 @@ async def test_rest_call_is_counted_as_its_rpc_and_its_route(both, services) -> 
     assert value("authsvc_http_requests_total", **route, status="200") - http_ok == 1
     assert value("authsvc_http_requests_total", **route, status="401") - http_401 == 1
     assert value("authsvc_http_request_duration_seconds_count", **route) - seconds == 2
+
+
+async def test_health_calls_are_counted(both) -> None:
+    """grpc.health.v1 is counted like every RPC: Check by its code (OK, NOT_FOUND for an
+    unknown service), Watch as a server stream ending CANCELLED when the client hangs up, and
+    the gateway's /readyz as the Check it makes in process."""
+    target, base = both
+    check = {"grpc_type": "unary", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Check"}
+    watch = {**check, "grpc_type": "server_stream", "grpc_method": "Watch"}
+    ok = value("grpc_server_handled_total", **check, grpc_code="OK")
+    not_found = value("grpc_server_handled_total", **check, grpc_code="NOT_FOUND")
+    watches = value("grpc_server_started_total", **watch)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        await stub.Check(health_pb2.HealthCheckRequest())
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Check(health_pb2.HealthCheckRequest(service="nope"))
+        stream = stub.Watch(health_pb2.HealthCheckRequest())
+        await stream.read()
+        stream.cancel()
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as reply:
+        assert reply.status == 200
+    for _ in range(50):  # the server notices the cancelled stream a moment later
+        if value("grpc_server_handled_total", **watch, grpc_code="CANCELLED"):
+            break
+        await asyncio.sleep(0.02)
+    assert value("grpc_server_handled_total", **check, grpc_code="OK") - ok == 2
+    assert value("grpc_server_handled_total", **check, grpc_code="NOT_FOUND") - not_found == 1
+    assert value("grpc_server_started_total", **watch) - watches == 1
+    assert value("grpc_server_handled_total", **watch, grpc_code="CANCELLED") >= 1
 
 
 async def test_unknown_paths_share_one_label(both) -> None:
