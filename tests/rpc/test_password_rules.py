@@ -43,34 +43,20 @@ async def refusal(call) -> grpc.aio.AioRpcError:
 # -- complexity -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("template", "rule"),
-    [
-        ("Ab1!xyzuv", "must be at least 10 characters"),
-        ("ab1!xyzuvw", "must contain an upper-case letter"),
-        ("AB1!XYZUVW", "must contain a lower-case letter"),
-        ("Abc!xyzuvw", "must contain a digit"),
-        ("Abc1xyzuvw", "must contain a special character"),
-        ("Xy1!{name}", "must not contain the username"),
-        ("Xy1!{reversed}", "must not contain the reversed username"),
-        ("Xy1!aaaabcd", "must not repeat a character more than 3 times in a row"),
-    ],
-    ids=["length", "upper", "lower", "digit", "special", "username", "reversed", "repeats"],
-)
-async def test_add_password_breaking_a_rule_is_not_complex(rules, template: str, rule: str) -> None:
-    """AddPassword with a password breaking one rule is INVALID_ARGUMENT, PASSWORD_NOT_COMPLEX,
-    and the message names the rule."""
+async def test_add_password_breaking_a_rule_is_not_complex(rules) -> None:
+    """AddPassword with a password breaking a rule is INVALID_ARGUMENT, PASSWORD_NOT_COMPLEX,
+    and the message names the rule (each rule: tests/domain/test_password_policy.py)."""
     channel, services = rules
     user = await new_user(services, CURRENT, prefix="Complex")
-    new = template.format(name=user.username.upper(), reversed=user.username[::-1])
     error = await refusal(
         passwords(channel).AddPassword(
-            password_pb.AddPasswordRequest(new_password=new), metadata=basic(user.username, CURRENT)
+            password_pb.AddPasswordRequest(new_password="Abc1xyzuvw"),
+            metadata=basic(user.username, CURRENT),
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(error).reason == "PASSWORD_NOT_COMPLEX"
-    assert rule in error.details()
+    assert "must contain a special character" in error.details()
 
 
 async def test_replace_with_a_simple_password_is_not_complex(rules) -> None:
