@@ -141,35 +141,3 @@ def test_plaintext_to_a_remote_target_is_refused() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("authsvc: --grpc-target: plaintext")
-
-
-@pytest.mark.parametrize(
-    "taken_variable", ["AUTHSVC_HTTP_ADDR", "AUTHSVC_GRPC_ADDR", "AUTHSVC_METRICS_ADDR"]
-)
-def test_busy_port_is_one_line_exit_1(database_url, taken_variable: str) -> None:
-    """`serve` with its HTTP or gRPC port taken stops cleanly: exit 1, one line, no traceback
-    (for gRPC, the line names the address)."""
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        addresses = {
-            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{free_port()}",
-            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{free_port()}",
-            taken_variable: f"127.0.0.1:{busy}",
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "service", "serve"],
-            env=env_with(AUTHSVC_DATABASE_URL=database_url, **addresses),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("authsvc: ")
-    if taken_variable == "AUTHSVC_GRPC_ADDR":
-        assert last == f"authsvc: cannot listen on 127.0.0.1:{busy}"
