@@ -1,6 +1,7 @@
 """Settings: the only module that reads the environment.
 
-Every knob is an `AUTHSVC_*` variable with a safe default. A bad value raises `ConfigError` whose
+Every knob is an `AUTHSVC_*` variable with a safe default (tracing alone follows OpenTelemetry's
+`OTEL_*` variables, `_tracing`). A bad value raises `ConfigError` whose
 message is one line naming the variable, which the CLI prints before exiting with status 2. The
 rules' defaults and bounds are the domain's: they are imported from it, never restated here.
 """

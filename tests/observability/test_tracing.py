@@ -215,3 +215,15 @@ async def test_no_secret_in_any_span(
         for value in _values(span):
             text = str(value)
             assert not any(secret in text for secret in secrets_), (span.name, text)
+
+
+async def test_captured_secret_headers_are_redacted(
+    spans: InMemorySpanExporter, base_url: str, username: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator capturing every request header still gets no Authorization value."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    assert await rest_authorize(base_url, username, PASSWORD) == 200
+    rest = one(list(spans.get_finished_spans()), "POST /v1/users/authorize")
+    assert rest.attributes is not None
+    assert rest.attributes["http.request.header.authorization"] == ("[REDACTED]",)
+    assert "http.request.header.user_agent" in rest.attributes  # captured: the switch works
