@@ -25,9 +25,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service import app
 from service.config import Settings
+from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.server import serving_gateway
 from service.observability import tracing
-from service.store.db import Database
 from tests.gateway.helpers import basic_auth
 from tests.support import authorize, basic
 
@@ -51,27 +51,15 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture(scope="module")
-async def traced(
-    exporter: InMemorySpanExporter, db: Database, settings: Settings
-) -> AsyncIterator[app.Services]:
-    async with app.open_services(db, settings) as services:
-        await services.keys.load()
-        yield services
+def services(exporter: InMemorySpanExporter, services: app.Services) -> app.Services:
+    """The module's services (conftest's), built once tracing is on: the hasher takes its
+    tracer then. The gRPC server (`grpc_target`) is built over them likewise."""
+    return services
 
 
 @pytest.fixture(scope="module")
-async def target(traced: app.Services, settings: Settings) -> AsyncIterator[str]:
-    server, port = app.grpc_server(traced, settings)
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
-
-
-@pytest.fixture(scope="module")
-async def base_url(traced: app.Services, settings: Settings) -> AsyncIterator[str]:
-    dispatcher = app.in_process_gateway(app.build_servicers(traced, settings))
+async def base_url(services: app.Services, settings: Settings) -> AsyncIterator[str]:
+    dispatcher = app.in_process_gateway(app.build_servicers(services, settings))
     async with serving_gateway(
         dispatcher, "127.0.0.1:0", shutdown_timeout=1.0, middlewares=tracing.http_middlewares()
     ) as port:
@@ -79,9 +67,9 @@ async def base_url(traced: app.Services, settings: Settings) -> AsyncIterator[st
 
 
 @pytest.fixture(scope="module")
-async def username(traced: app.Services) -> str:
+async def username(services: app.Services) -> str:
     name = f"tracer-{secrets.token_hex(4)}"
-    await traced.users.create(name, PASSWORD)
+    await services.users.create(name, PASSWORD)
     return name
 
 
@@ -136,11 +124,11 @@ async def test_rest_authorize_is_one_trace(
 
 
 async def test_grpc_call_continues_the_callers_trace(
-    spans: InMemorySpanExporter, target: str, username: str
+    spans: InMemorySpanExporter, grpc_target: str, username: str
 ) -> None:
     """A gRPC call with a `traceparent` is a child of the caller's span, in its trace."""
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
         traceparent = ("traceparent", f"00-{trace_id}-{span_id}-01")
         await auth_service_pb2_grpc.AuthServiceStub(channel).Authorize(
             auth_service_pb2.AuthorizeRequest(), metadata=(*basic(username, PASSWORD), traceparent)
@@ -153,11 +141,29 @@ async def test_grpc_call_continues_the_callers_trace(
     assert [s.name for s in children(finished, rpc) if s.name == "argon2id"] == ["argon2id"]
 
 
+async def test_standalone_gateway_carries_the_trace(
+    spans: InMemorySpanExporter, grpc_target: str, username: str
+) -> None:
+    """`authsvc gateway`, calling over a channel: the server's RPC span is the REST span's child."""
+    async with serving_gateway(
+        ChannelDispatcher(grpc_target),
+        "127.0.0.1:0",
+        shutdown_timeout=1.0,
+        middlewares=tracing.http_middlewares(),
+    ) as port:
+        assert await rest_authorize(f"http://127.0.0.1:{port}", username, PASSWORD) == 200
+    finished = list(spans.get_finished_spans())
+    rest = one(finished, "POST /v1/users/authorize")
+    rpc = one(finished, AUTHORIZE)
+    assert rpc.context.trace_id == rest.context.trace_id
+    assert rpc.parent is not None and rpc.parent.span_id == rest.context.span_id
+
+
 async def test_grpc_failure_is_on_its_span(
-    spans: InMemorySpanExporter, target: str, username: str
+    spans: InMemorySpanExporter, grpc_target: str, username: str
 ) -> None:
     """A refused login over gRPC: the span holds UNAUTHENTICATED and the reason."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await authorize(channel, username, WRONG)
     rpc = one(list(spans.get_finished_spans()), AUTHORIZE)
@@ -189,7 +195,7 @@ def _values(span: ReadableSpan) -> list[Any]:
 
 
 async def test_no_secret_in_any_span(
-    spans: InMemorySpanExporter, base_url: str, target: str, username: str
+    spans: InMemorySpanExporter, base_url: str, grpc_target: str, username: str
 ) -> None:
     """No password, token or Authorization header in a span's name, attributes or events."""
     headers = basic_auth(username, PASSWORD)
@@ -203,7 +209,7 @@ async def test_no_secret_in_any_span(
             assert reply.status == 200
         async with http.post(f"{base_url}/v1/users/authorize", headers=basic_auth(username, WRONG)):
             pass
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
         await authorize(channel, username, PASSWORD)
         await token_service_pb2_grpc.TokenServiceStub(channel).VerifyToken(
             token_service_pb2.VerifyTokenRequest(token=token)

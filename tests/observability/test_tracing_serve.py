@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +26,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from service.observability import tracing
 from tests.gateway.helpers import basic_auth
 from tests.support import basic
-from tests.test_cli import cli, env_with, free_port, wait_for_port
+from tests.test_cli import cli, env_with, serve
 
 PASSWORD = "trace serve secret 1"
 WRONG = "trace serve wrong 2"
@@ -96,32 +93,13 @@ def username(database_url: str) -> str:
 
 
 def run_server(env: dict[str, str], calls: Any) -> tuple[str, str, Any]:
-    """Serve with `env`, make `calls(grpc_port, http_port)`, stop with SIGTERM (which flushes
-    the spans); the run's stdout, stderr and what the calls returned."""
-    grpc_port, http_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"],
-        env={
-            **env,
-            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for_port(grpc_port, server)
-        wait_for_port(http_port, server)
+    """Serve with `env`, make `calls(grpc_port, http_port)`, stop (SIGTERM flushes the spans);
+    the run's stdout, stderr and what the calls returned."""
+    ended: dict[str, Any] = {}
+    with serve(env, ended) as (grpc_port, http_port):
         result = asyncio.run(calls(grpc_port, http_port))
-        server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=60)
-        assert server.returncode == 0, err
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
-    return out, err, result
+    assert ended["returncode"] == 0, ended["err"]
+    return ended["out"], ended["err"], result
 
 
 async def rest_and_grpc_calls(username: str, grpc_port: int, http_port: int) -> dict[str, str]:
