@@ -206,3 +206,13 @@ def test_tracing_off_hooks_nothing() -> None:
     coroutine.close()
     assert web.Application.__module__ == "aiohttp.web_app"
     assert not hasattr(asyncpg.connection.Connection.fetch, "__wrapped__")
+
+
+def test_unknown_exporter_is_one_line(database_url: str) -> None:
+    """An exporter no installed package provides stops `serve` with one line naming it."""
+    env = env_with(AUTHSVC_DATABASE_URL=database_url, OTEL_TRACES_EXPORTER="zipkin_json")
+    result = cli(env, "serve")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("authsvc: OTEL_TRACES_EXPORTER: ") and "zipkin_json" in line
+    assert "Traceback" not in result.stderr
