@@ -28,7 +28,7 @@ from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.gateway.server import Discovery, run_gateway, serving_gateway
-from service.observability import metrics, startup
+from service.observability import metrics, startup, tracing
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
@@ -108,6 +108,7 @@ async def open_services(
         settings.hash_workers,
         settings.hash_queue_limit,
         on_job_seconds=metrics.HASH_SECONDS.observe,
+        tracer=tracing.hash_tracer(),
     )
     try:
         policy = KeyPolicy(
@@ -200,7 +201,9 @@ def grpc_server(
     """The gRPC server on `settings.grpc_addr`, serving `servicers` (built here if not given)."""
     if servicers is None:
         servicers = build_servicers(services, settings)
-    return build_grpc_server(servicers, settings.grpc_addr, settings.tls)
+    return build_grpc_server(
+        servicers, settings.grpc_addr, settings.tls, interceptors=tracing.grpc_interceptors()
+    )
 
 
 def in_process_gateway(servicers: Servicers) -> InProcessDispatcher:
@@ -255,7 +258,7 @@ async def serve(settings: Settings) -> None:
     # A busy port stops start-up in one line, before the database is opened.
     check_listenable(settings.grpc_addr, "gRPC")
     check_listenable(settings.http_addr, "HTTP")
-    with serving_metrics(settings.metrics_addr):
+    with serving_metrics(settings.metrics_addr), tracing.exporting(settings.tracing):
         async with (
             open_database(settings, announce=True) as db,
             open_services(db, settings) as services,
@@ -292,6 +295,7 @@ async def serve(settings: Settings) -> None:
                     shutdown_timeout=settings.shutdown_grace,
                     trusted_proxies=settings.trusted_proxies,
                     discovery=discovery(settings),
+                    middlewares=tracing.http_middlewares(),
                 ):
                     await stop.wait()
                     log.info(
@@ -356,15 +360,19 @@ async def run_standalone_gateway(settings: Settings, grpc_target: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_listenable(settings.http_addr, "HTTP")
-    await run_gateway(
-        ChannelDispatcher(
-            grpc_target,
-            grpc_channel_credentials(upstream) if (upstream := settings.gateway_upstream) else None,
-        ),
-        settings.http_addr,
-        stop,
-        ssl_context=settings_https_context(settings.tls),
-        shutdown_timeout=settings.shutdown_grace,
-        trusted_proxies=settings.trusted_proxies,
-        discovery=discovery(settings),
-    )
+    with tracing.exporting(settings.tracing):
+        await run_gateway(
+            ChannelDispatcher(
+                grpc_target,
+                grpc_channel_credentials(upstream)
+                if (upstream := settings.gateway_upstream)
+                else None,
+            ),
+            settings.http_addr,
+            stop,
+            ssl_context=settings_https_context(settings.tls),
+            shutdown_timeout=settings.shutdown_grace,
+            trusted_proxies=settings.trusted_proxies,
+            discovery=discovery(settings),
+            middlewares=tracing.http_middlewares(),
+        )

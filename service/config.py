@@ -1,6 +1,7 @@
 """Settings: the only module that reads the environment.
 
-Every knob is an `AUTHSVC_*` variable with a safe default. A bad value raises `ConfigError` whose
+Every knob is an `AUTHSVC_*` variable with a safe default (tracing alone follows OpenTelemetry's
+`OTEL_*` variables, `_tracing`). A bad value raises `ConfigError` whose
 message is one line naming the variable, which the CLI prints before exiting with status 2. The
 rules' defaults and bounds are the domain's: they are imported from it, never restated here.
 """
@@ -86,6 +87,9 @@ class Settings:
     # (None: no metrics listener).
     log_format: str = "text"
     metrics_addr: str | None = "127.0.0.1:9464"
+    # OpenTelemetry tracing: on when the standard OTEL_* variables name a trace exporter
+    # (`_tracing`); the SDK reads the rest of its variables itself.
+    tracing: bool = False
     # Tokens: signing keys rotate every `key_rotation_days`; a scheduled new key is published
     # `jwks_max_age` seconds before it signs (the JWKS cache lifetime), so cached key sets
     # always hold it; `token_leeway` seconds of clock skew are tolerated when verifying.
@@ -413,6 +417,28 @@ def _logging(get: _Environment, s: Settings) -> Settings:
     )
 
 
+# The OpenTelemetry variables that decide whether spans are exported at all. Everything else
+# (endpoint, protocol, headers, sampler, resource, batch sizes) the SDK and its exporters read
+# from the environment themselves, by the specification's names: not restated here.
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+OTEL_EXPORTER_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def _tracing(env: Mapping[str, str], s: Settings) -> Settings:
+    """Tracing is off unless an exporter is configured: OTEL_TRACES_EXPORTER names one (not
+    `none`), or an OTLP endpoint is set (the SDK's default exporter is then OTLP). The SDK's own
+    default, OTLP to localhost, would otherwise make every run try a collector nobody started.
+    OTEL_SDK_DISABLED=true turns it off whatever else is set, as the specification says."""
+    if env.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+        return replace(s, tracing=False)
+    exporter = env.get(OTEL_TRACES_EXPORTER, "").strip().lower()
+    if exporter:
+        return replace(s, tracing=exporter != "none")
+    endpoint = any(env.get(name, "").strip() for name in OTEL_EXPORTER_OTLP_ENDPOINTS)
+    return replace(s, tracing=endpoint)
+
+
 def _check_together(settings: Settings) -> None:
     """The rules that span several variables."""
     if settings.tls is None and not settings.allow_plaintext:
@@ -433,9 +459,11 @@ def _check_together(settings: Settings) -> None:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment), one concern at a time."""
-    get = _Environment(os.environ if env is None else env)
+    environment = os.environ if env is None else env
+    get = _Environment(environment)
     settings = Settings()
     for section in (_hashing, _storage, _listeners, _tokens, _login_defence, _passwords, _logging):
         settings = section(get, settings)
+    settings = _tracing(environment, settings)
     _check_together(settings)
     return settings

@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -142,6 +145,37 @@ def wait_for_port(port: int, server: subprocess.Popen[str], deadline: float = 60
         except OSError:
             time.sleep(0.1)
     raise AssertionError("server did not start")
+
+
+@contextmanager
+def serve(env: dict[str, str], ended: dict[str, Any] | None = None) -> Iterator[tuple[int, int]]:
+    """`python -m service serve` on free loopback ports; yields (gRPC port, REST port). On exit,
+    SIGTERM; `ended` (if given) then holds the run's `out`, `err` and `returncode`."""
+    grpc_port, http_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        env={
+            **env,
+            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(grpc_port, server)
+        wait_for_port(http_port, server)
+        yield grpc_port, http_port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            out, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, err = server.communicate()
+        if ended is not None:
+            ended.update(out=out, err=err, returncode=server.returncode)
 
 
 async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> None:

@@ -232,3 +232,25 @@ def test_settings_defaults_are_the_domains() -> None:
     manager = inspect.signature(PasswordManager).parameters
     assert manager["max_passwords"].default == settings.max_passwords
     assert manager["history"].default == settings.password_history
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "TRUE"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "false"}, True),
+        ({"OTEL_SERVICE_NAME": "auth"}, False),
+    ],
+)
+def test_tracing_is_on_only_with_an_exporter(env: dict[str, str], on: bool) -> None:
+    """Tracing follows the OTEL_* variables: on when an exporter or OTLP endpoint is set, off
+    otherwise and whenever OTEL_SDK_DISABLED=true."""
+    assert load_settings(env).tracing is on

@@ -5,12 +5,7 @@ at rest with AUTHSVC_KEY_ENCRYPTION_KEY."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aiohttp
 import asyncpg
@@ -20,40 +15,12 @@ import pytest
 from tests.gateway.helpers import basic_auth
 from tests.pki import Pki, make_pki
 from tests.support import authorize
-from tests.test_cli import cli, env_with, free_port, wait_for_port
+from tests.test_cli import cli, env_with, serve
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@contextmanager
-def serve(env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """`python -m service serve` on free loopback ports; yields (gRPC port, REST port)."""
-    grpc_port, http_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"],
-        env={
-            **env,
-            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for_port(grpc_port, server)
-        wait_for_port(http_port, server)
-        yield grpc_port, http_port
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
 
 
 def client_ssl(pki: Pki, with_certificate: bool) -> ssl.SSLContext:

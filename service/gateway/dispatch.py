@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2
 from service.gateway.client_address import ClientAddress
 from service.gateway.context import InProcessAbort, InProcessContext, Metadata
 from service.gateway.errors import RpcFailure
+from service.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ChannelDispatcher:
             # The address the gateway resolved, never the client's own header; the server
             # believes it only from a peer in its trusted proxies.
             metadata = (*metadata, (FORWARDED_FOR_KEY, str(caller.address.ip)))
-        call = self._calls[path](request, metadata=metadata, timeout=seconds)
+        call = self._calls[path](request, metadata=tracing.inject(metadata), timeout=seconds)
         try:
             reply = await call
             initial = await call.initial_metadata()
@@ -179,8 +180,12 @@ class InProcessDispatcher:
             raise CallFailed(RpcFailure("UNIMPLEMENTED", "Method not found!", ()))
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
-        context = InProcessContext(metadata, end, caller.address, caller.transport)
-        task = loop.create_task(_serve(handler, request, context, path))
+        # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
+        # call has its server span, as the gRPC server's interceptor gives a network call.
+        context = InProcessContext(tracing.inject(metadata), end, caller.address, caller.transport)
+        task = loop.create_task(
+            tracing.in_process(_serve(handler, request, context, path), path, context)
+        )
         deadline = asyncio.timeout_at(end)
         try:
             async with deadline:

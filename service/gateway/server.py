@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -463,6 +464,7 @@ def create_app(
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
     trusted_proxies: Sequence[IPNetwork] = (),
     discovery: Discovery | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
 
@@ -471,7 +473,7 @@ def create_app(
     every annotated RPC of the authsvc.v1 `*_service_pb2` modules. `timeout` is each call's
     deadline and `ready_timeout` the /readyz health check's, in seconds. `trusted_proxies` are
     the peers whose X-Forwarded-For / Forwarded headers name the client. With `discovery`, the
-    gateway serves the OpenID / RFC 8414 discovery documents.
+    gateway serves the OpenID / RFC 8414 discovery documents. `middlewares`: tracing's, when on.
     """
     gateway = Gateway(
         dispatcher,
@@ -482,7 +484,7 @@ def create_app(
         trusted_proxies=trusted_proxies,
         discovery=discovery,
     )
-    app = web.Application(client_max_size=body_limit)
+    app = web.Application(client_max_size=body_limit, middlewares=list(middlewares))
 
     async def dispatch(_: web.Application) -> AsyncIterator[None]:
         await gateway.open()
@@ -593,7 +595,7 @@ async def serving_gateway(
     left 503 (their calls cancelled). A connection whose
     request headers take more than `header_timeout` seconds is closed. `options` go to
     `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`,
-    `discovery`)."""
+    `discovery`, `middlewares`)."""
     host, port = split_address(http_addr)
     app = create_app(dispatcher, **options)
     runner = _AppRunner(

@@ -1,5 +1,6 @@
 """What the servicers' wrapper (`rpc/status.py` `rpc_method`) reports of each call: the RPC
-metrics, and, for a call that came over gRPC, its log line. A REST request dispatched in process
+metrics, its status on its span when tracing is on, and, for a call that came over gRPC, its
+log line. A REST request dispatched in process
 goes through the same wrapper (counted once in the RPC metrics) but is logged by the gateway, as
 one line with its route (`http.py`)."""
 
@@ -10,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from service.observability import logs, metrics
+from service.observability import logs, metrics, tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class Call:
     ) -> None:
         seconds = time.perf_counter() - started
         self.stats.handled(code, reason, seconds)
+        if tracing.is_on():
+            tracing.rpc_ended(code, reason)
         if not getattr(context, "in_process", False):
             logs.log_call(
                 "grpc", self.full_method, code, reason, seconds, request_id, _peer(context)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -88,10 +88,15 @@ class _LenientRegistry:
 
 
 def build_grpc_server(
-    servicers: Servicers, address: str, tls: TlsFiles | None = None
+    servicers: Servicers,
+    address: str,
+    tls: TlsFiles | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """Return the server, not yet started, and the port it is bound to (for ':0')."""
+    """Return the server, not yet started, and the port it is bound to (for ':0').
+    `interceptors`: tracing's, when on."""
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
