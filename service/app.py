@@ -15,6 +15,7 @@ import grpc
 
 from service.addresses import check_listenable, safe_dsn, with_port
 from service.config import Settings
+from service.domain.audit import SERVER_SOURCE, Auditor, AuditPolicy
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
 from service.domain.password_lists import PasswordManager
@@ -32,6 +33,7 @@ from service.observability import metrics, startup, tracing
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server
 from service.rpc.servicers import AuthServicer, PasswordServicer, TokenServicer
+from service.store.audit import PgAuditLog
 from service.store.db import Database, create_pool
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
@@ -59,6 +61,7 @@ class Services:
     users: UserAdmin
     verifier: TokenVerifier
     throttle: LoginThrottle
+    audit: Auditor
 
 
 @asynccontextmanager
@@ -100,9 +103,16 @@ async def open_services(
     clock: Callable[[], datetime] = utc_now,
     *,
     watch_keys: bool = True,
+    actor: str = SERVER_SOURCE,
 ) -> AsyncIterator[Services]:
     """The domain services over `db`. With `watch_keys` (a server), the key ring re-reads the
-    key table as soon as any process changes it; a one-shot command has no need."""
+    key table as soon as any process changes it; a one-shot command has no need. `actor` is
+    the audit trail's source for what no call asked for (`cli:NAME` for a command)."""
+    audit = Auditor(
+        PgAuditLog(db),
+        AuditPolicy(logins=settings.audit_logins, retention_days=settings.audit_retention_days),
+        actor,
+    )
     hasher = PasswordHasher(
         settings.argon2,
         settings.hash_workers,
@@ -117,7 +127,7 @@ async def open_services(
             publish_ahead=timedelta(seconds=settings.jwks_max_age),
             passphrase=settings.key_encryption_key,
         )
-        keys = KeyRing(PgKeyStore(db), policy, clock)
+        keys = KeyRing(PgKeyStore(db), policy, clock, audit)
         listening = (
             key_changes(db.dsn, keys.changed, settings.db_timeout)
             if watch_keys and db.dsn is not None
@@ -141,6 +151,7 @@ async def open_services(
             throttle,
             clock,
             password_max_age=timedelta(seconds=max_age) if max_age else None,
+            audit=audit,
         )
         password_policy = PasswordPolicy(
             complexity=settings.password_complexity,
@@ -161,15 +172,16 @@ async def open_services(
                 hasher=hasher,
                 keys=keys,
                 authenticator=authenticator,
-                authorization=AuthorizationService(authenticator, issuer),
+                authorization=AuthorizationService(authenticator, issuer, audit),
                 passwords=PasswordManager(
                     PgPasswordListStore(db),
                     hasher,
                     password_policy,
                     settings.max_passwords,
                     settings.password_history,
+                    audit,
                 ),
-                users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle),
+                users=UserAdmin(PgUserStore(db), hasher, password_policy, throttle, audit),
                 verifier=TokenVerifier(
                     keys,
                     PgUserStore(db),
@@ -179,8 +191,10 @@ async def open_services(
                     clock,
                 ),
                 throttle=throttle,
+                audit=audit,
             )
     finally:
+        await audit.drain()  # the background writes, while the pool is still open
         hasher.close()
 
 
@@ -212,7 +226,7 @@ def in_process_gateway(servicers: Servicers) -> InProcessDispatcher:
 
 
 # How often each replica checks whether the signing key is due for rotation, and deletes
-# login-throttle rows whose delay and lock have long passed.
+# login-throttle rows whose delay and lock have long passed and audit events past retention.
 ROTATION_CHECK_SECONDS = 600.0
 THROTTLE_PURGE_SECONDS = 600.0
 
@@ -245,6 +259,22 @@ async def purge_login_throttle(throttle: LoginThrottle) -> None:
     purged = await throttle.purge_stale()
     if purged:
         log.info("purged %d stale failed-login records", purged)
+
+
+async def purge_audit_trail(audit: Auditor) -> None:
+    """Delete audit events older than AUTHSVC_AUDIT_RETENTION_DAYS, a batch at a time."""
+    purged = await audit.purge_expired()
+    if purged:
+        log.info("purged %d audit events older than %d days", purged, audit.policy.retention_days)
+
+
+async def purge_stale_records(services: Services) -> None:
+    """The periodic purge: failed-login counts, then the audit trail (each even if the other
+    fails)."""
+    try:
+        await purge_login_throttle(services.throttle)
+    finally:
+        await purge_audit_trail(services.audit)
 
 
 async def serve(settings: Settings) -> None:
@@ -281,8 +311,8 @@ async def serve(settings: Settings) -> None:
                     every(
                         THROTTLE_PURGE_SECONDS,
                         stop,
-                        "failed-login purge",
-                        lambda: purge_login_throttle(services.throttle),
+                        "failed-login and audit purge",
+                        lambda: purge_stale_records(services),
                     )
                 ),
             ]

@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from service.addresses import is_loopback, split_address
+from service.domain.audit import AuditPolicy
 from service.domain.password_lists import HISTORY_DEFAULT, MAX_PASSWORDS_DEFAULT
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import Argon2Parameters
@@ -131,6 +132,10 @@ class Settings:
     # not repeat (0: off).
     max_passwords: int = MAX_PASSWORDS_DEFAULT
     password_history: int = HISTORY_DEFAULT
+    # The audit trail (service/domain/audit.py): successful logins too (a write each: off by
+    # default), and how many days events are kept.
+    audit_logins: bool = AuditPolicy.logins
+    audit_retention_days: int = AuditPolicy.retention_days
 
 
 N = TypeVar("N", int, float)
@@ -439,6 +444,15 @@ def _tracing(env: Mapping[str, str], s: Settings) -> Settings:
     return replace(s, tracing=endpoint)
 
 
+def _audit(get: _Environment, s: Settings) -> Settings:
+    """The audit trail: whether successful logins are recorded, and how long events are kept."""
+    return replace(
+        s,
+        audit_logins=get("AUDIT_LOGINS", _bool, s.audit_logins),
+        audit_retention_days=get("AUDIT_RETENTION_DAYS", _int(1, 36500), s.audit_retention_days),
+    )
+
+
 def _check_together(settings: Settings) -> None:
     """The rules that span several variables."""
     if settings.tls is None and not settings.allow_plaintext:
@@ -462,7 +476,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     environment = os.environ if env is None else env
     get = _Environment(environment)
     settings = Settings()
-    for section in (_hashing, _storage, _listeners, _tokens, _login_defence, _passwords, _logging):
+    for section in (
+        _hashing,
+        _storage,
+        _listeners,
+        _tokens,
+        _login_defence,
+        _passwords,
+        _logging,
+        _audit,
+    ):
         settings = section(get, settings)
     settings = _tracing(environment, settings)
     _check_together(settings)

@@ -20,6 +20,9 @@ The order is the security property:
    known for long), a password not used lately or needing a rehash. The usual login writes
    nothing.
 
+Every refused login is audited (`audit.py`): a wrong password by the very statement that counts
+it, other refusals in the background; the login path never waits for, nor fails on, the trail.
+
 A password older than the maximum age still authenticates: `Principal.password_expired` lets
 the caller decide; Authorize refuses it, the password RPCs accept it so the user can replace it.
 """
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from service import request_context
+from service.domain.audit import Auditor
 from service.domain.models import FailureCount, LoginView, Principal, SuccessRecord
 from service.domain.passwords import HashJob, Match, PasswordHasher, check_password
 from service.domain.ports import CredentialStore
@@ -55,12 +59,14 @@ class Authenticator:
         clock: Callable[[], datetime],
         *,
         password_max_age: timedelta | None = None,
+        audit: Auditor | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._throttle = throttle
         self._clock = clock
         self._password_max_age = password_max_age
+        self._audit = audit
         # Checks that outlive their callers, kept referenced until they end.
         self._checks: set[asyncio.Task[Principal | None]] = set()
 
@@ -71,20 +77,25 @@ class Authenticator:
         key = username_key(username)
         view = await self._store.find_login(key, source)
         known = self._source_known(view)
-        turn = await self._throttle.turn(
-            key,
-            source,
-            source_known=known,
-            name_count=view.this_source if known else view.strangers,
-            source_count=view.source,
-        )
+        try:
+            turn = await self._throttle.turn(
+                key,
+                source,
+                source_known=known,
+                name_count=view.this_source if known else view.strangers,
+                source_count=view.source,
+            )
+        except AuthError as refused:  # TOO_MANY_ATTEMPTS
+            if self._audit is not None:
+                self._audit.login_refused(username, source, refused)
+            raise
         try:
             salt = view.password_salt or self._hasher.dummy_salt
             job = self._hasher.start(password, salt, view.passwords, request_context.deadline.get())
         except BaseException:
             self._throttle.done(turn)
             raise
-        check = asyncio.create_task(self._conclude(job, turn, key, source, view))
+        check = asyncio.create_task(self._conclude(job, turn, key, username, source, view))
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
         try:
@@ -101,7 +112,7 @@ class Authenticator:
         return seen is not None and view.now is not None and view.now - seen < KNOWN_SOURCE_LIFETIME
 
     async def _conclude(
-        self, job: HashJob, turn: Turn, key: str, source: str, view: LoginView
+        self, job: HashJob, turn: Turn, key: str, username: str, source: str, view: LoginView
     ) -> Principal | None:
         """Await the check and record its outcome, whatever the caller does meanwhile."""
         # The caller's deadline no longer bounds the record: the truth is written regardless.
@@ -109,6 +120,7 @@ class Authenticator:
         try:
             match = await job.result()
             if match.found is None or view.user is None:
+                audit = self._audit
                 record = await self._store.record_failure(
                     key,
                     turn.counter,
@@ -117,10 +129,18 @@ class Authenticator:
                     self._throttle.policy.lockout_duration,
                     source,
                     self._throttle.source_schedule,
+                    None
+                    if audit is None
+                    else audit.failed_login(username, source, view.user is not None),
                 )
                 self._throttle.recorded(turn, record.name, record.source)
                 return None
-            return await self._succeeded(match, turn, key, source, view)
+            try:
+                return await self._succeeded(match, turn, key, source, view)
+            except AuthError as refused:  # ACCOUNT_LOCKED, ACCOUNT_EXPIRED: told after the hash
+                if self._audit is not None:
+                    self._audit.login_refused(username, source, refused)
+                raise
         finally:
             self._throttle.done(turn)
 
@@ -173,4 +193,5 @@ class Authenticator:
             password_id=found.id,
             password_salt=view.password_salt,
             password_expired=password_expired,
+            source=source,
         )

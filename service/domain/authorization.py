@@ -6,6 +6,7 @@ right), but still authenticates the password RPCs, so its owner can replace it u
 
 from __future__ import annotations
 
+from service.domain.audit import Auditor
 from service.domain.authenticator import Authenticator
 from service.domain.models import IssuedToken
 from service.domain.token_lifetime import check_ttl
@@ -16,9 +17,12 @@ PASSWORD_EXPIRED_MESSAGE = "the password has expired and must be changed"
 
 
 class AuthorizationService:
-    def __init__(self, authenticator: Authenticator, issuer: TokenIssuer) -> None:
+    def __init__(
+        self, authenticator: Authenticator, issuer: TokenIssuer, audit: Auditor | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._issuer = issuer
+        self._audit = audit
 
     async def authorize(
         self, username: str, password: str, source: str, ttl: int | None
@@ -26,5 +30,11 @@ class AuthorizationService:
         lifetime = check_ttl(ttl)
         principal = await self._authenticator.authenticate(username, password, source)
         if principal.password_expired:
-            raise AuthError(Reason.PASSWORD_EXPIRED, PASSWORD_EXPIRED_MESSAGE)
-        return await self._issuer.issue(principal.user, lifetime)
+            expired = AuthError(Reason.PASSWORD_EXPIRED, PASSWORD_EXPIRED_MESSAGE)
+            if self._audit is not None:
+                self._audit.login_refused(username, source, expired)
+            raise expired
+        issued = await self._issuer.issue(principal.user, lifetime)
+        if self._audit is not None:
+            self._audit.login_succeeded(principal.user.username, source)  # if asked: a write
+        return issued

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -43,6 +44,8 @@ class Principal:
     # The password is older than the configured maximum age: good for changing the password
     # list, not for a token.
     password_expired: bool = False
+    # Where the call that proved it came from (rpc/sources.py), for the audit trail.
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,3 +153,40 @@ class IssuedToken:
     jti: str
     issued_at: datetime
     expires_at: datetime
+
+
+class AuditKind(StrEnum):
+    """What an audit event records (service/domain/audit.py decides when)."""
+
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    PASSWORD_ADDED = "password_added"
+    PASSWORD_REPLACED = "password_replaced"
+    PASSWORD_DELETED = "password_deleted"
+    PASSWORD_SET_BY_ADMIN = "password_set_by_admin"
+    ACCOUNT_CREATED = "account_created"
+    ACCOUNT_DELETED = "account_deleted"
+    ACCOUNT_LOCKED = "account_locked"
+    ACCOUNT_UNLOCKED = "account_unlocked"
+    ACCOUNT_EXPIRY_SET = "account_expiry_set"
+    GROUPS_CHANGED = "groups_changed"
+    KEY_ROTATED = "key_rotated"
+    KEY_RETIRED = "key_retired"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line of the audit trail; `detail` is written by the domain from facts, never from a
+    password, token or hash."""
+
+    # An AuditKind's value (a str, so a kind written by a newer version still reads).
+    kind: str
+    # As the caller or administrator spelt it, and its key (NFKC + casefold) for lookups.
+    username: str
+    username_key: str
+    # Where the call came from (rpc/sources.py), or who acted when no call did (`cli:NAME`).
+    source: str
+    request_id: str
+    detail: str = ""
+    # Set by the database when the event is written.
+    at: datetime | None = field(default=None, compare=False)

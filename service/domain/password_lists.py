@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from service.domain.models import Principal, StoredPassword, User
+from service.domain.audit import Auditor
+from service.domain.models import AuditKind, Principal, StoredPassword, User
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import Match, PasswordHasher, check_password
 from service.domain.ports import LockedPasswordList, PasswordListStore
@@ -34,6 +35,7 @@ class PasswordManager:
         policy: PasswordPolicy | None = None,
         max_passwords: int = MAX_PASSWORDS_DEFAULT,
         history: int = HISTORY_DEFAULT,
+        audit: Auditor | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -41,6 +43,7 @@ class PasswordManager:
         self._max_passwords = max_passwords
         # How many retired passwords a new one may not repeat (0: none).
         self._history = history
+        self._audit = audit
 
     async def replace(self, principal: Principal, new_password: str) -> None:
         """Make `new_password` the caller's only password."""
@@ -50,6 +53,7 @@ class PasswordManager:
             current = await self._recheck(principal, locked, new_password, match, checked)
             await locked.remove([p.id for p in current], self._history)
             await locked.add(match.candidate_hash)
+        await self._record(AuditKind.PASSWORD_REPLACED, principal, f"{len(current)} replaced by 1")
 
     async def add(self, principal: Principal, new_password: str) -> None:
         """Add `new_password` to the caller's list."""
@@ -63,6 +67,7 @@ class PasswordManager:
                     f"a user holds at most {self._max_passwords} passwords: delete one first",
                 )
             await locked.add(match.candidate_hash)
+        await self._record(AuditKind.PASSWORD_ADDED, principal, f"{len(current) + 1} held")
 
     async def delete(self, principal: Principal, old_password: str) -> None:
         """Remove `old_password` from the caller's list, unless it is the last one."""
@@ -90,6 +95,11 @@ class PasswordManager:
                     Reason.CANNOT_DELETE_LAST_PASSWORD, "cannot delete the last password of a user"
                 )
             await locked.remove([target.id], self._history)
+        await self._record(AuditKind.PASSWORD_DELETED, principal, f"{len(current) - 1} held")
+
+    async def _record(self, kind: AuditKind, principal: Principal, detail: str) -> None:
+        if self._audit is not None:
+            await self._audit.record(kind, principal.user.username, detail, principal.source)
 
     @asynccontextmanager
     async def _locked(self, principal: Principal) -> AsyncIterator[LockedPasswordList]:
@@ -116,6 +126,10 @@ class PasswordManager:
             current = await locked.passwords()
             await locked.remove([p.id for p in current], self._history)
             await locked.add(candidate_hash)
+        if self._audit is not None:
+            await self._audit.record(
+                AuditKind.PASSWORD_SET_BY_ADMIN, user.username, f"{len(current)} replaced by 1"
+            )
 
     async def _ensure_new(self, principal: Principal, new_password: str) -> tuple[Match, set[int]]:
         """Hash `new_password` once and refuse it if it is on the list (or, with a history, was

@@ -13,6 +13,7 @@ from typing import Protocol
 from uuid import UUID
 
 from service.domain.models import (
+    AuditEvent,
     FailureRecord,
     LoginView,
     SigningKey,
@@ -39,12 +40,14 @@ class CredentialStore(Protocol):
         lock_seconds: float,
         source: str,
         source_delays: Sequence[float],
+        audit: AuditEvent | None = None,
     ) -> FailureRecord:
         """In one atomic step, count a failure on the name's `counter` ("" for strangers, or
-        the source) and on `source`'s count; each count's next attempt waits `delays[n-1]`
-        seconds after n failures (the last entry for more). Every `lock_every`-th counted
-        failure (0: none) locks the name's count for `lock_seconds`; during a lock a failure is
-        not counted but still waits the current delay."""
+        the source) and on `source`'s count, and append `audit` (if any) to the audit trail;
+        each count's next attempt waits `delays[n-1]` seconds after n failures (the last entry
+        for more). Every `lock_every`-th counted failure (0: none) locks the name's count for
+        `lock_seconds`; during a lock a failure is not counted but still waits the current
+        delay."""
 
     async def record_success(self, username_key: str, record: SuccessRecord) -> None:
         """Make the changes `record` asks for, in one statement."""
@@ -144,3 +147,17 @@ class KeyStore(Protocol):
 
     async def purge_retired(self, now: datetime) -> int:
         """Delete keys retired before `now` (their private halves with them)."""
+
+
+class AuditLog(Protocol):
+    """Where events are kept (store/audit.py)."""
+
+    async def append(self, event: AuditEvent) -> None: ...
+
+    async def newest(
+        self, username_key: str | None, since: datetime | None, limit: int
+    ) -> list[AuditEvent]:
+        """Up to `limit` events, newest first, of one user (None: everyone), from `since`."""
+
+    async def purge(self, older_than_days: int, limit: int) -> int:
+        """Delete up to `limit` events older than `older_than_days`; how many went."""

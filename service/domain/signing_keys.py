@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import Algorithm, OKPAlgorithm
 
-from service.domain.models import SigningKey
+from service.domain.audit import Auditor
+from service.domain.models import AuditKind, SigningKey
 from service.domain.ports import KeyStore
 from service.domain.token_lifetime import TTL_MAX
 
@@ -175,8 +176,15 @@ class _Snapshot:
 class KeyRing:
     """This replica's view of the key table: the key to sign with and the keys to verify with."""
 
-    def __init__(self, store: KeyStore, policy: KeyPolicy, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        policy: KeyPolicy,
+        clock: Callable[[], datetime],
+        audit: Auditor | None = None,
+    ) -> None:
         self._store = store
+        self._audit = audit
         self._policy = policy
         self._clock = clock
         self._snapshot: _Snapshot | None = None
@@ -218,12 +226,13 @@ class KeyRing:
         if newest is not None and newest.created_at > due_after:
             return None
         key = self._new_key(now, activates_at=now + self._policy.publish_ahead)
+        retire_at = key.activates_at + self._policy.verify_window
         inserted = await self._store.add_scheduled_key(
-            key,
-            unless_newer_than=due_after,
-            retire_others_at=key.activates_at + self._policy.verify_window,
+            key, unless_newer_than=due_after, retire_others_at=retire_at
         )
-        await self._store.purge_retired(now)
+        if inserted:
+            await self._record_rotation(key, "scheduled", retire_at)
+        await self._purge_retired(now)
         return key if inserted else None
 
     async def rotate_now(self, *, retire_others: bool = False) -> SigningKey:
@@ -232,12 +241,33 @@ class KeyRing:
         must authorize again. The store tells every replica listening for key changes."""
         now = self._clock()
         key = self._new_key(now, activates_at=now)
-        await self._store.add_forced_key(
-            key, retire_others_at=now if retire_others else now + self._policy.verify_window
-        )
-        await self._store.purge_retired(now)
+        retire_at = now if retire_others else now + self._policy.verify_window
+        await self._store.add_forced_key(key, retire_others_at=retire_at)
+        await self._record_rotation(key, "forced", retire_at)
+        if retire_others and self._audit is not None:
+            await self._audit.record(
+                AuditKind.KEY_RETIRED, "", f"every key but {key.kid} retired now (compromise)"
+            )
+        await self._purge_retired(now)
         await self._reload()
         return key
+
+    async def _record_rotation(self, key: SigningKey, how: str, retire_at: datetime) -> None:
+        if self._audit is not None:
+            await self._audit.record(
+                AuditKind.KEY_ROTATED,
+                "",
+                f"{how}: {key.kid} ({key.algorithm}) signs from"
+                f" {key.activates_at.isoformat(timespec='seconds')}; older keys retire by"
+                f" {retire_at.isoformat(timespec='seconds')}",
+            )
+
+    async def _purge_retired(self, now: datetime) -> None:
+        purged = await self._store.purge_retired(now)
+        if purged and self._audit is not None:
+            await self._audit.record(
+                AuditKind.KEY_RETIRED, "", f"{purged} retired key(s) deleted (private halves too)"
+            )
 
     async def signing_key(self) -> ActiveKey:
         snapshot = await self._current(REFRESH_SECONDS)
@@ -315,8 +345,10 @@ class KeyRing:
         ):
             return
         key = self._new_key(now, activates_at=now)
-        await self._store.add_first_key(key, retire_others_at=now + self._policy.verify_window)
-        await self._store.purge_retired(now)
+        retire_at = now + self._policy.verify_window
+        if await self._store.add_first_key(key, retire_others_at=retire_at):
+            await self._record_rotation(key, "first", retire_at)
+        await self._purge_retired(now)
 
     def _new_key(self, now: datetime, *, activates_at: datetime) -> SigningKey:
         return generate_signing_key(

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from service.domain.audit import Auditor
 from service.domain.groups import MAX_GROUPS, group_set, too_many_groups
-from service.domain.models import User
+from service.domain.models import AuditKind, User
 from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher, new_salt
 from service.domain.ports import UserStore
@@ -29,11 +30,17 @@ class UserAdmin:
         hasher: PasswordHasher,
         policy: PasswordPolicy | None = None,
         throttle: LoginThrottle | None = None,
+        audit: Auditor | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._policy = policy or PasswordPolicy()
         self._throttle = throttle
+        self._audit = audit
+
+    async def _record(self, kind: AuditKind, username: str, detail: str = "") -> None:
+        if self._audit is not None:
+            await self._audit.record(kind, username, detail)
 
     async def create(self, username: str, password: str, groups: Iterable[str] = ()) -> User:
         check_username(username)
@@ -46,6 +53,9 @@ class UserAdmin:
         )
         if user is None:
             raise AuthError(Reason.USER_EXISTS, f"user already exists: {username}")
+        await self._record(
+            AuditKind.ACCOUNT_CREATED, user.username, f"groups: {','.join(user.groups) or '-'}"
+        )
         return user
 
     async def get(self, username: str) -> User:
@@ -60,12 +70,17 @@ class UserAdmin:
     async def delete(self, username: str) -> None:
         if not await self._store.delete(username_key(username)):
             raise _not_found(username)
+        await self._record(AuditKind.ACCOUNT_DELETED, username)
 
     async def set_locked(self, username: str, locked: bool) -> None:
         if not await self._store.set_locked(username_key(username), locked):
             raise _not_found(username)
         if not locked and self._throttle is not None:
             await self._throttle.clear(username_key(username))
+        if locked:
+            await self._record(AuditKind.ACCOUNT_LOCKED, username)
+        else:
+            await self._record(AuditKind.ACCOUNT_UNLOCKED, username, "failed logins forgotten")
 
     async def change_groups(
         self, username: str, add: Iterable[str] = (), remove: Iterable[str] = ()
@@ -81,8 +96,11 @@ class UserAdmin:
         groups, allowed = changed
         if not allowed:
             raise too_many_groups()
+        await self._record(AuditKind.GROUPS_CHANGED, username, f"groups: {','.join(groups) or '-'}")
         return groups
 
     async def set_expiry(self, username: str, expires_at: datetime | None) -> None:
         if not await self._store.set_expiry(username_key(username), expires_at):
             raise _not_found(username)
+        when = "never" if expires_at is None else expires_at.isoformat(timespec="seconds")
+        await self._record(AuditKind.ACCOUNT_EXPIRY_SET, username, f"expires: {when}")

@@ -4,7 +4,8 @@
 source has logged in to it before, and every failure count that could apply (for unknown names
 too). `RECORD_FAILURE` counts a failure on the name's count and on the source's, deciding the
 next delay and any lock in the same atomic upsert (the row lock of INSERT ... ON CONFLICT
-serialises replicas; `now()` is the database's clock). `RECORD_SUCCESS` makes only the changes
+serialises replicas; `now()` is the database's clock), and appends the failure's audit event in
+the same statement (still one write per failed login). `RECORD_SUCCESS` makes only the changes
 the domain asks for; a login that changes nothing writes nothing.
 """
 
@@ -15,12 +16,14 @@ from collections.abc import Sequence
 import asyncpg
 
 from service.domain.models import (
+    AuditEvent,
     FailureCount,
     FailureRecord,
     LoginView,
     StoredPassword,
     SuccessRecord,
 )
+from service.store.audit import EVENT_COLUMNS, event_params
 from service.store.db import Database
 from service.store.users import USER_COLUMNS, user_from_row
 
@@ -59,10 +62,14 @@ LEFT JOIN source_throttle st ON st.source = $2
 
 # $1 username key, $2 the name's count ('' or the source), $3 the name's delays (seconds after
 # 1, 2, ... failures; the last for more), $4 lock every so many counted failures (0: never),
-# $5 lock duration (seconds), $6 source, $7 the source's delays. A failure during a lock is not
+# $5 lock duration (seconds), $6 source, $7 the source's delays; $8.. the audit event's
+# columns (store/audit.py EVENT_COLUMNS; $8 NULL: no event). A failure during a lock is not
 # counted, but still waits the current delay (so the lock is no faster oracle than the delay).
 RECORD_FAILURE = f"""
-WITH name AS (
+WITH audit AS (
+    INSERT INTO audit_events ({EVENT_COLUMNS})
+    SELECT $8, $9, $10, $11, $12, $13 WHERE $8::text IS NOT NULL
+), name AS (
     INSERT INTO login_throttle AS t
         (username_key, source, failures, next_attempt_at, locked_until, updated_at)
     VALUES (
@@ -172,6 +179,7 @@ class PgLoginStore:
         lock_seconds: float,
         source: str,
         source_delays: Sequence[float],
+        audit: AuditEvent | None = None,
     ) -> FailureRecord:
         row = await self._db.fetchrow(
             RECORD_FAILURE,
@@ -182,6 +190,7 @@ class PgLoginStore:
             lock_seconds,
             source,
             list(source_delays),
+            *(event_params(audit) if audit is not None else (None,) * 6),
         )
         assert row is not None  # both upserts always return their row
         return FailureRecord(name=_count(row, "name"), source=_count(row, "source"))

@@ -1,0 +1,191 @@
+"""The audit trail: what is recorded, and the promise that recording never fails a call.
+
+What: every failed login with its reason, every change of a password list, of an account or
+of the signing keys; successful logins only when asked (`AuditPolicy.logins`: a write per login
+costs scale, which is why Keycloak's login events are off by default too). Each event names the
+username, the source of the call (`rpc/sources.py`), the request id and a detail written here
+from facts, never from a password, a token or a hash.
+
+How, by cost:
+- a failed login that a hash proved wrong is recorded by the same statement that counts it
+  (`CredentialStore.record_failure` takes the event): still one write per failure;
+- other refused logins (locked, expired, too many attempts) and successful ones are written in
+  the background, so the answer does not wait for them; a flood of TOO_MANY_ATTEMPTS refusals
+  (which cost an attacker nothing) is recorded once per name, source and delay, not per attempt;
+- changes made by a call or a command are written once the change is made, and awaited.
+A write that fails is logged and dropped: the call it describes has happened, and its caller is
+not told otherwise. Background writes beyond `MAX_PENDING` are dropped the same way (the
+database is then too slow for them anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from service import request_context
+from service.domain.models import AuditEvent, AuditKind
+from service.domain.ports import AuditLog
+from service.domain.usernames import username_key
+from service.errors import AuthError, Reason
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS_DEFAULT = 90
+# Background writes in flight at once; more are dropped (and logged).
+MAX_PENDING = 1000
+# TOO_MANY_ATTEMPTS refusals remembered (to record one per delay); beyond it the oldest go.
+MAX_QUIET = 10_000
+# The purge deletes old events in statements of at most this many rows.
+PURGE_BATCH = 1000
+# How `authsvc audit` events are capped when no --limit is given.
+LIST_LIMIT_DEFAULT = 100
+# The source of the server's own actions (scheduled key rotation).
+SERVER_SOURCE = "server"
+
+
+# The refusals of a login that are recorded as `login_failed` outside the failure's own record
+# (INVALID_CREDENTIALS is recorded with its count; a bad argument is no login).
+REFUSALS = frozenset(
+    {
+        Reason.ACCOUNT_LOCKED,
+        Reason.ACCOUNT_EXPIRED,
+        Reason.PASSWORD_EXPIRED,
+        Reason.TOO_MANY_ATTEMPTS,
+    }
+)
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """`logins`: record successful logins too; events are kept `retention_days`."""
+
+    logins: bool = False
+    retention_days: int = RETENTION_DAYS_DEFAULT
+
+
+class Auditor:
+    """Records events for the domain services; `actor` is the source of events that have no
+    call behind them (`cli:NAME` for a command, `server` for the server's own chores)."""
+
+    def __init__(
+        self, store: AuditLog, policy: AuditPolicy | None = None, actor: str = SERVER_SOURCE
+    ) -> None:
+        self._store = store
+        self.policy = policy or AuditPolicy()
+        self._actor = actor
+        self._pending: set[asyncio.Task[None]] = set()
+        # (username key, source) -> time.monotonic() until which its refusals go unrecorded.
+        self._quiet: dict[tuple[str, str], float] = {}
+
+    def event(
+        self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
+    ) -> AuditEvent:
+        """An event of the current call (its request id), from `source` or else the actor."""
+        return AuditEvent(
+            kind=kind,
+            username=username,
+            username_key=username_key(username),
+            source=self._actor if source is None else source,
+            request_id=request_context.request_id.get(),
+            detail=detail,
+        )
+
+    async def record(
+        self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
+    ) -> None:
+        """Write an event now; a failure is logged, never raised."""
+        await self._write(self.event(kind, username, detail, source))
+
+    def record_later(
+        self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
+    ) -> None:
+        """Write an event in the background (the login path does not wait for it)."""
+        event = self.event(kind, username, detail, source)
+        if len(self._pending) >= MAX_PENDING:
+            log.warning("audit event dropped (%d writes pending): %s", MAX_PENDING, event.kind)
+            return
+        task = asyncio.create_task(self._write(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, event: AuditEvent) -> None:
+        # The event outlives the caller's deadline: the store's own timeout bounds it.
+        token = request_context.deadline.set(None)
+        try:
+            await self._store.append(event)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, AuthError) else exc.__class__.__name__
+            log.warning("audit event %s not recorded: %s", event.kind, message)
+        finally:
+            request_context.deadline.reset(token)
+
+    async def drain(self) -> None:
+        """Wait for the background writes (before the pool closes)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def failed_login(self, username: str, source: str, known: bool) -> AuditEvent:
+        """The event a wrong password (or an unknown name) is recorded with, by the statement
+        that counts it."""
+        detail = "wrong password" if known else "no such user"
+        return self.event(
+            AuditKind.LOGIN_FAILED,
+            username,
+            f"{Reason.INVALID_CREDENTIALS.value.lower()}: {detail}",
+            source,
+        )
+
+    def login_refused(self, username: str, source: str, error: AuthError) -> None:
+        """A login refused for a reason other than its password: recorded in the background;
+        TOO_MANY_ATTEMPTS once per name, source and delay."""
+        if error.reason not in REFUSALS:
+            return
+        detail = error.reason.value.lower()
+        if error.reason is Reason.TOO_MANY_ATTEMPTS:
+            if not self._first_refusal(username_key(username), source, error.retry_after or 0.0):
+                return
+            detail += (
+                f": retry after {error.retry_after or 0:.1f} s (refusals until then not recorded)"
+            )
+        elif error.reason is Reason.ACCOUNT_LOCKED:
+            detail += (
+                f": after failed logins, {error.retry_after:.0f} s left"
+                if error.retry_after
+                else ": locked by an administrator"
+            )
+        self.record_later(AuditKind.LOGIN_FAILED, username, detail, source)
+
+    def _first_refusal(self, key: str, source: str, retry_after: float) -> bool:
+        now = time.monotonic()
+        if self._quiet.get((key, source), 0.0) > now:
+            return False
+        if len(self._quiet) >= MAX_QUIET:
+            self._quiet = {k: until for k, until in self._quiet.items() if until > now}
+            while len(self._quiet) >= MAX_QUIET:
+                del self._quiet[next(iter(self._quiet))]
+        self._quiet[(key, source)] = now + retry_after
+        return True
+
+    def login_succeeded(self, username: str, source: str) -> None:
+        """Recorded only when the policy asks: otherwise no write, no statement."""
+        if self.policy.logins:
+            self.record_later(AuditKind.LOGIN, username, "", source)
+
+    async def newest(
+        self, username: str | None, since: datetime | None, limit: int
+    ) -> list[AuditEvent]:
+        key = None if username is None else username_key(username)
+        return await self._store.newest(key, since, limit)
+
+    async def purge_expired(self) -> int:
+        """Delete events past the retention, a batch at a time."""
+        total = 0
+        while True:
+            purged = await self._store.purge(self.policy.retention_days, PURGE_BATCH)
+            total += purged
+            if purged < PURGE_BATCH:
+                return total
