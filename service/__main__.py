@@ -10,14 +10,20 @@ import argparse
 import asyncio
 import getpass
 import importlib.metadata
+import json
+import os
+import pwd
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from service import app
+from service import app, request_context
 from service.addresses import is_loopback
 from service.config import ConfigError, Settings, load_settings
+from service.domain.audit import LIST_LIMIT_DEFAULT
+from service.domain.models import AuditEvent
 from service.domain.signing_keys import KeyUnreadableError
 from service.embedded_postgres import EmbeddedPostgresError
 from service.errors import AuthError
@@ -41,15 +47,20 @@ def check_upstream(settings: Settings, grpc_target: str) -> None:
         )
 
 
+def parse_instant(raw: str, option: str, also: str = "") -> datetime:
+    """An ISO-8601 instant (a date alone is its midnight); one without a zone is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"{option}: not an ISO-8601 date{also}: {raw!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def parse_expiry(raw: str) -> datetime | None:
     """`never`, or an ISO-8601 instant; one without a zone is taken as UTC."""
     if raw.lower() == "never":
         return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise UsageError(f"--at: not an ISO-8601 date or 'never': {raw!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_instant(raw, "--at", " or 'never'")
 
 
 def read_password(from_stdin: bool) -> str:
@@ -73,10 +84,21 @@ def package_version() -> str:
 Action = Callable[[app.Services], Awaitable[None]]
 
 
+def command_actor() -> str:
+    """Who runs a command, for the audit trail: `cli:` and the operating-system user (by uid,
+    not by $USER, which anyone can set)."""
+    try:
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:  # a uid without a passwd entry (a container's)
+        return f"cli:uid {os.getuid()}"
+
+
 async def with_services(settings: Settings, action: Action) -> None:
+    # One request id for everything a command records, so its events read as one.
+    request_context.request_id.set(f"cli-{uuid.uuid4().hex}")
     async with (
         app.open_database(settings) as db,
-        app.open_services(db, settings, watch_keys=False) as services,
+        app.open_services(db, settings, watch_keys=False, actor=command_actor()) as services,
     ):
         await action(services)
 
@@ -93,6 +115,10 @@ PASSWORD_VARS = (
     " hashing: AUTHSVC_ARGON2_TIME_COST, _MEMORY_KIB, _PARALLELISM."
 )
 KEY_VARS = " Keys: AUTHSVC_JWT_ALGORITHM, AUTHSVC_KEY_ENCRYPTION_KEY, AUTHSVC_KEY_ROTATION_DAYS."
+AUDIT_VARS = (
+    " Events are kept AUTHSVC_AUDIT_RETENTION_DAYS (default 90); successful logins are recorded"
+    " only when the server runs with AUTHSVC_AUDIT_LOGINS=true."
+)
 
 
 def _command(parent: Any, name: str, text: str, variables: str) -> argparse.ArgumentParser:
@@ -186,7 +212,71 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after a compromise: retire every other key now, invalidating the tokens it signed",
     )
+    audit = _command(
+        commands,
+        "audit",
+        "print the audit trail, newest first: failed logins, password, account and key changes",
+        DATABASE_VARS + AUDIT_VARS,
+    )
+    audit.add_argument("--user", metavar="NAME", help="only this user's events")
+    audit.add_argument(
+        "--since", metavar="ISO-8601", help="only events from this instant on (UTC if no zone)"
+    )
+    audit.add_argument(
+        "--limit",
+        type=_positive,
+        default=LIST_LIMIT_DEFAULT,
+        metavar="N",
+        help=f"at most N events (default {LIST_LIMIT_DEFAULT})",
+    )
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {raw!r}")
+    return value
+
+
+def event_line(event: AuditEvent) -> str:
+    """One event as one line of text: time, kind, user, source, request id, detail."""
+    at = event.at.astimezone(UTC).isoformat(timespec="seconds") if event.at else "-"
+    line = (
+        f"{at} {event.kind:<22} {event.username or '-'}"
+        f" source={event.source} request_id={event.request_id}"
+    )
+    return f"{line} {event.detail}" if event.detail else line
+
+
+def event_json(event: AuditEvent) -> str:
+    return json.dumps(
+        {
+            "at": event.at.astimezone(UTC).isoformat() if event.at else None,
+            "kind": event.kind,
+            "username": event.username,
+            "source": event.source,
+            "request_id": event.request_id,
+            "detail": event.detail,
+        },
+        ensure_ascii=False,
+    )
+
+
+def audit_command(args: argparse.Namespace) -> Action:
+    """Validated before the database starts: a bad --since costs nothing."""
+    since = parse_instant(args.since, "--since") if args.since is not None else None
+    show = event_json if args.json else event_line
+
+    async def audit(services: app.Services) -> None:
+        for event in await services.audit.newest(args.user, since, args.limit):
+            print(show(event))
+
+    return audit
 
 
 def keys_command(args: argparse.Namespace) -> Action:
@@ -290,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
         elif args.command == "keys":
             asyncio.run(with_services(settings, keys_command(args)))
+        elif args.command == "audit":
+            asyncio.run(with_services(settings, audit_command(args)))
         else:
             asyncio.run(with_services(settings, user_command(args)))
     except (ConfigError, UsageError) as exc:

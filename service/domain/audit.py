@@ -118,10 +118,16 @@ class Auditor:
         try:
             await self._store.append(event)
         except Exception as exc:
-            message = exc.message if isinstance(exc, AuthError) else exc.__class__.__name__
-            log.warning("audit event %s not recorded: %s", event.kind, message)
+            self.lost(event, exc)
         finally:
             request_context.deadline.reset(token)
+
+    def lost(self, event: AuditEvent, exc: Exception) -> None:
+        """An event could not be written: say so in the log (the call goes on)."""
+        message = exc.message if isinstance(exc, AuthError) else exc.__class__.__name__
+        log.warning(
+            "audit event %s not recorded (request id %s): %s", event.kind, event.request_id, message
+        )
 
     async def drain(self) -> None:
         """Wait for the background writes (before the pool closes)."""

@@ -35,7 +35,13 @@ from datetime import datetime, timedelta
 
 from service import request_context
 from service.domain.audit import Auditor
-from service.domain.models import FailureCount, LoginView, Principal, SuccessRecord
+from service.domain.models import (
+    FailureCount,
+    FailureRecord,
+    LoginView,
+    Principal,
+    SuccessRecord,
+)
 from service.domain.passwords import HashJob, Match, PasswordHasher, check_password
 from service.domain.ports import CredentialStore
 from service.domain.throttle import KNOWN_SOURCE_SECONDS, LoginThrottle, Turn
@@ -120,19 +126,7 @@ class Authenticator:
         try:
             match = await job.result()
             if match.found is None or view.user is None:
-                audit = self._audit
-                record = await self._store.record_failure(
-                    key,
-                    turn.counter,
-                    self._throttle.name_schedule,
-                    self._throttle.policy.lockout_threshold,
-                    self._throttle.policy.lockout_duration,
-                    source,
-                    self._throttle.source_schedule,
-                    None
-                    if audit is None
-                    else audit.failed_login(username, source, view.user is not None),
-                )
+                record = await self._record_failure(turn, key, username, source, view)
                 self._throttle.recorded(turn, record.name, record.source)
                 return None
             try:
@@ -143,6 +137,32 @@ class Authenticator:
                 raise
         finally:
             self._throttle.done(turn)
+
+    async def _record_failure(
+        self, turn: Turn, key: str, username: str, source: str, view: LoginView
+    ) -> FailureRecord:
+        """Count the failure, and audit it in the same statement. Should the audit row be what
+        fails it (a constraint or a permission on the audit table), count again without it:
+        the count is the defence, the trail only tells of it."""
+        count = (
+            key,
+            turn.counter,
+            self._throttle.name_schedule,
+            self._throttle.policy.lockout_threshold,
+            self._throttle.policy.lockout_duration,
+            source,
+            self._throttle.source_schedule,
+        )
+        if self._audit is None:
+            return await self._store.record_failure(*count)
+        event = self._audit.failed_login(username, source, view.user is not None)
+        try:
+            return await self._store.record_failure(*count, event)
+        except AuthError:
+            raise  # the database is unavailable: the count is too
+        except Exception as exc:
+            self._audit.lost(event, exc)
+            return await self._store.record_failure(*count)
 
     async def _succeeded(
         self, match: Match, turn: Turn, key: str, source: str, view: LoginView

@@ -1,0 +1,364 @@
+"""The audit trail through real gRPC calls on PostgreSQL: each kind of event, with the call's
+source and request id; what a login costs with and without successful logins recorded; and a
+trail that cannot be written never fails a call.
+
+The servers trust 127.0.0.1 as a proxy, so each call names its client in `x-forwarded-for`
+(as tests/rpc/test_brute_force.py does) and its request id in `x-request-id`."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
+from authsvc.v1 import password_service_pb2 as pw_pb
+from authsvc.v1 import password_service_pb2_grpc as pw_grpc
+
+from service import app
+from service.config import Settings
+from service.domain.models import AuditEvent, User
+from service.domain.usernames import username_key
+from service.store.db import Database
+from tests.support import basic, error_info, new_user, serving
+
+LOOPBACK_PROXY = (ipaddress.ip_network("127.0.0.1/32"),)
+PASSWORD = "correct horse battery"
+_addresses = itertools.count(1)
+
+
+def new_address() -> str:
+    """A client address no other test of the module uses (TEST-NET-3)."""
+    return str(ipaddress.ip_address("203.0.113.0") + next(_addresses))
+
+
+@dataclass
+class Call:
+    """Where a call comes from and the request id it carries."""
+
+    address: str
+    request_id: str
+
+    @property
+    def source(self) -> str:
+        return f"ip:{self.address}"
+
+    def metadata(self, username: str, password: str) -> tuple[tuple[str, str], ...]:
+        return (
+            *basic(username, password),
+            ("x-forwarded-for", self.address),
+            ("x-request-id", self.request_id),
+        )
+
+
+def new_call() -> Call:
+    return Call(new_address(), f"req-{secrets.token_hex(6)}")
+
+
+@dataclass
+class Server:
+    channel: grpc.aio.Channel
+    services: app.Services
+
+    async def authorize(self, username: str, password: str, call: Call) -> str:
+        """The reason the call failed for, or "OK"."""
+        stub = auth_service_pb2_grpc.AuthServiceStub(self.channel)
+        try:
+            await stub.Authorize(
+                auth_service_pb2.AuthorizeRequest(), metadata=call.metadata(username, password)
+            )
+        except grpc.aio.AioRpcError as error:
+            return error_info(error).reason
+        return "OK"
+
+    async def events(self, username: str) -> list[AuditEvent]:
+        """The user's events, newest first, once every background write has landed."""
+        await self.services.audit.drain()
+        return await self.services.audit.newest(username, None, 100)
+
+
+@pytest.fixture(scope="module")
+async def server(db: Database, settings: Settings) -> AsyncIterator[Server]:
+    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY) as (channel, services):
+        yield Server(channel, services)
+
+
+@pytest.fixture(scope="module")
+async def logins_audited(db: Database, settings: Settings) -> AsyncIterator[Server]:
+    """A server with AUTHSVC_AUDIT_LOGINS=true."""
+    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY, audit_logins=True) as (
+        channel,
+        services,
+    ):
+        yield Server(channel, services)
+
+
+def only(events: list[AuditEvent], kind: str) -> AuditEvent:
+    [found] = [e for e in events if e.kind == kind]
+    return found
+
+
+def from_call(event: AuditEvent, call: Call) -> bool:
+    return (event.source, event.request_id) == (call.source, call.request_id)
+
+
+async def test_a_wrong_password_is_recorded_with_source_and_request_id(server: Server) -> None:
+    """A wrong password is a login_failed event naming invalid_credentials, the source and the
+    request id of the call."""
+    user, call = await new_user(server.services, PASSWORD), new_call()
+    assert await server.authorize(user.username, "not the password", call) == "INVALID_CREDENTIALS"
+    failed = only(await server.events(user.username), "login_failed")
+    assert failed.detail == "invalid_credentials: wrong password" and from_call(failed, call)
+
+
+async def test_an_unknown_name_is_recorded_as_spelt(server: Server) -> None:
+    """A login to a name nobody holds is recorded under the name as the caller spelt it."""
+    name, call = f"Nobody-{secrets.token_hex(4)}", new_call()
+    assert await server.authorize(name, "whatever it is", call) == "INVALID_CREDENTIALS"
+    failed = only(await server.events(name), "login_failed")
+    assert failed.username == name and failed.username_key == username_key(name)
+    assert failed.detail == "invalid_credentials: no such user" and from_call(failed, call)
+
+
+async def test_a_locked_account_is_recorded(server: Server) -> None:
+    """A right password on an account an administrator locked is recorded as account_locked."""
+    user, call = await new_user(server.services, PASSWORD), new_call()
+    await server.services.users.set_locked(user.username, True)
+    assert await server.authorize(user.username, PASSWORD, call) == "ACCOUNT_LOCKED"
+    failed = only(await server.events(user.username), "login_failed")
+    assert failed.detail == "account_locked: locked by an administrator" and from_call(failed, call)
+
+
+async def test_an_expired_account_is_recorded(server: Server, db: Database) -> None:
+    """A right password on an expired account is recorded as account_expired."""
+    user, call = await new_user(server.services, PASSWORD), new_call()
+    await db.execute(
+        "UPDATE users SET expires_at = now() - interval '1 day' WHERE id = $1", user.id
+    )
+    assert await server.authorize(user.username, PASSWORD, call) == "ACCOUNT_EXPIRED"
+    failed = only(await server.events(user.username), "login_failed")
+    assert failed.detail == "account_expired" and from_call(failed, call)
+
+
+async def test_an_expired_password_is_recorded(db: Database, settings: Settings) -> None:
+    """Authorize with a password past its maximum age is recorded as password_expired."""
+    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY, password_max_age=3600) as (
+        channel,
+        services,
+    ):
+        aged = Server(channel, services)
+        user, call = await new_user(services, PASSWORD), new_call()
+        await db.execute(
+            "UPDATE passwords SET created_at = now() - interval '2 hours' WHERE user_id = $1",
+            user.id,
+        )
+        assert await aged.authorize(user.username, PASSWORD, call) == "PASSWORD_EXPIRED"
+        failed = only(await aged.events(user.username), "login_failed")
+        assert failed.detail == "password_expired" and from_call(failed, call)
+
+
+async def test_too_many_attempts_is_recorded_once_per_delay(
+    db: Database, settings: Settings
+) -> None:
+    """Refusals while a name is delayed are recorded once per delay, not once per attempt."""
+    async with serving(
+        db,
+        settings,
+        trusted_proxies=LOOPBACK_PROXY,
+        failed_login_allowance=0,
+        failed_login_delay_base=30.0,
+        failed_login_delay_max=30.0,
+    ) as (channel, services):
+        delayed = Server(channel, services)
+        user, call = await new_user(services, PASSWORD), new_call()
+        assert await delayed.authorize(user.username, "wrong", call) == "INVALID_CREDENTIALS"
+        refused = new_call()
+        for _ in range(3):
+            assert await delayed.authorize(user.username, PASSWORD, refused) == "TOO_MANY_ATTEMPTS"
+        events = await delayed.events(user.username)
+        too_many = [e for e in events if e.detail.startswith("too_many_attempts")]
+        assert len(too_many) == 1 and too_many[0].source == refused.source
+        assert [e.kind for e in events].count("login_failed") == 2  # and the counted failure
+
+
+async def test_password_changes_are_recorded_with_the_call(server: Server) -> None:
+    """Adding, deleting and replacing a password are each recorded with the call's source and
+    request id."""
+    user = await new_user(server.services, PASSWORD)
+    stub = pw_grpc.PasswordServiceStub(server.channel)
+    add, delete, replace = new_call(), new_call(), new_call()
+    second, third = "second password here", "third password here"
+    await stub.AddPassword(
+        pw_pb.AddPasswordRequest(new_password=second),
+        metadata=add.metadata(user.username, PASSWORD),
+    )
+    await stub.DeletePassword(
+        pw_pb.DeletePasswordRequest(old_password=PASSWORD),
+        metadata=delete.metadata(user.username, second),
+    )
+    await stub.ReplacePasswords(
+        pw_pb.ReplacePasswordsRequest(new_password=third),
+        metadata=replace.metadata(user.username, second),
+    )
+    events = await server.events(user.username)
+    assert [e.kind for e in events] == [
+        "password_replaced",
+        "password_deleted",
+        "password_added",
+        "account_created",
+    ]
+    for event, call in zip(events, (replace, delete, add), strict=False):
+        assert from_call(event, call)
+    assert [e.detail for e in events[:3]] == ["1 replaced by 1", "1 held", "2 held"]
+
+
+async def test_account_administration_is_recorded(server: Server) -> None:
+    """Create, lock, unlock, expire, groups, admin password and delete are each recorded, with
+    the administrator's source."""
+    services = server.services
+    user = await new_user(services, PASSWORD)
+    await services.users.set_locked(user.username, True)
+    await services.users.set_locked(user.username, False)
+    await services.users.set_expiry(user.username, None)
+    await services.users.change_groups(user.username, ["ops"])
+    await services.passwords.set_by_admin(user, "an administrator's choice")
+    await services.users.delete(user.username)
+    events = await server.events(user.username)
+    assert [e.kind for e in reversed(events)] == [
+        "account_created",
+        "account_locked",
+        "account_unlocked",
+        "account_expiry_set",
+        "groups_changed",
+        "password_set_by_admin",
+        "account_deleted",
+    ]
+    assert {e.source for e in events} == {"server"}  # the actor of these services
+
+
+async def test_key_rotation_and_retirement_are_recorded(server: Server) -> None:
+    """A forced rotation that retires the other keys records key_rotated and key_retired."""
+    key = await server.services.keys.rotate_now(retire_others=True)
+    events = [e for e in await server.events("") if key.kid in e.detail]
+    rotated, retired = only(events, "key_rotated"), only(events, "key_retired")
+    assert rotated.detail.startswith(f"forced: {key.kid} (ES256) signs from ")
+    assert retired.detail == f"every key but {key.kid} retired now (compromise)"
+    assert rotated.username == "" and rotated.source == "server"
+
+
+async def test_successful_logins_are_not_recorded_by_default(server: Server) -> None:
+    """With the default settings a successful login leaves no event."""
+    user = await new_user(server.services, PASSWORD)
+    assert await server.authorize(user.username, PASSWORD, new_call()) == "OK"
+    assert [e.kind for e in await server.events(user.username)] == ["account_created"]
+
+
+async def test_successful_logins_are_recorded_when_asked(logins_audited: Server) -> None:
+    """With AUTHSVC_AUDIT_LOGINS=true a successful login is a `login` event of the call."""
+    user, call = await new_user(logins_audited.services, PASSWORD), new_call()
+    assert await logins_audited.authorize(user.username, PASSWORD, call) == "OK"
+    login = only(await logins_audited.events(user.username), "login")
+    assert login.username == user.username and from_call(login, call)
+
+
+class StatementCounter:
+    """Counts the statements the services send (all go through the Database's methods)."""
+
+    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sql: list[str] = []
+        for method in ("fetch", "fetchrow", "execute"):
+            monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
+
+    def _counting(self, real: Any) -> Any:
+        async def counting(sql: str, *args: Any) -> Any:
+            self.sql.append(sql)
+            return await real(sql, *args)
+
+        return counting
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        self.sql.clear()
+        yield self.sql
+
+    @staticmethod
+    def writes(sql: list[str]) -> list[str]:
+        return [s for s in sql if any(w in s for w in ("INSERT", "UPDATE", "DELETE"))]
+
+
+async def warmed_up(server: Server, user: User, call: Call) -> None:
+    """A first login remembers the source and marks the password used: the next writes
+    nothing."""
+    assert await server.authorize(user.username, PASSWORD, call) == "OK"
+    await server.services.audit.drain()
+
+
+async def test_a_successful_login_costs_one_read_and_no_write_by_default(
+    server: Server, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default the usual successful login is one statement, a read: the trail adds none."""
+    user, call = await new_user(server.services, PASSWORD), new_call()
+    await warmed_up(server, user, call)
+    counter = StatementCounter(db, monkeypatch)
+    with counter.counting() as sql:
+        assert await server.authorize(user.username, PASSWORD, call) == "OK"
+        await server.services.audit.drain()
+    assert len(sql) == 1 and counter.writes(sql) == []
+
+
+async def test_a_failed_login_costs_one_write_with_its_event(
+    server: Server, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password is one read and one write, the write counting it and recording it."""
+    user = await new_user(server.services, PASSWORD)
+    counter = StatementCounter(db, monkeypatch)
+    with counter.counting() as sql:
+        assert await server.authorize(user.username, "wrong", new_call()) == "INVALID_CREDENTIALS"
+        await server.services.audit.drain()
+    assert len(sql) == 2 and len(counter.writes(sql)) == 1
+    assert "audit_events" in counter.writes(sql)[0] and "login_throttle" in counter.writes(sql)[0]
+
+
+async def test_a_recorded_login_costs_one_more_write(
+    logins_audited: Server, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With AUTHSVC_AUDIT_LOGINS=true the usual login is its read and the event's insert."""
+    user, call = await new_user(logins_audited.services, PASSWORD), new_call()
+    await warmed_up(logins_audited, user, call)
+    counter = StatementCounter(db, monkeypatch)
+    with counter.counting() as sql:
+        assert await logins_audited.authorize(user.username, PASSWORD, call) == "OK"
+        await logins_audited.services.audit.drain()
+    assert len(sql) == 2 and len(counter.writes(sql)) == 1
+
+
+async def test_a_trail_that_cannot_be_written_fails_no_call(
+    logins_audited: Server, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every audit insert refused, logins (right and wrong) and password changes answer
+    as before, the failure is still counted, and the log says what was lost."""
+    user, call = await new_user(logins_audited.services, PASSWORD), new_call()
+    await db.execute("ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    try:
+        assert await logins_audited.authorize(user.username, "wrong", call) == "INVALID_CREDENTIALS"
+        counted = await db.fetchrow(
+            "SELECT failures FROM login_throttle WHERE username_key = $1",
+            username_key(user.username),
+        )
+        assert counted is not None and counted["failures"] == 1
+        assert await logins_audited.authorize(user.username, PASSWORD, call) == "OK"
+        await pw_grpc.PasswordServiceStub(logins_audited.channel).AddPassword(
+            pw_pb.AddPasswordRequest(new_password="another good one"),
+            metadata=call.metadata(user.username, PASSWORD),
+        )
+        await logins_audited.services.audit.drain()
+    finally:
+        await db.execute("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
+    lost = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
+    assert len(lost) == 3 and all(call.request_id in line for line in lost)
