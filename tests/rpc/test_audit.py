@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -25,12 +26,23 @@ from service import app
 from service.config import Settings
 from service.domain.models import AuditEvent, User
 from service.domain.usernames import username_key
+from service.gateway.server import serving_gateway
 from service.store.db import Database
+from tests.gateway.helpers import basic_auth
 from tests.support import basic, error_info, new_user, serving
 
 LOOPBACK_PROXY = (ipaddress.ip_network("127.0.0.1/32"),)
 PASSWORD = "correct horse battery"
+WRONG = "Wr0ng-guess-7f3a"
+SECOND, THIRD, ANOTHER, ADMINS = (
+    "second password here",
+    "third password here",
+    "another good one",
+    "an administrator's choice",
+)
 _addresses = itertools.count(1)
+# Every password and token this module's calls carry: none may reach an audit row.
+SECRETS: set[str] = {PASSWORD, WRONG, SECOND, THIRD, ANOTHER, ADMINS}
 
 
 def new_address() -> str:
@@ -69,12 +81,14 @@ class Server:
     async def authorize(self, username: str, password: str, call: Call) -> str:
         """The reason the call failed for, or "OK"."""
         stub = auth_service_pb2_grpc.AuthServiceStub(self.channel)
+        SECRETS.add(password)
         try:
-            await stub.Authorize(
+            reply = await stub.Authorize(
                 auth_service_pb2.AuthorizeRequest(), metadata=call.metadata(username, password)
             )
         except grpc.aio.AioRpcError as error:
             return error_info(error).reason
+        SECRETS.add(reply.access_token)
         return "OK"
 
     async def events(self, username: str) -> list[AuditEvent]:
@@ -177,7 +191,7 @@ async def test_too_many_attempts_is_recorded_once_per_delay(
     ) as (channel, services):
         delayed = Server(channel, services)
         user, call = await new_user(services, PASSWORD), new_call()
-        assert await delayed.authorize(user.username, "wrong", call) == "INVALID_CREDENTIALS"
+        assert await delayed.authorize(user.username, WRONG, call) == "INVALID_CREDENTIALS"
         refused = new_call()
         for _ in range(3):
             assert await delayed.authorize(user.username, PASSWORD, refused) == "TOO_MANY_ATTEMPTS"
@@ -193,7 +207,7 @@ async def test_password_changes_are_recorded_with_the_call(server: Server) -> No
     user = await new_user(server.services, PASSWORD)
     stub = pw_grpc.PasswordServiceStub(server.channel)
     add, delete, replace = new_call(), new_call(), new_call()
-    second, third = "second password here", "third password here"
+    second, third = SECOND, THIRD
     await stub.AddPassword(
         pw_pb.AddPasswordRequest(new_password=second),
         metadata=add.metadata(user.username, PASSWORD),
@@ -227,7 +241,7 @@ async def test_account_administration_is_recorded(server: Server) -> None:
     await services.users.set_locked(user.username, False)
     await services.users.set_expiry(user.username, None)
     await services.users.change_groups(user.username, ["ops"])
-    await services.passwords.set_by_admin(user, "an administrator's choice")
+    await services.passwords.set_by_admin(user, ADMINS)
     await services.users.delete(user.username)
     events = await server.events(user.username)
     assert [e.kind for e in reversed(events)] == [
@@ -319,7 +333,7 @@ async def test_a_failed_login_costs_one_write_with_its_event(
     user = await new_user(server.services, PASSWORD)
     counter = StatementCounter(db, monkeypatch)
     with counter.counting() as sql:
-        assert await server.authorize(user.username, "wrong", new_call()) == "INVALID_CREDENTIALS"
+        assert await server.authorize(user.username, WRONG, new_call()) == "INVALID_CREDENTIALS"
         await server.services.audit.drain()
     assert len(sql) == 2 and len(counter.writes(sql)) == 1
     assert "audit_events" in counter.writes(sql)[0] and "login_throttle" in counter.writes(sql)[0]
@@ -346,7 +360,7 @@ async def test_a_trail_that_cannot_be_written_fails_no_call(
     user, call = await new_user(logins_audited.services, PASSWORD), new_call()
     await db.execute("ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
     try:
-        assert await logins_audited.authorize(user.username, "wrong", call) == "INVALID_CREDENTIALS"
+        assert await logins_audited.authorize(user.username, WRONG, call) == "INVALID_CREDENTIALS"
         counted = await db.fetchrow(
             "SELECT failures FROM login_throttle WHERE username_key = $1",
             username_key(user.username),
@@ -354,7 +368,7 @@ async def test_a_trail_that_cannot_be_written_fails_no_call(
         assert counted is not None and counted["failures"] == 1
         assert await logins_audited.authorize(user.username, PASSWORD, call) == "OK"
         await pw_grpc.PasswordServiceStub(logins_audited.channel).AddPassword(
-            pw_pb.AddPasswordRequest(new_password="another good one"),
+            pw_pb.AddPasswordRequest(new_password=ANOTHER),
             metadata=call.metadata(user.username, PASSWORD),
         )
         await logins_audited.services.audit.drain()
@@ -362,3 +376,60 @@ async def test_a_trail_that_cannot_be_written_fails_no_call(
         await db.execute("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
     lost = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
     assert len(lost) == 3 and all(call.request_id in line for line in lost)
+
+
+async def test_a_rest_call_is_recorded_with_its_peer_and_request_id(
+    server: Server, settings: Settings
+) -> None:
+    """A wrong password over REST is recorded with the HTTP client's address and the
+    X-Request-Id it sent."""
+    user, request_id = await new_user(server.services, PASSWORD), f"rest-{secrets.token_hex(6)}"
+    dispatcher = app.in_process_gateway(app.build_servicers(server.services, settings))
+    async with (
+        serving_gateway(dispatcher, "127.0.0.1:0", shutdown_timeout=1) as port,
+        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http,
+        http.post(
+            "/v1/users/authorize",
+            headers={**basic_auth(user.username, "wrong over rest"), "X-Request-Id": request_id},
+        ) as reply,
+    ):
+        assert reply.status == 401
+    SECRETS.add("wrong over rest")
+    failed = only(await server.events(user.username), "login_failed")
+    assert (failed.source, failed.request_id) == ("ip:127.0.0.1", request_id)
+
+
+async def test_the_periodic_purge_deletes_events_past_retention(
+    db: Database, settings: Settings
+) -> None:
+    """The periodic purge (the failed-login one) deletes events older than
+    AUTHSVC_AUDIT_RETENTION_DAYS, in batches, and keeps younger ones."""
+    async with serving(db, settings, audit_retention_days=30) as (_, services):
+        old, young = f"old-{secrets.token_hex(4)}", f"young-{secrets.token_hex(4)}"
+        await db.execute(
+            "INSERT INTO audit_events (at, kind, username, username_key, source, request_id)"
+            " SELECT now() - make_interval(days => $2), 'login_failed', $1, $1, 'ip:192.0.2.1', '-'"
+            " FROM generate_series(1, $3)",
+            old,
+            31,
+            2500,  # more than one batch
+        )
+        await db.execute(
+            "INSERT INTO audit_events (at, kind, username, username_key, source, request_id)"
+            " VALUES (now() - interval '29 days', 'login_failed', $1, $1, 'ip:192.0.2.1', '-')",
+            young,
+        )
+        await app.purge_stale_records(services)
+        assert await services.audit.newest(old, None, 10) == []
+        assert len(await services.audit.newest(young, None, 10)) == 1
+
+
+async def test_no_audit_row_holds_a_secret(server: Server, db: Database) -> None:
+    """No password, token, hash or Authorization value used by this module's calls appears in
+    any audit row (run last: it reads the whole table)."""
+    await server.services.audit.drain()
+    rows = [r["line"] for r in await db.fetch("SELECT t::text AS line FROM audit_events t")]
+    assert len(rows) > 20
+    forbidden = {*SECRETS, "$argon2", "Basic ", "eyJ"}
+    leaks = [(secret, row) for row in rows for secret in forbidden if secret in row]
+    assert leaks == []
