@@ -10,8 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from authsvc.v1 import password_service_pb2_grpc as pw_grpc
 
 from service import app
 from service.config import Settings
-from service.domain.models import AuditEvent, User
+from service.domain.models import AuditEvent
 from service.domain.usernames import username_key
 from service.gateway.server import serving_gateway
 from service.store.db import Database
@@ -281,75 +280,67 @@ async def test_successful_logins_are_recorded_when_asked(logins_audited: Server)
     assert login.username == user.username and from_call(login, call)
 
 
-class StatementCounter:
-    """Counts the statements the services send (all go through the Database's methods)."""
+WRITES = ("INSERT", "UPDATE", "DELETE")
 
-    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sql: list[str] = []
-        for method in ("fetch", "fetchrow", "execute"):
-            monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
 
-    def _counting(self, real: Any) -> Any:
-        async def counting(sql: str, *args: Any) -> Any:
-            self.sql.append(sql)
+async def login_statements(
+    server: Server,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    password: str,
+    expected: str,
+    *,
+    warm: bool,
+) -> tuple[list[str], list[str]]:
+    """The statements (all, and those that write) one Authorize of a new user sends, the
+    background ones included. `warm`: after a first login, which remembers the source and
+    marks the password used, so this one is the usual login."""
+    user, call = await new_user(server.services, PASSWORD), new_call()
+    if warm:
+        assert await server.authorize(user.username, PASSWORD, call) == "OK"
+        await server.services.audit.drain()
+    sent: list[str] = []
+    for method in ("fetch", "fetchrow", "execute"):
+        real = getattr(db, method)
+
+        async def counting(sql: str, *args: Any, real: Any = real) -> Any:
+            sent.append(sql)
             return await real(sql, *args)
 
-        return counting
-
-    @contextmanager
-    def counting(self) -> Iterator[list[str]]:
-        self.sql.clear()
-        yield self.sql
-
-    @staticmethod
-    def writes(sql: list[str]) -> list[str]:
-        return [s for s in sql if any(w in s for w in ("INSERT", "UPDATE", "DELETE"))]
-
-
-async def warmed_up(server: Server, user: User, call: Call) -> None:
-    """A first login remembers the source and marks the password used: the next writes
-    nothing."""
-    assert await server.authorize(user.username, PASSWORD, call) == "OK"
+        monkeypatch.setattr(db, method, counting)
+    assert await server.authorize(user.username, password, call) == expected
     await server.services.audit.drain()
+    monkeypatch.undo()
+    return sent, [sql for sql in sent if any(word in sql for word in WRITES)]
 
 
 async def test_a_successful_login_costs_one_read_and_no_write_by_default(
     server: Server, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """By default the usual successful login is one statement, a read: the trail adds none."""
-    user, call = await new_user(server.services, PASSWORD), new_call()
-    await warmed_up(server, user, call)
-    counter = StatementCounter(db, monkeypatch)
-    with counter.counting() as sql:
-        assert await server.authorize(user.username, PASSWORD, call) == "OK"
-        await server.services.audit.drain()
-    assert len(sql) == 1 and counter.writes(sql) == []
+    sent, writes = await login_statements(server, db, monkeypatch, PASSWORD, "OK", warm=True)
+    assert len(sent) == 1 and writes == []
 
 
 async def test_a_failed_login_costs_one_write_with_its_event(
     server: Server, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong password is one read and one write, the write counting it and recording it."""
-    user = await new_user(server.services, PASSWORD)
-    counter = StatementCounter(db, monkeypatch)
-    with counter.counting() as sql:
-        assert await server.authorize(user.username, WRONG, new_call()) == "INVALID_CREDENTIALS"
-        await server.services.audit.drain()
-    assert len(sql) == 2 and len(counter.writes(sql)) == 1
-    assert "audit_events" in counter.writes(sql)[0] and "login_throttle" in counter.writes(sql)[0]
+    sent, writes = await login_statements(
+        server, db, monkeypatch, WRONG, "INVALID_CREDENTIALS", warm=False
+    )
+    assert len(sent) == 2 and len(writes) == 1
+    assert "audit_events" in writes[0] and "login_throttle" in writes[0]
 
 
 async def test_a_recorded_login_costs_one_more_write(
     logins_audited: Server, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With AUTHSVC_AUDIT_LOGINS=true the usual login is its read and the event's insert."""
-    user, call = await new_user(logins_audited.services, PASSWORD), new_call()
-    await warmed_up(logins_audited, user, call)
-    counter = StatementCounter(db, monkeypatch)
-    with counter.counting() as sql:
-        assert await logins_audited.authorize(user.username, PASSWORD, call) == "OK"
-        await logins_audited.services.audit.drain()
-    assert len(sql) == 2 and len(counter.writes(sql)) == 1
+    sent, writes = await login_statements(
+        logins_audited, db, monkeypatch, PASSWORD, "OK", warm=True
+    )
+    assert len(sent) == 2 and len(writes) == 1 and "audit_events" in writes[0]
 
 
 async def test_a_trail_that_cannot_be_written_fails_no_call(
