@@ -254,3 +254,32 @@ def test_tracing_is_on_only_with_an_exporter(env: dict[str, str], on: bool) -> N
     """Tracing follows the OTEL_* variables: on when an exporter or OTLP endpoint is set, off
     otherwise and whenever OTEL_SDK_DISABLED=true."""
     assert load_settings(env).tracing is on
+
+
+def test_audit_defaults_leave_logins_out_and_keep_90_days() -> None:
+    """By default successful logins are not audited and events are kept 90 days."""
+    settings = load_settings({})
+    assert (settings.audit_logins, settings.audit_retention_days) == (False, 90)
+
+
+def test_audit_variables_reach_the_settings() -> None:
+    """AUTHSVC_AUDIT_LOGINS and AUTHSVC_AUDIT_RETENTION_DAYS reach the settings."""
+    settings = load_settings(
+        {"AUTHSVC_AUDIT_LOGINS": "true", "AUTHSVC_AUDIT_RETENTION_DAYS": "365"}
+    )
+    assert (settings.audit_logins, settings.audit_retention_days) == (True, 365)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTHSVC_AUDIT_LOGINS", "sometimes"),
+        ("AUTHSVC_AUDIT_RETENTION_DAYS", "0"),
+        ("AUTHSVC_AUDIT_RETENTION_DAYS", "a year"),
+    ],
+)
+def test_bad_audit_values_name_their_variable(name: str, value: str) -> None:
+    """A bad audit value raises ConfigError whose one-line message starts with the variable."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert str(caught.value).startswith(f"{name}:") and "\n" not in str(caught.value)
