@@ -12,7 +12,8 @@ How, by cost:
 - other refused logins (locked, expired, too many attempts) and successful ones are written in
   the background, so the answer does not wait for them; a flood of TOO_MANY_ATTEMPTS refusals
   (which cost an attacker nothing) is recorded once per name, source and delay, not per attempt;
-- changes made by a call or a command are written once the change is made, and awaited.
+- changes made by a call or a command are written once the change is made, and awaited (the
+  write finishes even if the caller goes away meanwhile).
 A write that fails is logged and dropped: the call it describes has happened, and its caller is
 not told otherwise. Background writes beyond `MAX_PENDING` are dropped the same way (the
 database is then too slow for them anyway).
@@ -97,20 +98,26 @@ class Auditor:
     async def record(
         self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
     ) -> None:
-        """Write an event now; a failure is logged, never raised."""
-        await self._write(self.event(kind, username, detail, source))
+        """Write an event now; a failure is logged, never raised. The write goes on if the
+        caller goes away meanwhile: the change it tells of is made."""
+        write = self._spawn(self.event(kind, username, detail, source))
+        if write is not None:
+            await asyncio.shield(write)
 
     def record_later(
         self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
     ) -> None:
         """Write an event in the background (the login path does not wait for it)."""
-        event = self.event(kind, username, detail, source)
+        self._spawn(self.event(kind, username, detail, source))
+
+    def _spawn(self, event: AuditEvent) -> asyncio.Task[None] | None:
         if len(self._pending) >= MAX_PENDING:
             log.warning("audit event dropped (%d writes pending): %s", MAX_PENDING, event.kind)
-            return
+            return None
         task = asyncio.create_task(self._write(event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def _write(self, event: AuditEvent) -> None:
         # The event outlives the caller's deadline: the store's own timeout bounds it.

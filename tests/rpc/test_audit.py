@@ -415,6 +415,15 @@ async def test_the_periodic_purge_deletes_events_past_retention(
         assert len(await services.audit.newest(young, None, 10)) == 1
 
 
+async def test_a_scheduled_rotation_is_recorded_as_the_server(server: Server, db: Database) -> None:
+    """A rotation the server schedules itself is key_rotated from `server`."""
+    await db.execute("UPDATE signing_keys SET created_at = created_at - interval '40 days'")
+    key = await server.services.keys.rotate_if_due()
+    assert key is not None
+    rotated = only([e for e in await server.events("") if key.kid in e.detail], "key_rotated")
+    assert rotated.detail.startswith(f"scheduled: {key.kid} ") and rotated.source == "server"
+
+
 async def test_no_audit_row_holds_a_secret(server: Server, db: Database) -> None:
     """No password, token, hash or Authorization value used by this module's calls appears in
     any audit row (run last: it reads the whole table)."""
