@@ -116,6 +116,9 @@ def test_trusted_proxies_are_networks_and_none_by_default() -> None:
         ("AUTHSVC_ARGON2_MEMORY_KIB", "abc"),
         ("AUTHSVC_DB_TIMEOUT", "-1"),
         ("AUTHSVC_TRUSTED_PROXIES", "10.0.0.0/8,proxy.example"),
+        ("AUTHSVC_AUDIT_LOGINS", "sometimes"),
+        ("AUTHSVC_AUDIT_RETENTION_DAYS", "0"),
+        ("AUTHSVC_AUDIT_RETENTION_DAYS", "a year"),
     ],
 )
 def test_bad_values_name_their_variable(name: str, value: str) -> None:
@@ -268,18 +271,3 @@ def test_audit_variables_reach_the_settings() -> None:
         {"AUTHSVC_AUDIT_LOGINS": "true", "AUTHSVC_AUDIT_RETENTION_DAYS": "365"}
     )
     assert (settings.audit_logins, settings.audit_retention_days) == (True, 365)
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("AUTHSVC_AUDIT_LOGINS", "sometimes"),
-        ("AUTHSVC_AUDIT_RETENTION_DAYS", "0"),
-        ("AUTHSVC_AUDIT_RETENTION_DAYS", "a year"),
-    ],
-)
-def test_bad_audit_values_name_their_variable(name: str, value: str) -> None:
-    """A bad audit value raises ConfigError whose one-line message starts with the variable."""
-    with pytest.raises(ConfigError) as caught:
-        load_settings({name: value})
-    assert str(caught.value).startswith(f"{name}:") and "\n" not in str(caught.value)
