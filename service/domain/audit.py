@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service import request_context
-from service.domain.models import AuditEvent, AuditKind
+from service.domain.models import AuditEvent, AuditKind, FailureCount
 from service.domain.ports import AuditLog
 from service.domain.usernames import username_key
 from service.errors import AuthError, Reason
@@ -182,6 +182,20 @@ class Auditor:
                 del self._quiet[next(iter(self._quiet))]
         self._quiet[(key, source)] = now + retry_after
         return True
+
+    def lockout_started(
+        self, username: str, source: str, count: FailureCount, *, strangers: bool
+    ) -> None:
+        """A failure that locked the name's count (AUTHSVC_LOCKOUT_THRESHOLD): recorded in the
+        background. `strangers`: the count of the sources the name does not know (else this
+        source's own)."""
+        whose = "from unknown sources" if strangers else "from this source"
+        self.record_later(
+            AuditKind.ACCOUNT_LOCKED,
+            username,
+            f"after {count.failures} failed logins {whose}, for {count.locked_for:.0f} s",
+            source,
+        )
 
     def login_succeeded(self, username: str, source: str) -> None:
         """Recorded only when the policy asks: otherwise no write, no statement."""

@@ -157,12 +157,16 @@ class Authenticator:
             return await self._store.record_failure(*count)
         event = self._audit.failed_login(username, source, view.user is not None)
         try:
-            return await self._store.record_failure(*count, event)
+            record = await self._store.record_failure(*count, event)
         except AuthError:
             raise  # the database is unavailable: the count is too
         except Exception as exc:
             self._audit.lost(event, exc)
-            return await self._store.record_failure(*count)
+            record = await self._store.record_failure(*count)
+        before = view.this_source if turn.counter else view.strangers
+        if record.name.locked_for > 0 and before.locked_for == 0:  # this failure locked it
+            self._audit.lockout_started(username, source, record.name, strangers=not turn.counter)
+        return record
 
     async def _succeeded(
         self, match: Match, turn: Turn, key: str, source: str, view: LoginView

@@ -200,6 +200,30 @@ async def test_too_many_attempts_is_recorded_once_per_delay(
         assert [e.kind for e in events].count("login_failed") == 2  # and the counted failure
 
 
+async def test_a_lockout_is_recorded_when_it_starts(db: Database, settings: Settings) -> None:
+    """The failure that locks a name (AUTHSVC_LOCKOUT_THRESHOLD) records account_locked, once;
+    the right password during the lock is a login_failed account_locked with the time left."""
+    async with serving(
+        db,
+        settings,
+        trusted_proxies=LOOPBACK_PROXY,
+        failed_login_allowance=10,
+        lockout_threshold=2,
+        lockout_duration=600.0,
+    ) as (channel, services):
+        locking = Server(channel, services)
+        user, call = await new_user(services, PASSWORD), new_call()
+        for _ in range(3):
+            assert await locking.authorize(user.username, WRONG, call) == "INVALID_CREDENTIALS"
+        assert await locking.authorize(user.username, PASSWORD, call) == "ACCOUNT_LOCKED"
+        events = await locking.events(user.username)
+        locked = only(events, "account_locked")
+        assert locked.detail == "after 2 failed logins from unknown sources, for 600 s"
+        assert from_call(locked, call)
+        assert events[0].kind == "login_failed"
+        assert events[0].detail.startswith("account_locked: after failed logins, ")
+
+
 async def test_password_changes_are_recorded_with_the_call(server: Server) -> None:
     """Adding, deleting and replacing a password are each recorded with the call's source and
     request id."""
