@@ -11,6 +11,7 @@ import ipaddress
 import itertools
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,20 +97,29 @@ class Server:
         return await self.services.audit.newest(username, None, 100)
 
 
+@asynccontextmanager
+async def audited_server(
+    db: Database, settings: Settings, **overrides: Any
+) -> AsyncIterator[Server]:
+    """A server on the module's database trusting 127.0.0.1 to name clients, with `overrides`."""
+    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY, **overrides) as (
+        channel,
+        services,
+    ):
+        yield Server(channel, services)
+
+
 @pytest.fixture(scope="module")
 async def server(db: Database, settings: Settings) -> AsyncIterator[Server]:
-    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY) as (channel, services):
-        yield Server(channel, services)
+    async with audited_server(db, settings) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 async def logins_audited(db: Database, settings: Settings) -> AsyncIterator[Server]:
     """A server with AUTHSVC_AUDIT_LOGINS=true."""
-    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY, audit_logins=True) as (
-        channel,
-        services,
-    ):
-        yield Server(channel, services)
+    async with audited_server(db, settings, audit_logins=True) as served:
+        yield served
 
 
 def only(events: list[AuditEvent], kind: str) -> AuditEvent:
@@ -161,12 +171,8 @@ async def test_an_expired_account_is_recorded(server: Server, db: Database) -> N
 
 async def test_an_expired_password_is_recorded(db: Database, settings: Settings) -> None:
     """Authorize with a password past its maximum age is recorded as password_expired."""
-    async with serving(db, settings, trusted_proxies=LOOPBACK_PROXY, password_max_age=3600) as (
-        channel,
-        services,
-    ):
-        aged = Server(channel, services)
-        user, call = await new_user(services, PASSWORD), new_call()
+    async with audited_server(db, settings, password_max_age=3600) as aged:
+        user, call = await new_user(aged.services, PASSWORD), new_call()
         await db.execute(
             "UPDATE passwords SET created_at = now() - interval '2 hours' WHERE user_id = $1",
             user.id,
@@ -180,16 +186,14 @@ async def test_too_many_attempts_is_recorded_once_per_delay(
     db: Database, settings: Settings
 ) -> None:
     """Refusals while a name is delayed are recorded once per delay, not once per attempt."""
-    async with serving(
+    async with audited_server(
         db,
         settings,
-        trusted_proxies=LOOPBACK_PROXY,
         failed_login_allowance=0,
         failed_login_delay_base=30.0,
         failed_login_delay_max=30.0,
-    ) as (channel, services):
-        delayed = Server(channel, services)
-        user, call = await new_user(services, PASSWORD), new_call()
+    ) as delayed:
+        user, call = await new_user(delayed.services, PASSWORD), new_call()
         assert await delayed.authorize(user.username, WRONG, call) == "INVALID_CREDENTIALS"
         refused = new_call()
         for _ in range(3):
@@ -203,16 +207,10 @@ async def test_too_many_attempts_is_recorded_once_per_delay(
 async def test_a_lockout_is_recorded_when_it_starts(db: Database, settings: Settings) -> None:
     """The failure that locks a name (AUTHSVC_LOCKOUT_THRESHOLD) records account_locked, once;
     the right password during the lock is a login_failed account_locked with the time left."""
-    async with serving(
-        db,
-        settings,
-        trusted_proxies=LOOPBACK_PROXY,
-        failed_login_allowance=10,
-        lockout_threshold=2,
-        lockout_duration=600.0,
-    ) as (channel, services):
-        locking = Server(channel, services)
-        user, call = await new_user(services, PASSWORD), new_call()
+    async with audited_server(
+        db, settings, failed_login_allowance=10, lockout_threshold=2, lockout_duration=600.0
+    ) as locking:
+        user, call = await new_user(locking.services, PASSWORD), new_call()
         for _ in range(3):
             assert await locking.authorize(user.username, WRONG, call) == "INVALID_CREDENTIALS"
         assert await locking.authorize(user.username, PASSWORD, call) == "ACCOUNT_LOCKED"
