@@ -12,7 +12,6 @@ internal addresses. Every 401 carries a Basic challenge; a `google.rpc.RetryInfo
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from service.errors import ERROR_DOMAIN, HTTP_STATUS
+from service.gateway.routes import ErrorStyle
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ _LIBRARY_MESSAGES = {
     "RESOURCE_EXHAUSTED": "the request is too large or the service is overloaded",
 }
 _DEFAULT_LIBRARY_MESSAGE = "internal error"
-
-
-class ErrorStyle(enum.Enum):
-    """How an error body looks on a route (mirrors authsvc.v1.ErrorBodyStyle)."""
-
-    ERROR_CODE = "error_code"
-    STATUS = "status"
 
 
 class GatewayError(Exception):

@@ -22,8 +22,8 @@ from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
-from service.gateway.errors import BASIC_CHALLENGE, ErrorStyle
-from service.gateway.routes import Route, Variable, build_routes, service_files
+from service.gateway.errors import BASIC_CHALLENGE
+from service.gateway.routes import ErrorStyle, Route, Variable, build_routes, service_files
 from service.gateway.transcoding import INT_RANGES, WRAPPERS, is_map
 
 F = FieldDescriptor

@@ -18,8 +18,8 @@ from service import app
 from service.config import Settings
 from service.errors import AuthError, Reason
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.errors import ErrorStyle, GatewayError, RpcFailure, rpc_error_response
-from service.gateway.routes import build_routes, service_files
+from service.gateway.errors import GatewayError, RpcFailure, rpc_error_response
+from service.gateway.routes import ErrorStyle, build_routes, service_files
 from service.gateway.server import call_metadata, serving_gateway
 from service.rpc.status import error_status
 from tests.gateway.helpers import basic_auth, json_of

@@ -7,8 +7,14 @@ import pytest
 from yarl import URL
 
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.errors import ErrorStyle
-from service.gateway.routes import Route, RouteError, build_routes, parse_template, service_files
+from service.gateway.routes import (
+    ErrorStyle,
+    Route,
+    RouteError,
+    build_routes,
+    parse_template,
+    service_files,
+)
 from service.gateway.server import serving_gateway
 from tests.gateway.helpers import json_of
 
