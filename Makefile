@@ -108,7 +108,7 @@ bench: install
 
 # The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.
 openapi: install
-	$(PY) -m service.gateway.openapi > openapi.json
+	$(PY) -m service.apidocs.openapi > openapi.json
 
 # The scale-out stack on loopback (deploy/cluster.sh: etcd, 2 x PostgreSQL under Patroni in
 # synchronous mode, PgBouncer, 3 replicas, HAProxy); state in .cluster/. Debian packages are

@@ -48,7 +48,7 @@ from service.gateway import errors
 from service.gateway.client_address import IPNetwork, client_address
 from service.gateway.dispatch import HEALTH_CHECK, Caller, CallFailed, Dispatcher, RpcMethod
 from service.gateway.errors import GatewayError, bad_request
-from service.gateway.openapi import openapi_document
+from service.apidocs.openapi import openapi_document
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
 from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
 from service.observability.http import ROUTE, AccessLogger

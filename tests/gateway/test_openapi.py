@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import schemathesis
 
-from service.gateway.openapi import openapi_document
+from service.apidocs.openapi import openapi_document
 from service.gateway.routes import Route, build_routes, service_files
 from tests.gateway.helpers import json_of
 
@@ -168,10 +168,10 @@ def test_schemathesis_loads_every_operation(document) -> None:
 
 
 def test_committed_openapi_json_is_current(document) -> None:
-    """openapi.json at the repository root is what `python -m service.gateway.openapi` writes
+    """openapi.json at the repository root is what `python -m service.apidocs.openapi` writes
     now (run `make openapi` after changing a proto)."""
     written = subprocess.run(
-        [sys.executable, "-m", "service.gateway.openapi"],
+        [sys.executable, "-m", "service.apidocs.openapi"],
         cwd=ROOT,
         check=True,
         capture_output=True,

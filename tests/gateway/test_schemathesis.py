@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service import app
 from service.config import Settings
-from service.gateway.openapi import openapi_document
+from service.apidocs.openapi import openapi_document
 from service.gateway.server import serving_gateway
 
 USERNAME, PASSWORD = "schemathesis", "fuzz me"

@@ -7,7 +7,7 @@ closed (`additionalProperties: false`), as the gateway refuses unknown fields.
 
 The generated `_pb2` modules carry no source info, so descriptions are not the proto comments.
 
-`python -m service.gateway.openapi > openapi.json` writes the document.
+`python -m service.apidocs.openapi > openapi.json` writes the document.
 """
 
 from __future__ import annotations
