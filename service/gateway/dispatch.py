@@ -1,12 +1,12 @@
-"""How the gateway reaches the servicers: in process, or over a gRPC channel.
+"""How the gateway reaches the servicers: in process, or over a gRPC channel (grpc-gateway's
+`Register...HandlerServer` and `Register...HandlerFromEndpoint`).
 
-grpc-gateway offers the same two (`Register...HandlerServer` and `Register...HandlerFromEndpoint`).
-`authsvc serve` dispatches in process: the gateway awaits the servicer's method itself with an
-`InProcessContext`, in a task of its own (its own context variables, as each gRPC call has),
-cancelled at the deadline as gRPC would. `authsvc gateway --grpc-target` calls a server elsewhere
-over a channel, and tells it the client's address in `x-forwarded-for` metadata. Either way a
-failure is an `RpcFailure` (code, details, trailing metadata), which `errors.py` turns into HTTP,
-so both answer alike.
+`authsvc serve` dispatches in process: the servicer's method is awaited with an
+`InProcessContext` (the part of `grpc.aio.ServicerContext` the servicers use, with its semantics),
+in a task of its own (its own context variables, as each gRPC call has), cancelled at the
+deadline. `authsvc gateway --grpc-target` calls a server elsewhere over a channel and tells it
+the client's address in `x-forwarded-for` metadata. Either way a failure is an `RpcFailure`
+(code, details, trailing metadata) for errors.py, so both answer alike.
 """
 
 from __future__ import annotations
@@ -15,49 +15,27 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from service.gateway.client_address import ClientAddress
-from service.gateway.context import InProcessAbort, InProcessContext, Metadata
+from service.gateway.client_address import ClientAddress, auth_context
 from service.gateway.errors import RpcFailure
 from service.observability import tracing
 
 log = logging.getLogger(__name__)
 
-FORWARDED_FOR_KEY = "x-forwarded-for"
+Metadata = tuple[tuple[str, str | bytes], ...]
+Methods = Mapping[str, tuple[type[Message], type[Message]]]  # path -> request, reply classes
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_CLASSES = (health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+# Come back quickly after the server restarts; the default backoff reaches two minutes.
 _CHANNEL_OPTIONS = (
-    # Come back quickly after the server restarts; the default backoff reaches two minutes.
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
-)
-
-
-@dataclass(frozen=True)
-class RpcMethod:
-    """One unary method the gateway calls: `/package.Service/Method` and its message classes."""
-
-    path: str
-    request_class: type[Message]
-    response_class: type[Message]
-
-    @property
-    def service(self) -> str:
-        return self.path[1:].partition("/")[0]
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition("/")[2]
-
-
-HEALTH_CHECK = RpcMethod(
-    f"/{health_pb2.DESCRIPTOR.services_by_name['Health'].full_name}/Check",
-    health_pb2.HealthCheckRequest,
-    health_pb2.HealthCheckResponse,
 )
 
 
@@ -78,15 +56,14 @@ class CallFailed(Exception):
 
 
 class Dispatcher(Protocol):
-    async def open(self, methods: Sequence[RpcMethod]) -> None: ...
+    async def open(self, methods: Methods) -> None: ...
 
     async def close(self) -> None: ...
 
     async def call(
         self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
     ) -> tuple[Message, Metadata]:
-        """The reply and its initial metadata, within `seconds` (the deadline); `CallFailed`
-        otherwise."""
+        """The reply and its initial metadata within `seconds`; `CallFailed` otherwise."""
         ...
 
 
@@ -99,8 +76,7 @@ class ChannelDispatcher:
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self.target = target
-        self._credentials = credentials
+        self.target, self._credentials = target, credentials
         self._options = (*_CHANNEL_OPTIONS, *channel_options)
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
@@ -108,20 +84,15 @@ class ChannelDispatcher:
     def __str__(self) -> str:
         return f"gRPC {self.target}"
 
-    async def open(self, methods: Sequence[RpcMethod]) -> None:
+    async def open(self, methods: Methods) -> None:
         if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
-            self._channel = grpc.aio.secure_channel(
-                self.target, self._credentials, options=self._options
-            )
+            channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+        self._channel = channel
         self._calls = {
-            method.path: self._channel.unary_unary(
-                method.path,
-                request_serializer=method.request_class.SerializeToString,
-                response_deserializer=method.response_class.FromString,
-            )
-            for method in methods
+            path: channel.unary_unary(path, request.SerializeToString, reply.FromString)
+            for path, (request, reply) in methods.items()
         }
 
     async def close(self) -> None:
@@ -132,10 +103,9 @@ class ChannelDispatcher:
     async def call(
         self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
     ) -> tuple[Message, Metadata]:
-        if caller.address is not None:
-            # The address the gateway resolved, never the client's own header; the server
-            # believes it only from a peer in its trusted proxies.
-            metadata = (*metadata, (FORWARDED_FOR_KEY, str(caller.address.ip)))
+        if caller.address is not None:  # the address the gateway resolved, never the header;
+            # the server believes it only from a peer among its trusted proxies
+            metadata = (*metadata, ("x-forwarded-for", str(caller.address.ip)))
         call = self._calls[path](request, metadata=tracing.inject(metadata), timeout=seconds)
         try:
             reply = await call
@@ -146,7 +116,7 @@ class ChannelDispatcher:
         return reply, tuple(initial or ())
 
 
-Handler = Callable[[Message, InProcessContext], Any]
+Handler = Callable[[Message, "InProcessContext"], Any]
 
 
 class InProcessDispatcher:
@@ -161,13 +131,12 @@ class InProcessDispatcher:
     def __str__(self) -> str:
         return "in-process servicers"
 
-    async def open(self, methods: Sequence[RpcMethod]) -> None:
-        handlers = {}
-        for method in methods:
-            handler = getattr(self._servicers.get(method.service), method.name, None)
-            if callable(handler):
-                handlers[method.path] = handler
-        self._handlers = handlers
+    async def open(self, methods: Methods) -> None:
+        self._handlers = {}
+        for path in methods:
+            service, _, name = path[1:].partition("/")
+            if callable(handler := getattr(self._servicers.get(service), name, None)):
+                self._handlers[path] = handler
 
     async def close(self) -> None:
         self._handlers = {}
@@ -182,44 +151,101 @@ class InProcessDispatcher:
         end = loop.time() + seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
         # call has its server span, as the gRPC server's interceptor gives a network call.
-        context = InProcessContext(tracing.inject(metadata), end, caller.address, caller.transport)
-        task = loop.create_task(
-            tracing.in_process(_serve(handler, request, context, path), path, context)
-        )
+        context = InProcessContext(tracing.inject(metadata), end, caller)
         deadline = asyncio.timeout_at(end)
         try:
-            async with deadline:
-                reply = await task  # a cancelled wait cancels the task, and waits for it
+            async with deadline:  # a cancelled wait cancels the task, and waits for it
+                call = tracing.in_process(_serve(handler, request, context, path), path, context)
+                reply = await loop.create_task(call)
         except TimeoutError:
             if not deadline.expired():
                 raise
-            context.finish(cancelled=True)
             raise CallFailed(RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded", ())) from None
         except InProcessAbort as abort:
             failure = RpcFailure(abort.code.name, abort.details, abort.trailing_metadata)
             raise CallFailed(failure) from None
-        return reply, context.initial_metadata()
+        return reply, context.sent_initial_metadata
 
 
 async def _serve(handler: Handler, request: Message, context: InProcessContext, path: str) -> Any:
-    """One call as the grpc.aio server runs it: a returned reply is OK unless the servicer set
-    another code; an exception other than an abort is logged and becomes UNKNOWN (or the code
-    the servicer set)."""
+    """One call as grpc.aio runs it: a reply is OK unless the servicer set another code; an
+    exception but an abort is logged and becomes UNKNOWN (or the code the servicer set)."""
     try:
         reply = await handler(request, context)
     except InProcessAbort:
         raise
     except Exception as exc:
         log.exception("Unexpected [%s] raised by servicer method [%s]", type(exc).__name__, path)
-        code = context.code()
-        if code is None or code is grpc.StatusCode.OK:
-            code = grpc.StatusCode.UNKNOWN
-        raise InProcessAbort(
-            code, f"Unexpected {type(exc)}: {exc}", context.trailing_metadata()
-        ) from None
-    finally:
-        context.finish()
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        code = grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
+        details = f"Unexpected {type(exc)}: {exc}"
+        raise InProcessAbort(code, details, context.trailing_metadata()) from None
     code = context.code()
     if code is not None and code is not grpc.StatusCode.OK:
         raise InProcessAbort(code, context.details() or "", context.trailing_metadata())
     return reply
+
+
+class InProcessAbort(Exception):
+    """A servicer ended its call with a status (grpc.aio's `AbortError`)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Metadata) -> None:
+        super().__init__(code, details)
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+
+
+class InProcessContext:
+    """One in-process call's context. `peer()` is the REST client as gRPC names a peer,
+    `auth_context()` its TLS certificate as gRPC reports one."""
+
+    in_process = True  # the call came through the gateway, which logs it (observability/calls.py)
+
+    def __init__(self, metadata: Metadata, deadline: float, caller: Caller) -> None:
+        self._metadata, self._deadline, self._caller = metadata, deadline, caller
+        self._code: grpc.StatusCode | None = None
+        self._details: str | None = None
+        self._trailing: Metadata = ()
+        self.sent_initial_metadata: Metadata = ()
+
+    def invocation_metadata(self) -> Metadata:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._caller.address.grpc_peer() if self._caller.address else "unknown"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        transport = self._caller.transport
+        return auth_context(transport.get_extra_info("peercert") if transport else None)
+
+    def time_remaining(self) -> float:
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, Any]]) -> None:
+        self.sent_initial_metadata = tuple(initial_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, Any]]) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> Metadata:
+        return self._trailing
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str | None:
+        return self._details
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()
+    ) -> NoReturn:
+        # As grpc.aio: empty trailing metadata keeps what set_trailing_metadata set.
+        raise InProcessAbort(code, details, tuple(trailing_metadata) or self._trailing)
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        await self.abort(status.code, status.details, status.trailing_metadata)

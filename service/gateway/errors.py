@@ -1,12 +1,12 @@
-"""The only place a gRPC status (or a gateway-level failure) becomes an HTTP answer.
+"""The one error handler: every gateway answer's body is written here, and this is the only place
+a gRPC status (or the gateway's own refusal) becomes HTTP (grpc-gateway's `runtime/errors.go`).
 
-The HTTP status comes from `service.errors.HTTP_STATUS` (grpc-gateway's HTTPStatusFromCode). The
-body depends on the route's error body style (the `authsvc.v1.error_body_style` method option):
-`{"error_code": reason in lower case, "message": text}` (Redis Enterprise) or
-`{"status": N, "message": text}` (Densify). The reason is the status's single
-`google.rpc.ErrorInfo` from our domain; a status without one was made by the gRPC library (server
-unreachable, deadline, ...) and gets a fixed message, never the library's text, which may name
-internal addresses. Every 401 carries a Basic challenge; a `google.rpc.RetryInfo` becomes
+The HTTP status comes from `service.errors.HTTP_STATUS`. The body follows the route's style (the
+`authsvc.v1.error_body_style` option): `{"error_code": reason in lower case, "message": text}`
+(Redis Enterprise) or `{"status": N, "message": text}` (Densify). The reason is the status's
+`google.rpc.ErrorInfo` from our domain; a status without one was made by the gRPC library
+(unreachable server, deadline, ...) and gets a fixed message, never the library's text, which may
+name internal addresses. A 401 carries a Basic challenge; a `google.rpc.RetryInfo` becomes
 `Retry-After` in whole seconds, rounded up.
 """
 
@@ -30,10 +30,7 @@ log = logging.getLogger(__name__)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 BASIC_CHALLENGE = 'Basic realm="authsvc", charset="UTF-8"'
-JSON_CONTENT_TYPE = "application/json"
-
-# What a client is told when the status carries no ErrorInfo of ours (it came from the gRPC
-# library or the network, and its own text is for operators, not for clients).
+# What a client is told of a status with no ErrorInfo of ours (its text is for operators).
 _LIBRARY_MESSAGES = {
     "CANCELLED": "the request was cancelled",
     "DEADLINE_EXCEEDED": "the service did not answer in time",
@@ -41,11 +38,10 @@ _LIBRARY_MESSAGES = {
     "UNIMPLEMENTED": "this operation is not implemented by the service",
     "RESOURCE_EXHAUSTED": "the request is too large or the service is overloaded",
 }
-_DEFAULT_LIBRARY_MESSAGE = "internal error"
 
 
 class GatewayError(Exception):
-    """A failure decided by the gateway itself (no route, bad JSON, body too large, ...)."""
+    """A refusal decided by the gateway itself (no route, bad JSON, body too large, ...)."""
 
     def __init__(
         self,
@@ -54,14 +50,11 @@ class GatewayError(Exception):
         message: str,
         headers: Mapping[str, str] | None = None,
         *,
-        style: ErrorStyle | None = None,
+        style: ErrorStyle | None = None,  # the body style, when known where the error is raised
     ) -> None:
         super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.headers = dict(headers or {})
-        self.style = style  # the body style, when known where the error is raised
+        self.status, self.reason, self.message = status, reason, message
+        self.headers, self.style = dict(headers or {}), style
 
 
 def bad_request(message: str) -> GatewayError:
@@ -80,15 +73,12 @@ class RpcFailure:
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """Every response body of the gateway is written here: JSON, UTF-8."""
+    """Every body of the gateway: JSON, UTF-8, not cached (replies carry tokens) unless
+    `headers` say otherwise."""
     text = json.dumps(body, ensure_ascii=False, allow_nan=False)
-    response = web.Response(
-        text=text, status=status, content_type=JSON_CONTENT_TYPE, charset="utf-8"
-    )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
+    response = web.Response(text=text, status=status, content_type="application/json")
+    response.headers.update({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    response.headers.update(headers or {})
     return response
 
 
@@ -99,26 +89,11 @@ def error_response(
     style: ErrorStyle,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    body: dict[str, Any]
+    body: dict[str, Any] = {"error_code": reason, "message": message}
     if style is ErrorStyle.STATUS:
         body = {"status": status, "message": message}
-    else:
-        body = {"error_code": reason, "message": message}
-    all_headers = dict(headers or {})
-    if status == 401:
-        all_headers["WWW-Authenticate"] = BASIC_CHALLENGE
-    return json_response(body, status, all_headers)
-
-
-def gateway_error_response(error: GatewayError, style: ErrorStyle) -> web.Response:
-    """The answer for a gateway-level failure, in the error's own style if it has one."""
-    return error_response(
-        error.status, error.reason, error.message, error.style or style, error.headers
-    )
-
-
-def internal_error_response(style: ErrorStyle) -> web.Response:
-    return error_response(500, "internal", "internal error", style)
+    challenge = {"WWW-Authenticate": BASIC_CHALLENGE} if status == 401 else {}
+    return json_response(body, status, {**(headers or {}), **challenge})
 
 
 def rpc_error_response(failure: RpcFailure, style: ErrorStyle, request_id: str) -> web.Response:
@@ -127,47 +102,30 @@ def rpc_error_response(failure: RpcFailure, style: ErrorStyle, request_id: str) 
     reason, message, retry_after = _decode_status(failure)
     if reason is None:
         reason = failure.code.lower()
-        message = _LIBRARY_MESSAGES.get(failure.code, _DEFAULT_LIBRARY_MESSAGE)
+        message = _LIBRARY_MESSAGES.get(failure.code, "internal error")
     if status >= 500:
         log.warning(
             "gRPC call failed: %s %r (request id %s)", failure.code, failure.details, request_id
         )
-    headers = {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
     return error_response(status, reason, message or failure.details or "", style, headers)
 
 
 def _decode_status(failure: RpcFailure) -> tuple[str | None, str | None, int | None]:
     """(reason in lower case, message, Retry-After seconds) from the status details, if any."""
-    raw = next(
-        (
-            v
-            for k, v in failure.trailing_metadata
-            if k == STATUS_DETAILS_KEY and isinstance(v, bytes)
-        ),
-        None,
-    )
-    if raw is None:
-        return None, None, None
+    raw = next((v for k, v in failure.trailing_metadata if k == STATUS_DETAILS_KEY), None)
     status = status_pb2.Status()
     try:
-        status.ParseFromString(raw)
+        status.ParseFromString(raw if isinstance(raw, bytes) else b"")
     except DecodeError:
         return None, None, None
     reason: str | None = None
     retry_after: int | None = None
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            if info.domain == ERROR_DOMAIN and info.reason:
-                reason = info.reason.lower()
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN and info.reason:
+            reason = info.reason.lower()
+        elif detail.Unpack(retry):
             delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
             retry_after = max(0, math.ceil(delay))
-    if reason is None:
-        return None, None, retry_after
-    return reason, status.message or failure.details, retry_after
+    return reason, (status.message or failure.details) if reason else None, retry_after

@@ -1,24 +1,18 @@
 """The aiohttp application: one handler that routes by the table, calls the RPC, answers JSON.
 
-The call goes through a dispatcher (dispatch.py): in process to the servicers (`authsvc serve`)
-or over a gRPC channel (`authsvc gateway`). Request headers reach the servicer only as
-`authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id` when
-it is 1..128 printable ASCII characters, else a new one); no other header is forwarded, so a
-client cannot set `grpc-*` or any other metadata. The servicer learns the client's address from
-the context's `peer()` in process, from `x-forwarded-for` metadata over a channel: the address
-the gateway resolved (client_address.py), never the client's header. The request id comes back
-in `X-Request-Id` on every answer, errors included. Each call carries a deadline (`timeout`,
-10 s by default).
+Only `authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id`
+when 1..128 printable ASCII characters, else a new one) become metadata, so a client cannot set
+`grpc-*` or any other; the request id comes back on every answer. The client's address reaches
+the servicer as resolved by client_address.py, never from its own header. Each call has a
+deadline: `timeout` (10 s), or the client's shorter `Grpc-Timeout`, as grpc-gateway reads it.
+Reply metadata becomes no header but a servicer's `cache-control` (the JWKS).
 
-Replies are `Cache-Control: no-store` (they carry tokens) unless the servicer sent a
-`cache-control` in its initial metadata (the JWKS); no other reply metadata becomes a header.
-
-Bodies: at most `body_limit` bytes (64 KiB), checked against Content-Length and while reading, so a
-chunked body cannot slip past (413). An empty body is `{}` whatever its Content-Type (the newer
-Redis contract sends `POST /v1/users/authorize` with Basic credentials and nothing else). A
-non-empty body must be JSON: `Content-Type: application/json` (or `application/*+json`), with no
-charset or UTF-8, or no Content-Type at all; anything else, notably curl's default
-`application/x-www-form-urlencoded`, is 415 rather than a guess at what the client meant.
+Bodies are at most `body_limit` bytes (64 KiB; Content-Length and the bytes read, so a chunked
+body cannot slip past: 413). An empty body is `{}` whatever its Content-Type (the newer Redis
+contract posts Basic credentials and nothing else); a non-empty one must be JSON in UTF-8
+(`application/json`, `application/*+json` or no Content-Type): curl's default form encoding is
+415 rather than a guess. A connection whose request head takes over `header_timeout` (slowloris)
+is closed; one aiohttp cannot parse is a JSON 400/431 that echoes nothing of it.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ import logging
 import re
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +38,16 @@ from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
 from service.addresses import split_address
-from service.gateway import errors
-from service.gateway.client_address import IPNetwork, client_address
-from service.gateway.dispatch import HEALTH_CHECK, Caller, CallFailed, Dispatcher, RpcMethod
-from service.gateway.errors import GatewayError, bad_request
 from service.apidocs.openapi import openapi_document
+from service.gateway.client_address import IPNetwork, client_address
+from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, CallFailed, Dispatcher
+from service.gateway.errors import (
+    GatewayError,
+    bad_request,
+    error_response,
+    json_response,
+    rpc_error_response,
+)
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
 from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
 from service.observability.http import ROUTE, AccessLogger
@@ -59,27 +58,21 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-# How long an unread request body (after a 413, 404, ...) is read and dropped before the
-# connection is closed: long enough for the client to read the answer; aiohttp's default is 10 s.
+DEFAULT_HEADER_TIMEOUT = 10.0  # nginx's client_header_timeout is 60 s; small heads need less
+# How long the unread rest of a refused body is drained before the connection closes: enough
+# for the client to read the answer (aiohttp's default is 10 s).
 LINGERING_SECONDS = 1.0
-# Seconds from a request's first byte to the end of its headers (slowloris); nginx's
-# client_header_timeout is 60 s, a few small headers need far less.
-DEFAULT_HEADER_TIMEOUT = 10.0
 REQUEST_ID_HEADER = "X-Request-Id"
-# The gRPC wire format of a deadline (PROTOCOL-HTTP2.md), which grpc-gateway also takes from
-# HTTP clients: "1S", "500m", ...
-GRPC_TIMEOUT_HEADER = "Grpc-Timeout"
+REQUEST_ID_MAX = 128
+# The gRPC wire format of a deadline (PROTOCOL-HTTP2.md): "1S", "500m", ...
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-REQUEST_ID_KEY = "x-request-id"
-REQUEST_ID_MAX = 128
-# nginx's status for a request whose client went away: only the access log sees it.
-CLIENT_CLOSED_REQUEST = 499
-_READ_CHUNK = 16 * 1024
-# Reply metadata that becomes an HTTP header (metadata key -> header). Replies are otherwise
-# `Cache-Control: no-store`: they carry tokens.
-FORWARDED_RESPONSE_METADATA = {"cache-control": "Cache-Control"}
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone: only the access log sees it
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
+DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
+INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
@@ -87,9 +80,9 @@ GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
 @dataclass(frozen=True)
 class Discovery:
-    """What the discovery documents (OpenID Connect Discovery 1.0, RFC 8414) say of authsvc:
-    the tokens' `iss`, their signing algorithm, and the public base URL of the absolute
-    `jwks_uri` and `introspection_endpoint` (None: the request's scheme and Host)."""
+    """What the discovery documents (OpenID Connect Discovery 1.0, RFC 8414) say: the tokens'
+    `iss` and algorithm, and the public base URL of the absolute `jwks_uri` and
+    `introspection_endpoint` (None: the request's scheme and Host)."""
 
     issuer: str
     algorithm: str
@@ -97,18 +90,8 @@ class Discovery:
     max_age: int = 3600
 
 
-DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
-JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
-INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
-
-
-@dataclass(frozen=True)
-class _Builtin:
-    """A gateway endpoint that is not an RPC."""
-
-    path: str
-    handler: Handler
+class ClientGone(Exception):
+    """The client closed the connection before its request was read."""
 
 
 class Gateway:
@@ -125,29 +108,19 @@ class Gateway:
         trusted_proxies: Sequence[IPNetwork] = (),
         discovery: Discovery | None = None,
     ) -> None:
-        self._dispatcher = dispatcher
-        self._discovery = discovery
-        self._routes = list(routes)
-        self._body_limit = body_limit
-        self._timeout = timeout
-        self._ready_timeout = ready_timeout
+        self._dispatcher, self._routes, self._discovery = dispatcher, list(routes), discovery
+        self._body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
-        # Requests being handled, and whether the shutdown grace has run out (`expire`).
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()  # cancelled, and answered 503, by expire
         self._expired = False
         self._openapi = openapi_document(self._routes)
-        self._builtins = {
-            b.path: b
-            for b in (
-                _Builtin("/healthz", self._healthz),
-                _Builtin("/readyz", self._readyz),
-                _Builtin("/openapi.json", self._openapi_json),
-                *(_Builtin(p, self._discovery_json) for p in DISCOVERY_PATHS if discovery),
-            )
+        self._builtins: dict[str, Handler] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/openapi.json": self._openapi_json,
+            **{path: self._discovery_json for path in DISCOVERY_PATHS if discovery},
         }
-        # The gateway's own paths win over a wildcard template; an RPC bound to one exactly
-        # would never be reached, so that is a start-up error.
-        for route in self._routes:
+        for route in self._routes:  # the gateway's own paths win: a route there is unreachable
             if route.template.text in self._builtins:
                 raise ValueError(f"{route.method.full_name}: {route.template.text} is reserved")
 
@@ -155,19 +128,15 @@ class Gateway:
         return str(self._dispatcher)
 
     async def open(self) -> None:
-        methods = {
-            r.grpc_path: RpcMethod(r.grpc_path, r.request_class, r.response_class)
-            for r in self._routes
-        }
-        methods[HEALTH_CHECK.path] = HEALTH_CHECK
-        await self._dispatcher.open(list(methods.values()))
+        methods = {r.grpc_path: (r.request_class, r.response_class) for r in self._routes}
+        await self._dispatcher.open({**methods, HEALTH_CHECK: HEALTH_CLASSES})
 
     async def close(self) -> None:
         await self._dispatcher.close()
 
     def expire(self) -> None:
-        """The shutdown grace has run out: every request still in hand is cancelled, and
-        answered 503 (aiohttp would close its connection with no answer)."""
+        """The shutdown grace has run out: every request still in hand is cancelled and answered
+        503 (aiohttp would close its connection with no answer)."""
         self._expired = True
         for task in self._in_flight:
             task.cancel()
@@ -179,88 +148,70 @@ class Gateway:
         assert task is not None
         self._in_flight.add(task)
         try:
-            route, path_values, style = self._resolve(request)
-            request[ROUTE] = route.path if isinstance(route, _Builtin) else route.template.text
-            if isinstance(route, _Builtin):
-                response = await route.handler(request)
+            route, values, style = self._resolve(request)
+            if isinstance(route, str):
+                request[ROUTE] = route
+                response = await self._builtins[route](request)
             else:
-                response = await self._call(route, path_values, request, request_id)
+                request[ROUTE] = route.template.text
+                response = await self._call(route, values, request, request_id)
         except GatewayError as error:
-            response = errors.gateway_error_response(error, style)
-            if error.status == 413:
-                # The rest of the body is not wanted: close the connection after the answer
-                # (aiohttp then reads on for LINGERING_SECONDS at most, so the client can read
-                # the 413 before the connection is reset).
-                response.force_close()
-        except ClientGone:
-            log.info("client closed the connection mid-request (request id %s)", request_id)
-            response = errors.error_response(
-                CLIENT_CLOSED_REQUEST, "client_closed_request", "the client went away", style
+            response = error_response(
+                error.status, error.reason, error.message, error.style or style, error.headers
             )
-        except asyncio.CancelledError:
-            if self._expired:
+            if error.status == 413:  # the rest of the body is not wanted (LINGERING_SECONDS)
+                response.force_close()
+        except (ClientGone, asyncio.CancelledError) as gone:
+            if isinstance(gone, asyncio.CancelledError) and self._expired:
                 task.uncancel()
                 log.warning("shutdown grace over: answered 503 (request id %s)", request_id)
-                response = errors.error_response(
-                    503, "unavailable", "the service is shutting down; try again", style
-                )
+                text = "the service is shutting down; try again"
+                response = error_response(503, "unavailable", text, style)
                 response.force_close()
-                response.headers[REQUEST_ID_HEADER] = request_id
-                return response
-            # The client hung up (aiohttp cancels the handler, and with it the call): nobody to
-            # answer, and no access-log line follows.
-            log.info("client closed the connection mid-request (request id %s)", request_id)
-            raise
+            else:
+                log.info("client closed the connection mid-request (request id %s)", request_id)
+                if isinstance(gone, asyncio.CancelledError):
+                    raise  # aiohttp cancelled the handler, and the call: nobody to answer
+                text = "the client went away"
+                response = error_response(
+                    CLIENT_CLOSED_REQUEST, "client_closed_request", text, style
+                )
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
-            response = errors.internal_error_response(style)
+            response = error_response(500, "internal", "internal error", style)
         finally:
             self._in_flight.discard(task)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
-    def _resolve(self, request: web.Request) -> tuple[Route | _Builtin, dict[str, str], ErrorStyle]:
-        """The route for the request, its raw path values and its error style; or 404/405."""
+    def _resolve(self, request: web.Request) -> tuple[Route | str, dict[str, str], ErrorStyle]:
+        """The route (or built-in path), its raw path values and its error style; or 404/405."""
         path = request.rel_url.raw_path
-        # HEAD is GET without the body (RFC 9110 9.3.2); aiohttp leaves the body out.
-        method = "GET" if request.method == "HEAD" else request.method
-        builtin = self._builtins.get(path)
-        if builtin is not None:
-            if method != "GET":
-                raise GatewayError(
-                    405,
-                    "method_not_allowed",
-                    f"{request.method} is not allowed on {path}; allowed: GET, HEAD",
-                    {"Allow": "GET, HEAD"},
-                )
-            return builtin, {}, ErrorStyle.ERROR_CODE
+        method = "GET" if request.method == "HEAD" else request.method  # RFC 9110 9.3.2
         matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
-        if not matches:
+        if path in self._builtins:
+            if method == "GET":
+                return path, {}, ErrorStyle.ERROR_CODE
+            matches = []
+        elif not matches:
             raise GatewayError(404, "not_found", f"no such path: {request.path}")
         for route, values in matches:
             if route.http_method == method:
                 return route, values, route.error_style
         styles = {r.error_style for r, _ in matches}
+        methods = {r.http_method for r, _ in matches} or {"GET"}
+        allowed = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
+        message = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
         style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
-        methods = {r.http_method for r, _ in matches}
-        if "GET" in methods:
-            methods.add("HEAD")
-        allowed = ", ".join(sorted(methods))
-        raise GatewayError(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed on {request.path}; allowed: {allowed}",
-            {"Allow": allowed},
-            style=style,
-        )
+        raise GatewayError(405, "method_not_allowed", message, {"Allow": allowed}, style=style)
 
     async def _call(
-        self, route: Route, path_values: Mapping[str, str], request: web.Request, request_id: str
+        self, route: Route, values: dict[str, str], request: web.Request, request_id: str
     ) -> web.Response:
         metadata = call_metadata(request.headers, request_id)
         body = await self._read_json(request) if route.body else NO_BODY
         try:
-            message = build_request(route, path_values, request.rel_url.query.items(), body)
+            message = build_request(route, values, request.rel_url.query.items(), body)
         except TranscodeError as exc:
             raise bad_request(str(exc)) from None
         try:
@@ -268,55 +219,59 @@ class Gateway:
                 route.grpc_path, message, metadata, self._deadline(request), self._caller(request)
             )
         except CallFailed as failed:
-            return errors.rpc_error_response(failed.failure, route.error_style, request_id)
-        headers = response_headers(initial)
-        return errors.json_response(message_to_json(reply, route.response_body), headers=headers)
+            return rpc_error_response(failed.failure, route.error_style, request_id)
+        body = message_to_json(reply, route.response_body)
+        return json_response(body, headers=response_headers(initial))
 
     def _deadline(self, request: web.Request) -> float:
-        """Seconds the call may take: the client's `Grpc-Timeout` header (as grpc-gateway reads
-        it) when shorter than the gateway's own timeout. A login that could not be checked
-        within it is then not checked at all (service/domain/passwords.py)."""
-        raw = request.headers.get(GRPC_TIMEOUT_HEADER)
+        """Seconds the call may take: the gateway's timeout, or the client's shorter
+        `Grpc-Timeout`. A login not checked within it is not checked at all."""
+        raw = request.headers.get("Grpc-Timeout")
         if raw is None:
             return self._timeout
-        match = _GRPC_TIMEOUT.fullmatch(raw.strip())
-        if match is None:
-            raise bad_request(
-                f"{GRPC_TIMEOUT_HEADER} must be 1 to 8 digits and a unit (H, M, S, m, u, n)"
-            )
+        if (match := _GRPC_TIMEOUT.fullmatch(raw.strip())) is None:
+            raise bad_request("Grpc-Timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n)")
         return min(self._timeout, int(match[1]) * _GRPC_TIMEOUT_UNITS[match[2]])
 
     def _caller(self, request: web.Request) -> Caller:
         """Who is calling: the TCP peer, or whom trusted proxies name (client_address.py)."""
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
-        headers = request.headers
         address = client_address(
             (peer[0], peer[1]) if isinstance(peer, tuple) else None,
-            headers.getall(hdrs.X_FORWARDED_FOR, ()),
-            headers.getall(hdrs.FORWARDED, ()),
+            request.headers.getall(hdrs.X_FORWARDED_FOR, ()),
+            request.headers.getall(hdrs.FORWARDED, ()),
             self._trusted_proxies,
         )
         return Caller(address, transport)
 
     async def _read_json(self, request: web.Request) -> Any:
         """The parsed JSON body, or NO_BODY when it is empty."""
-        limit = self._body_limit
-        if request.content_length is not None and request.content_length > limit:
-            raise _too_large(limit)
-        chunks, size = [], 0
+        limit, chunks, size = self._body_limit, [], 0
+        too_large = GatewayError(
+            413, "payload_too_large", f"the request body is larger than {limit} bytes"
+        )
+        if (request.content_length or 0) > limit:
+            raise too_large
         try:
-            while chunk := await request.content.read(_READ_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
+            while chunk := await request.content.read(16 * 1024):
+                if (size := size + len(chunk)) > limit:
+                    raise too_large
                 chunks.append(chunk)
         except ConnectionError:
             raise ClientGone from None
         raw = b"".join(chunks)
         if not raw.strip(b" \t\r\n"):
             return NO_BODY
-        _check_content_type(request)
+        content_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
+        mime, charset = request.content_type, (request.charset or "utf-8").lower()
+        json_like = mime == "application/json" or re.fullmatch(r"application/.*\+json", mime)
+        if content_type and (not json_like or charset not in ("utf-8", "utf8")):
+            raise GatewayError(
+                415,
+                "unsupported_media_type",
+                f"unsupported Content-Type {content_type!r}: send application/json (UTF-8)",
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -324,42 +279,40 @@ class Gateway:
         try:
             return json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
-            raise bad_request(
-                f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
+            where = f"(line {exc.lineno}, column {exc.colno})"
+            raise bad_request(f"malformed JSON: {exc.msg} {where}") from None
         except _DuplicateKey as exc:
             raise bad_request(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
         except (ValueError, RecursionError):
             raise bad_request("malformed JSON") from None
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return errors.json_response({"status": "ok"})
+        return json_response({"status": "ok"})
+
+    async def _openapi_json(self, request: web.Request) -> web.Response:
+        return json_response(self._openapi)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         check = health_pb2.HealthCheckRequest(service="")
         try:
             reply, _ = await self._dispatcher.call(
-                HEALTH_CHECK.path, check, (), self._ready_timeout, self._caller(request)
+                HEALTH_CHECK, check, (), self._ready_timeout, self._caller(request)
             )
         except CallFailed as failed:
             message = f"gRPC health check failed: {failed.failure.code}"
-            return errors.json_response({"status": "unavailable", "message": message}, 503)
+            return json_response({"status": "unavailable", "message": message}, 503)
         assert isinstance(reply, health_pb2.HealthCheckResponse)
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             message = f"gRPC server is {name}"
-            return errors.json_response({"status": "unavailable", "message": message}, 503)
-        return errors.json_response({"status": "ok"})
-
-    async def _openapi_json(self, request: web.Request) -> web.Response:
-        return errors.json_response(self._openapi)
+            return json_response({"status": "unavailable", "message": message}, 503)
+        return json_response({"status": "ok"})
 
     async def _discovery_json(self, request: web.Request) -> web.Response:
-        """The discovery document: only what is true of authsvc (no authorization or token
-        endpoint in the OAuth sense, so none is named)."""
-        discovery = self._discovery
-        assert discovery is not None
-        base = discovery.public_url
+        """The discovery document: only what is true of authsvc (no OAuth authorization or
+        token endpoint, so none is named)."""
+        assert self._discovery is not None
+        base = self._discovery.public_url
         if base is None:
             if not _HOST.fullmatch(request.host):
                 raise bad_request("the Host header is not a host name or address")
@@ -369,23 +322,15 @@ class Gateway:
             for r in self._routes
             if r.http_method in ("GET", "POST")
         }
-        document: dict[str, Any] = {"issuer": discovery.issuer}
+        document: dict[str, Any] = {"issuer": self._discovery.issuer}
         if JWKS_METHOD in paths:
             document["jwks_uri"] = base + paths[JWKS_METHOD]
         if INTROSPECTION_METHOD in paths:
             document["introspection_endpoint"] = base + paths[INTROSPECTION_METHOD]
             document["introspection_endpoint_auth_methods_supported"] = ["none"]
-        document["id_token_signing_alg_values_supported"] = [discovery.algorithm]
-        cache = f"public, max-age={discovery.max_age}"
-        return errors.json_response(document, headers={"Cache-Control": cache})
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request was read."""
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+        document["id_token_signing_alg_values_supported"] = [self._discovery.algorithm]
+        cache = f"public, max-age={self._discovery.max_age}"
+        return json_response(document, headers={"Cache-Control": cache})
 
 
 class _DuplicateKey(ValueError):
@@ -405,38 +350,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_content_type(request: web.Request) -> None:
-    raw = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
-    if not raw:
-        return  # no Content-Type: the body is parsed as JSON, or refused as malformed
-    mime = request.content_type
-    json_like = mime == "application/json" or (
-        mime.startswith("application/") and mime.endswith("+json")
-    )
-    charset = request.charset
-    if not json_like or (charset is not None and charset.lower() not in ("utf-8", "utf8")):
-        raise GatewayError(
-            415,
-            "unsupported_media_type",
-            f"unsupported Content-Type {raw!r}: send application/json (UTF-8)",
-        )
-
-
 def response_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
-    """The HTTP headers a reply's initial metadata asks for: only those in
-    FORWARDED_RESPONSE_METADATA (a servicer's Cache-Control for the JWKS, say), never others."""
-    headers = {}
-    for key, value in metadata:
-        name = FORWARDED_RESPONSE_METADATA.get(key)
-        if name is not None and isinstance(value, str) and _printable_ascii(value):
-            headers[name] = value
-    return headers
+    """The HTTP headers a reply's initial metadata asks for: a servicer's Cache-Control only."""
+    wanted = [v for k, v in metadata if k == "cache-control" and isinstance(v, str)]
+    wanted = [v for v in wanted if _printable_ascii(v)]
+    return {"Cache-Control": wanted[-1]} if wanted else {}
 
 
 def call_metadata(headers: CIMultiDictProxy[str], request_id: str) -> tuple[tuple[str, str], ...]:
-    """The gRPC metadata for a request: its request id and its Authorization header(s), nothing
-    else. An Authorization value that is not printable ASCII cannot be metadata: 400."""
-    metadata = [(REQUEST_ID_KEY, request_id)]
+    """The gRPC metadata of a request: its request id and Authorization header(s), nothing else;
+    an Authorization that is not printable ASCII cannot be metadata: 400."""
+    metadata = [("x-request-id", request_id)]
     for value in headers.getall(hdrs.AUTHORIZATION, []):
         if not _printable_ascii(value):
             raise bad_request("the Authorization header must be printable ASCII")
@@ -468,13 +392,11 @@ def create_app(
 ) -> web.Application:
     """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
 
-    `dispatcher` is an `InProcessDispatcher` (the servicers of this process: `authsvc serve`) or
-    a `ChannelDispatcher` (a gRPC server elsewhere: `authsvc gateway`). `routes` defaults to
-    every annotated RPC of the authsvc.v1 `*_service_pb2` modules. `timeout` is each call's
-    deadline and `ready_timeout` the /readyz health check's, in seconds. `trusted_proxies` are
-    the peers whose X-Forwarded-For / Forwarded headers name the client. With `discovery`, the
-    gateway serves the OpenID / RFC 8414 discovery documents. `middlewares`: tracing's, when on.
-    """
+    `dispatcher`: an `InProcessDispatcher` (`authsvc serve`) or a `ChannelDispatcher`
+    (`authsvc gateway`). `routes`: by default every annotated authsvc.v1 RPC. `timeout` and
+    `ready_timeout` (/readyz): seconds. `trusted_proxies`: the peers whose X-Forwarded-For /
+    Forwarded name the client. `discovery`: serve the OpenID / RFC 8414 documents.
+    `middlewares`: tracing's, when on."""
     gateway = Gateway(
         dispatcher,
         build_routes(service_files()) if routes is None else routes,
@@ -498,16 +420,13 @@ def create_app(
 
 
 class _RequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering a request it cannot parse (request line or
-    headers) as the gateway answers: one JSON 4xx, 431 for an oversized line, echoing nothing
-    (aiohttp's own text/plain answer quotes the start of the offending header, which may be an
-    Authorization header), logged as one line with no traceback."""
+    """aiohttp's connection handler, with a deadline for a request's head (aiohttp has none), and
+    answering a request it cannot parse as the gateway answers: one JSON 400 (431 for an
+    oversized line) logged as one line, echoing nothing (aiohttp's own text quotes the start of
+    the offending header, which may be an Authorization header)."""
 
     header_timeout = DEFAULT_HEADER_TIMEOUT
     _head_timer: asyncio.TimerHandle | None = None
-
-    # A request's head (request line and headers) must arrive within `header_timeout` of its
-    # first byte, or the connection is closed (slowloris); aiohttp has no such timeout.
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -544,39 +463,24 @@ class _RequestHandler(RequestHandler):
     ) -> StreamResponse:
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
+        status, reason, text = 400, "bad_request", "malformed HTTP request"
         if isinstance(exc, LineTooLong):
             status, reason, text = 431, "header_too_large", "a request header line is too long"
-        else:
-            status, reason, text = 400, "bad_request", "malformed HTTP request"
         log.warning("refused an unreadable HTTP request from %s: %s", request.remote, reason)
-        response = errors.error_response(status, reason, text, ErrorStyle.ERROR_CODE)
+        response = error_response(status, reason, text, ErrorStyle.ERROR_CODE)
         response.force_close()
         return response
 
 
 class _Server(web.Server):
+    """aiohttp's Server names its handler class in `__call__`, with no option to choose another."""
+
     header_timeout = DEFAULT_HEADER_TIMEOUT
 
     def __call__(self) -> RequestHandler:
         handler = _RequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout = self.header_timeout
         return handler
-
-
-class _AppRunner(web.AppRunner):
-    """An AppRunner whose connections use `_RequestHandler` (aiohttp's `Server` names its
-    handler class in `__call__`, with no option to choose another)."""
-
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.header_timeout = header_timeout
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _Server
-        assert isinstance(server, _Server)
-        server.header_timeout = self.header_timeout
-        return server
 
 
 @asynccontextmanager
@@ -589,27 +493,26 @@ async def serving_gateway(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     **options: Any,
 ) -> AsyncIterator[int]:
-    """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS when
-    `ssl_context` is given, while the block runs; yields the bound port. On exit, stops accepting
-    and lets in-flight requests finish within `shutdown_timeout` seconds, then answers those
-    left 503 (their calls cancelled). A connection whose
-    request headers take more than `header_timeout` seconds is closed. `options` go to
-    `create_app` (`timeout`, `body_limit`, `ready_timeout`, `trusted_proxies`, `routes`,
-    `discovery`, `middlewares`)."""
+    """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS with
+    `ssl_context`, while the block runs; yields the bound port. On exit, stops accepting, lets
+    requests in flight finish within `shutdown_timeout` seconds, then answers those left 503.
+    `options` go to `create_app`."""
     host, port = split_address(http_addr)
     app = create_app(dispatcher, **options)
-    runner = _AppRunner(
+    runner = web.AppRunner(
         app,
         shutdown_timeout=shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,
         access_log_class=AccessLogger,
         lingering_time=LINGERING_SECONDS,
-        header_timeout=header_timeout,
         # A client that hangs up cancels its call, as in gRPC: a login still queued for its hash
         # is dropped, not checked for nobody (one already hashing is finished and recorded).
         handler_cancellation=True,
     )
     await runner.setup()
+    assert runner.server is not None
+    runner.server.__class__ = _Server
+    runner.server.header_timeout = header_timeout  # type: ignore[attr-defined]
     try:
         site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
@@ -618,9 +521,8 @@ async def serving_gateway(
         log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
         yield int(bound)
     finally:
-        # aiohttp waits `shutdown_timeout` for the handlers (twice, the second time after
-        # cancelling their request bodies), then closes the connections with no answer: the
-        # gateway answers them first.
+        # aiohttp waits `shutdown_timeout` for the handlers, then closes their connections
+        # with no answer: the gateway answers them first.
         timer = asyncio.get_running_loop().call_later(shutdown_timeout, app[GATEWAY_KEY].expire)
         try:
             await runner.cleanup()
@@ -631,7 +533,6 @@ async def serving_gateway(
 async def run_gateway(
     dispatcher: Dispatcher, http_addr: str, stop: asyncio.Event, **options: Any
 ) -> None:
-    """Serve the gateway until `stop` is set (`authsvc gateway`); `options` as for
-    `serving_gateway`."""
+    """Serve the gateway until `stop` is set (`authsvc gateway`); options as `serving_gateway`."""
     async with serving_gateway(dispatcher, http_addr, **options):
         await stop.wait()

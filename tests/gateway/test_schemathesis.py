@@ -26,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service import app
-from service.config import Settings
 from service.apidocs.openapi import openapi_document
+from service.config import Settings
 from service.gateway.server import serving_gateway
 
 USERNAME, PASSWORD = "schemathesis", "fuzz me"
