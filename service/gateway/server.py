@@ -75,7 +75,6 @@ INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
 
 @dataclass(frozen=True)
@@ -100,16 +99,22 @@ class Gateway:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        routes: Sequence[Route],
         *,
-        body_limit: int,
-        timeout: float,
-        ready_timeout: float,
+        routes: Sequence[Route] | None = None,
+        body_limit: int = DEFAULT_BODY_LIMIT,
+        timeout: float = DEFAULT_TIMEOUT,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
         trusted_proxies: Sequence[IPNetwork] = (),
         discovery: Discovery | None = None,
     ) -> None:
+        """`dispatcher`: an `InProcessDispatcher` (`authsvc serve`) or a `ChannelDispatcher`
+        (`authsvc gateway`); `routes`: by default every annotated authsvc.v1 RPC; `timeout`
+        and `ready_timeout` (/readyz) in seconds; `trusted_proxies`: the peers whose
+        X-Forwarded-For / Forwarded name the client; `discovery`: serve the OpenID / RFC 8414
+        documents."""
+        routes = build_routes(service_files()) if routes is None else routes
         self._dispatcher, self._routes, self._discovery = dispatcher, list(routes), discovery
-        self._body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
+        self.body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
         self._in_flight: set[asyncio.Task[Any]] = set()  # cancelled, and answered 503, by expire
         self._expired = False
@@ -247,7 +252,7 @@ class Gateway:
 
     async def _read_json(self, request: web.Request) -> Any:
         """The parsed JSON body, or NO_BODY when it is empty."""
-        limit, chunks, size = self._body_limit, [], 0
+        limit, chunks, size = self.body_limit, [], 0
         too_large = GatewayError(
             413, "payload_too_large", f"the request body is larger than {limit} bytes"
         )
@@ -379,46 +384,6 @@ def _request_id(request: web.Request) -> str:
     return uuid.uuid4().hex
 
 
-def create_app(
-    dispatcher: Dispatcher,
-    *,
-    routes: Sequence[Route] | None = None,
-    body_limit: int = DEFAULT_BODY_LIMIT,
-    timeout: float = DEFAULT_TIMEOUT,
-    ready_timeout: float = DEFAULT_READY_TIMEOUT,
-    trusted_proxies: Sequence[IPNetwork] = (),
-    discovery: Discovery | None = None,
-    middlewares: Sequence[Middleware] = (),
-) -> web.Application:
-    """The gateway as an aiohttp application; its dispatcher opens with the app's start-up.
-
-    `dispatcher`: an `InProcessDispatcher` (`authsvc serve`) or a `ChannelDispatcher`
-    (`authsvc gateway`). `routes`: by default every annotated authsvc.v1 RPC. `timeout` and
-    `ready_timeout` (/readyz): seconds. `trusted_proxies`: the peers whose X-Forwarded-For /
-    Forwarded name the client. `discovery`: serve the OpenID / RFC 8414 documents.
-    `middlewares`: tracing's, when on."""
-    gateway = Gateway(
-        dispatcher,
-        build_routes(service_files()) if routes is None else routes,
-        body_limit=body_limit,
-        timeout=timeout,
-        ready_timeout=ready_timeout,
-        trusted_proxies=trusted_proxies,
-        discovery=discovery,
-    )
-    app = web.Application(client_max_size=body_limit, middlewares=list(middlewares))
-
-    async def dispatch(_: web.Application) -> AsyncIterator[None]:
-        await gateway.open()
-        yield
-        await gateway.close()
-
-    app[GATEWAY_KEY] = gateway
-    app.cleanup_ctx.append(dispatch)
-    app.router.add_route("*", "/{path:.*}", gateway.handle)
-    return app
-
-
 class _RequestHandler(RequestHandler):
     """aiohttp's connection handler, with a deadline for a request's head (aiohttp has none), and
     answering a request it cannot parse as the gateway answers: one JSON 400 (431 for an
@@ -491,14 +456,17 @@ async def serving_gateway(
     ssl_context: ssl.SSLContext | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    middlewares: Sequence[Middleware] = (),
     **options: Any,
 ) -> AsyncIterator[int]:
     """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS with
     `ssl_context`, while the block runs; yields the bound port. On exit, stops accepting, lets
     requests in flight finish within `shutdown_timeout` seconds, then answers those left 503.
-    `options` go to `create_app`."""
+    `middlewares`: tracing's, when on; `options` go to `Gateway`."""
     host, port = split_address(http_addr)
-    app = create_app(dispatcher, **options)
+    gateway = Gateway(dispatcher, **options)
+    app = web.Application(client_max_size=gateway.body_limit, middlewares=list(middlewares))
+    app.router.add_route("*", "/{path:.*}", gateway.handle)
     runner = web.AppRunner(
         app,
         shutdown_timeout=shutdown_timeout,
@@ -513,6 +481,7 @@ async def serving_gateway(
     assert runner.server is not None
     runner.server.__class__ = _Server
     runner.server.header_timeout = header_timeout  # type: ignore[attr-defined]
+    await gateway.open()
     try:
         site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
@@ -523,11 +492,12 @@ async def serving_gateway(
     finally:
         # aiohttp waits `shutdown_timeout` for the handlers, then closes their connections
         # with no answer: the gateway answers them first.
-        timer = asyncio.get_running_loop().call_later(shutdown_timeout, app[GATEWAY_KEY].expire)
+        timer = asyncio.get_running_loop().call_later(shutdown_timeout, gateway.expire)
         try:
             await runner.cleanup()
         finally:
             timer.cancel()
+            await gateway.close()
 
 
 async def run_gateway(
