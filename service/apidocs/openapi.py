@@ -23,7 +23,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
 from service.gateway.errors import BASIC_CHALLENGE
-from service.gateway.routes import ErrorStyle, Route, Variable, build_routes, service_files
+from service.gateway.routes import (
+    ErrorStyle,
+    Route,
+    Variable,
+    build_routes,
+    fields_at,
+    service_files,
+)
 from service.gateway.transcoding import INT_RANGES, WRAPPERS, is_map
 
 F = FieldDescriptor
@@ -290,7 +297,7 @@ def _security(route: Route) -> list[dict[str, list[str]]] | None:
 
 
 def _path_parameter(route: Route, variable: Variable, schemas: _Schemas) -> dict[str, Any]:
-    field = _field_at(route.method.input_type, variable.field_path)
+    field = fields_at(route.method.input_type, variable.field_path)[-1]  # type: ignore[index]
     if variable.segments == ("*",):
         schema = schemas.value(field) if field.message_type is None else {"type": "string"}
     else:
@@ -304,14 +311,6 @@ def _path_parameter(route: Route, variable: Variable, schemas: _Schemas) -> dict
 
 def _regex_literal(text: str) -> str:
     return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
-
-
-def _field_at(message: Descriptor, path: Sequence[str]) -> FieldDescriptor:
-    field = message.fields_by_name[path[0]]
-    for name in path[1:]:
-        assert field.message_type is not None
-        field = field.message_type.fields_by_name[name]
-    return field
 
 
 def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
@@ -411,35 +410,21 @@ def _builtin_paths() -> dict[str, Any]:
             "content": {JSON: {"schema": schema}},
         }
 
+    def get(name: str, summary: str, **responses: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "get": {
+                "operationId": f"Gateway_{name}",
+                "tags": ["Gateway"],
+                "summary": summary,
+                "responses": {**{k.lstrip("_"): v for k, v in responses.items()}, "default": error},
+            }
+        }
+
+    ready = "Readiness: the gRPC server reports SERVING (its database answers)."
     return {
-        "/healthz": {
-            "get": {
-                "operationId": "Gateway_Healthz",
-                "tags": ["Gateway"],
-                "summary": "Liveness: the gateway process is up.",
-                "responses": {"200": ok(health), "default": error},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "Gateway_Readyz",
-                "tags": ["Gateway"],
-                "summary": "Readiness: the gRPC server reports SERVING (its database answers).",
-                "responses": {
-                    "200": ok(health),
-                    "503": ok(health, "Not ready."),
-                    "default": error,
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "Gateway_OpenApi",
-                "tags": ["Gateway"],
-                "summary": "This document.",
-                "responses": {"200": ok({"type": "object"}), "default": error},
-            }
-        },
+        "/healthz": get("Healthz", "Liveness: the gateway process is up.", _200=ok(health)),
+        "/readyz": get("Readyz", ready, _200=ok(health), _503=ok(health, "Not ready.")),
+        "/openapi.json": get("OpenApi", "This document.", _200=ok({"type": "object"})),
     }
 
 

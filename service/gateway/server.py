@@ -193,13 +193,14 @@ class Gateway:
         """The route (or built-in path), its raw path values and its error style; or 404/405."""
         path = request.rel_url.raw_path
         method = "GET" if request.method == "HEAD" else request.method  # RFC 9110 9.3.2
-        matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
         if path in self._builtins:
             if method == "GET":
                 return path, {}, ErrorStyle.ERROR_CODE
             matches = []
-        elif not matches:
-            raise GatewayError(404, "not_found", f"no such path: {request.path}")
+        else:
+            matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
+            if not matches:
+                raise GatewayError(404, "not_found", f"no such path: {request.path}")
         for route, values in matches:
             if route.http_method == method:
                 return route, values, route.error_style

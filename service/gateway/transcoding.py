@@ -137,6 +137,11 @@ def _required(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
     )
 
 
+@cache
+def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    return {f.json_name: f for f in descriptor.fields}
+
+
 def is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
@@ -149,7 +154,7 @@ def _object(
     descriptor: Descriptor, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """The fields of `obj`, checked; every REQUIRED one there but those the path sets (`exempt`)."""
-    fields = {f.json_name: f for f in descriptor.fields}
+    fields = _json_fields(descriptor)
     oneofs: dict[str, str] = {}
     out = {}
     for key, value in obj.items():
