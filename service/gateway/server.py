@@ -18,7 +18,6 @@ is closed; one aiohttp cannot parse is a JSON 400/431 that echoes nothing of it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import ssl
@@ -49,7 +48,13 @@ from service.gateway.errors import (
     rpc_error_response,
 )
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
-from service.gateway.transcoding import NO_BODY, TranscodeError, build_request, message_to_json
+from service.gateway.transcoding import (
+    NO_BODY,
+    TranscodeError,
+    build_request,
+    message_to_json,
+    parse_json,
+)
 from service.observability.http import ROUTE, AccessLogger
 
 log = logging.getLogger(__name__)
@@ -279,18 +284,9 @@ class Gateway:
                 f"unsupported Content-Type {content_type!r}: send application/json (UTF-8)",
             )
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise bad_request("the request body is not UTF-8") from None
-        try:
-            return json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
-        except json.JSONDecodeError as exc:
-            where = f"(line {exc.lineno}, column {exc.colno})"
-            raise bad_request(f"malformed JSON: {exc.msg} {where}") from None
-        except _DuplicateKey as exc:
-            raise bad_request(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
-        except (ValueError, RecursionError):
-            raise bad_request("malformed JSON") from None
+            return parse_json(raw)
+        except TranscodeError as exc:
+            raise bad_request(str(exc)) from None
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -337,23 +333,6 @@ class Gateway:
         document["id_token_signing_alg_values_supported"] = [self._discovery.algorithm]
         cache = f"public, max-age={self._discovery.max_age}"
         return json_response(document, headers={"Cache-Control": cache})
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def response_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:

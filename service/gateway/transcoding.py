@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,6 +74,38 @@ class _NoBody:
 
 
 NO_BODY: Final = _NoBody()
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON value: UTF-8, no key twice in an object, no NaN or Infinity."""
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_constant)
+    except UnicodeDecodeError:
+        raise TranscodeError("the request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        where = f"(line {exc.lineno}, column {exc.colno})"
+        raise TranscodeError(f"malformed JSON: {exc.msg} {where}") from None
+    except _Twice as exc:
+        raise TranscodeError(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
+    except (ValueError, RecursionError):
+        raise TranscodeError("malformed JSON") from None
+
+
+class _Twice(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Twice(key)
+        result[key] = value
+    return result
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def build_request(
