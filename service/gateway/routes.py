@@ -84,6 +84,8 @@ def parse_template(text: str) -> PathTemplate:
     pattern, pos = "", 1
     if not text.startswith("/"):
         raise RouteError(f"path template {text!r}: must start with '/'")
+    if re.fullmatch(rf"/(?::{_LITERAL})?", text):  # the root, with or without a verb
+        return PathTemplate(text, (), 0, re.compile(re.escape(text)))
     while True:
         token = _TOKEN.match(text, pos)
         if token is None:

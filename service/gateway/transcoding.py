@@ -179,6 +179,14 @@ def is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def _accepts_null(field: FieldDescriptor) -> bool:
+    kind = field.message_type or field.enum_type
+    return kind is not None and kind.full_name in (
+        "google.protobuf.Value",
+        "google.protobuf.NullValue",
+    )
+
+
 def _label(where: str) -> str:
     return f"field {where!r}" if where else "the request body"
 
@@ -213,8 +221,8 @@ def _field(
     field: FieldDescriptor, value: Any, where: str, exempt: frozenset[str] = frozenset()
 ) -> Any:
     """A field's JSON value: a map (its keys left to json_format), a list or one value."""
-    if value is None:
-        return _value(field, value, where)
+    if value is None and not _accepts_null(field):
+        raise TranscodeError(f"{_label(where)} must not be null")
     if is_map(field) or field.is_repeated:
         kind = dict if is_map(field) else list
         if not isinstance(value, kind):
@@ -239,8 +247,7 @@ def _value(
     label = label or _label(where)
     message, kind, enum = field.message_type, field.cpp_type, field.enum_type
     if value is None:
-        accepts = message.full_name if message else enum.full_name if enum else ""
-        if accepts in ("google.protobuf.Value", "google.protobuf.NullValue"):
+        if _accepts_null(field):
             return None
         raise TranscodeError(f"{label} must not be null")
     if message is not None:
@@ -274,8 +281,8 @@ def _value(
         return base64.urlsafe_b64encode(data).decode()
     if kind == F.CPPTYPE_STRING and re.search("[\ud800-\udfff]", value):
         raise TranscodeError(f"{label} is not valid UTF-8 text")
-    low, high = INT_RANGES.get(kind, (value, value))
-    if not low <= value <= high:
+    low, high = INT_RANGES.get(kind, (0, 0))
+    if kind in INT_RANGES and not low <= value <= high:
         raise TranscodeError(f"{label} must be between {low} and {high}")
     if kind in FLOAT_LIMITS:
         number = float(value) if abs(value) < 2**1024 else math.inf

@@ -58,6 +58,8 @@ def test_every_service_module_is_discovered() -> None:
 @pytest.mark.parametrize(
     ("template", "path", "values"),
     [
+        ("/", "/", {}),
+        ("/:ping", "/:ping", {}),
         ("/v1/users/authorize", "/v1/users/authorize", {}),
         ("/v1/users/authorize", "/v1/users/authorize/", None),
         ("/v1/tokens:verify", "/v1/tokens:verify", {}),
