@@ -79,8 +79,9 @@ def test_x_forwarded_for_wins_over_forwarded() -> None:
         ("For=198.51.100.8;proto=https;by=10.0.0.2", "ipv4:198.51.100.8:0"),
         ("for=192.0.2.1, for=198.51.100.8, for=10.7.7.7", "ipv4:198.51.100.8:0"),
         ('for=192.0.2.1;host="a,b", for=10.7.7.7', "ipv4:192.0.2.1:0"),
+        ('for=192.0.2.1;host="a;b", for=10.7.7.7', "ipv4:192.0.2.1:0"),
     ],
-    ids=["v4", "v4-port", "v6-port", "v6", "params", "chain", "quoted-comma"],
+    ids=["v4", "v4-port", "v6-port", "v6", "params", "chain", "quoted-comma", "quoted-semicolon"],
 )
 def test_forwarded_from_a_trusted_proxy(header: str, expected: str) -> None:
     """RFC 7239 for= (IPv4, IPv6 in brackets, ports, other parameters, chains) names the client."""
