@@ -5,6 +5,8 @@ newly annotated RPC is served with no change here.
 Templates follow google/api/http.proto (`/v1/{name=shelves/*}/books:verb`, `*`, `**`) and are
 compiled to a regular expression over the raw, still percent-encoded path; inside a variable an
 encoded slash (`%2F`) also separates segments, as OpenAPI clients encode a path parameter's `/`.
+By hand, in one regular expression: aiohttp's router knows neither `**` nor `:verb`, and
+google-api-core's `path_template` only checks or expands a template, it does not bind values.
 """
 
 from __future__ import annotations
