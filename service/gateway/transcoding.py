@@ -1,4 +1,5 @@
-"""JSON <-> protobuf messages: protobuf's `json_format`, with a strict pass in front of it.
+"""JSON <-> protobuf messages (grpc-gateway's marshaler): protobuf's `json_format`, with a
+strict pass in front of it; request bodies are decoded here too (UTF-8, no key twice, no NaN).
 
 `json_format.ParseDict` builds the request, but it takes what the gateway refuses ("12" for an
 integer, `true` for a number, an enum's number, proto names, `null`) and words its errors for
