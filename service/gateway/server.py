@@ -38,6 +38,7 @@ from multidict import CIMultiDictProxy
 
 from service.addresses import split_address
 from service.apidocs.openapi import openapi_document
+from service.apidocs.swagger_ui import swagger_ui_handlers
 from service.gateway.client_address import IPNetwork, client_address
 from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, CallFailed, Dispatcher
 from service.gateway.errors import (
@@ -79,7 +80,7 @@ JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
 INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Gateway:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/openapi.json": self._openapi_json,
+            **swagger_ui_handlers(),
             **{path: self._discovery_json for path in DISCOVERY_PATHS if discovery},
         }
         for route in self._routes:  # the gateway's own paths win: a route there is unreachable
@@ -151,7 +153,7 @@ class Gateway:
         for task in self._in_flight:
             task.cancel()
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = _request_id(request)
         style = ErrorStyle.ERROR_CODE
         task = asyncio.current_task()
