@@ -144,7 +144,7 @@ class GoLoad:
         raw, cpu = run["raw"], run["cpu"]
         result = summary(Counter(raw["labels"]), raw["latencies"] or [], cpu, cpu["elapsed_s"])
         head = {"mode": "closed", "concurrency": concurrency, "seconds": seconds, "load": "go"}
-        return head | result
+        return head | result | {"generator_cpu_s": raw["cpu_s"]}
 
     async def open_loop(
         self, call: GoCall, rate: float, seconds: float, deadline: float, meter: CpuMeter
@@ -156,4 +156,4 @@ class GoLoad:
         window = max(raw["sent_s"], seconds)
         result = summary(Counter(raw["labels"]), raw["latencies"] or [], cpu, window)
         head = {"mode": "open", "offered_per_s": raw["offered"] / window, "seconds": seconds}
-        return head | {"load": "go"} | result
+        return head | {"load": "go"} | result | {"generator_cpu_s": raw["cpu_s"]}

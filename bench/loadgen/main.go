@@ -21,8 +21,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -234,7 +235,14 @@ func withAuthorization(ctx context.Context, value string) context.Context {
 }
 
 func grpcCaller(o options) (caller, error) {
-	conn, err := grpc.Dial(o.target, grpc.WithInsecure())
+	// Fixed flow-control windows turn off grpc-go's bandwidth estimator, which pings the
+	// server on every reply: a frame each way, and wake-ups, for nothing on loopback.
+	conn, err := grpc.Dial(
+		o.target,
+		grpc.WithInsecure(),
+		grpc.WithInitialWindowSize(1<<20),
+		grpc.WithInitialConnWindowSize(1<<20),
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -264,52 +272,128 @@ func grpcCaller(o options) (caller, error) {
 	return nil, fmt.Errorf("unknown gRPC call %q", o.call)
 }
 
+// httpCaller speaks HTTP/1.1 over a pool of kept-alive connections itself, one request at a
+// time on each: net/http's client hands every request between goroutines (about twice the CPU
+// per call), and a load generator's own cost is what the bench must keep small. Written by hand
+// for that reason only; replies must carry a Content-Length (aiohttp's and uvicorn's JSON
+// replies do), anything else is labelled as an error.
 func httpCaller(o options) caller {
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConns:        o.concurrency,
-		MaxIdleConnsPerHost: o.concurrency,
-		DisableCompression:  true,
-	}}
-	url := strings.TrimRight(o.target, "/") + o.path
-	timeout := ""
+	u, err := url.Parse(strings.TrimRight(o.target, "/") + o.path)
+	if err != nil {
+		return func(context.Context, int) string { return "connection error (target)" }
+	}
+	var timeout string
 	if o.deadline > 0 { // the deadline goes to the server too (grpc-gateway's Grpc-Timeout)
 		timeout = fmt.Sprintf("%dm", int(o.deadline*1000+0.5))
 	}
-	return func(ctx context.Context, i int) string {
-		var body io.Reader
-		if len(o.bodies) > 0 {
-			body = strings.NewReader(o.bodies[i%len(o.bodies)])
-		}
-		req, err := http.NewRequestWithContext(ctx, o.call, url, body)
-		if err != nil {
-			return "connection error (request)"
-		}
+	requests := make([][]byte, 0, len(o.headers))
+	n := len(o.headers)
+	if len(o.bodies) > n {
+		n = len(o.bodies)
+	}
+	for i := 0; i < n; i++ {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", o.call, u.RequestURI(), u.Host)
 		if h := o.headers[i%len(o.headers)]; h != "" {
-			req.Header.Set("Authorization", h)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", o.contentType)
+			fmt.Fprintf(&b, "Authorization: %s\r\n", h)
 		}
 		if timeout != "" {
-			req.Header.Set("Grpc-Timeout", timeout)
+			fmt.Fprintf(&b, "Grpc-Timeout: %s\r\n", timeout)
 		}
-		reply, err := client.Do(req)
-		if err != nil {
-			return httpFailure(err)
+		body := ""
+		if len(o.bodies) > 0 {
+			body = o.bodies[i%len(o.bodies)]
+			fmt.Fprintf(&b, "Content-Type: %s\r\n", o.contentType)
 		}
-		defer reply.Body.Close()
-		data, err := io.ReadAll(reply.Body)
-		if err != nil {
-			return httpFailure(err)
-		}
-		if reply.StatusCode != 200 {
-			return fmt.Sprintf("HTTP %d", reply.StatusCode)
-		}
-		if !truthy(data, o.expect) {
-			return "HTTP 200 unexpected body"
-		}
-		return "OK"
+		fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
+		requests = append(requests, b.Bytes())
 	}
+	pool := make(chan *httpConn, 4096)
+	return func(ctx context.Context, i int) string {
+		var c *httpConn
+		select {
+		case c = <-pool:
+		default:
+			conn, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				return httpFailure(err)
+			}
+			c = &httpConn{conn: conn, r: bufio.NewReaderSize(conn, 16384)}
+		}
+		deadline, _ := ctx.Deadline()
+		_ = c.conn.SetDeadline(deadline) // zero: none
+		label, reuse := c.do(requests[i%len(requests)], o.expect)
+		if !reuse {
+			c.conn.Close()
+			return label
+		}
+		select {
+		case pool <- c:
+		default:
+			c.conn.Close()
+		}
+		return label
+	}
+}
+
+type httpConn struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// do sends one request and reads its reply: the label, and whether the connection can be used
+// again.
+func (c *httpConn) do(request []byte, expect string) (string, bool) {
+	if _, err := c.conn.Write(request); err != nil {
+		return httpFailure(err), false
+	}
+	line, err := c.r.ReadSlice('\n')
+	if err != nil {
+		return httpFailure(err), false
+	}
+	fields := strings.Fields(string(line))
+	if len(fields) < 2 {
+		return "connection error (malformed status line)", false
+	}
+	status, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return "connection error (malformed status line)", false
+	}
+	length, keep := -1, true
+	for {
+		line, err = c.r.ReadSlice('\n')
+		if err != nil {
+			return httpFailure(err), false
+		}
+		header := strings.TrimSpace(string(line))
+		if header == "" {
+			break
+		}
+		name, value, _ := strings.Cut(header, ":")
+		value = strings.TrimSpace(value)
+		switch strings.ToLower(name) {
+		case "content-length":
+			length, _ = strconv.Atoi(value)
+		case "connection":
+			keep = !strings.EqualFold(value, "close")
+		case "transfer-encoding":
+			return "connection error (chunked reply)", false
+		}
+	}
+	if length < 0 {
+		return "connection error (no Content-Length)", false
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return httpFailure(err), false
+	}
+	if status != 200 {
+		return fmt.Sprintf("HTTP %d", status), keep
+	}
+	if !truthy(body, expect) {
+		return "HTTP 200 unexpected body", keep
+	}
+	return "OK", keep
 }
 
 func httpFailure(err error) string {
