@@ -220,20 +220,31 @@ async def server(workdir: Path, name: str, database_url: str, cost: Cost) -> Asy
     with log_path.open("wb") as log:
         proc = await authsvc(env, "serve", stdout=log, stderr=log)
     http = f"http://{http_addr}"
+    # Up to ~2 minutes: migrations, first key, dummy hash.
+    async with running("server", proc, log_path, f"{http}/readyz", 120):
+        yield Server(proc, env, grpc_addr, http)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    what: str, proc: Process, log_path: Path, ready_url: str, seconds: float
+) -> AsyncIterator[None]:
+    """Wait until `ready_url` answers 200 (at most `seconds`); on exit SIGTERM to `proc`, which
+    must exit 0. Its log's tail is printed when it did not, or did not get ready."""
     ok = False
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(600):  # up to ~2 minutes: migrations, first key, dummy hash
+            for _ in range(int(seconds / 0.2)):
                 if proc.returncode is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode} during start-up")
+                    raise RuntimeError(f"{what} exited with {proc.returncode} during start-up")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{http}/readyz") as reply:
+                    async with session.get(ready_url) as reply:
                         if reply.status == 200:
                             break
                 await asyncio.sleep(0.2)
             else:
-                raise RuntimeError("server not ready after 2 minutes")
-        yield Server(proc, env, grpc_addr, http)
+                raise RuntimeError(f"{what} not ready after {seconds:.0f} s")
+        yield
         ok = True
     finally:
         if proc.returncode is None:
@@ -246,7 +257,7 @@ async def server(workdir: Path, name: str, database_url: str, cost: Cost) -> Asy
         if code != 0 or not ok:
             print((await asyncio.to_thread(log_path.read_text))[-3000:], file=sys.stderr)
     if code != 0:
-        raise RuntimeError(f"server exited with {code} after SIGTERM (expected 0)")
+        raise RuntimeError(f"{what} exited with {code} after SIGTERM (expected 0)")
 
 
 async def create_users(srv: Server, users: list[tuple[str, str]]) -> None:
@@ -644,16 +655,21 @@ async def keycloak_run(
     }
 
 
+def peer_env(database_url: str, cost: Cost) -> dict[str, str]:
+    """The peer's environment: its database (SQLAlchemy's asyncpg URL) and argon2id `cost`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PEER_"))}
+    return env | {
+        "PEER_DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "PEER_ARGON2": f"{cost.t},{cost.m_kib},{cost.p}",
+    }
+
+
 @contextlib.asynccontextmanager
 async def peer_server(workdir: Path, database_url: str, cost: Cost) -> AsyncIterator[Server]:
     """The peer (bench/peer/app.py) under uvicorn with PEER_WORKERS workers on
     `database_url`, ready (GET /healthz 200); on exit SIGTERM to uvicorn, which must exit 0."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PEER_"))}
-    env |= {
-        "PEER_DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
-        "PEER_ARGON2": f"{cost.t},{cost.m_kib},{cost.p}",
-    }
+    env = peer_env(database_url, cost)
     log_path = workdir / "peer.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -674,33 +690,8 @@ async def peer_server(workdir: Path, database_url: str, cost: Cost) -> AsyncIter
             stderr=log,
         )
     http = f"http://127.0.0.1:{port}"
-    ok = False
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                if proc.returncode is not None:
-                    raise RuntimeError(f"peer exited with {proc.returncode} during start-up")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{http}/healthz") as reply:
-                        if reply.status == 200:
-                            break
-                await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError("peer not ready after a minute")
+    async with running("peer", proc, log_path, f"{http}/healthz", 60):
         yield Server(proc, env, "", http)
-        ok = True
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.wait_for(proc.wait(), 60)
-        except TimeoutError:
-            proc.kill()
-            code = await proc.wait()
-        if code != 0 or not ok:
-            print((await asyncio.to_thread(log_path.read_text))[-3000:], file=sys.stderr)
-    if code != 0:
-        raise RuntimeError(f"peer exited with {code} after SIGTERM (expected 0)")
 
 
 async def peer_run(
@@ -720,16 +711,12 @@ async def peer_run(
         flush=True,
     )
     users = [(f"kc{i}@example.com", f"keycloak password {i}") for i in range(USERS)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEER_")} | {
-        "PEER_DATABASE_URL": url.replace("postgresql://", "postgresql+asyncpg://", 1),
-        "PEER_ARGON2": f"{KEYCLOAK.t},{KEYCLOAK.m_kib},{KEYCLOAK.p}",
-    }
     setup = await asyncio.create_subprocess_exec(
         str(PEER_PYTHON),
         str(PEER_APP / "app.py"),
         "setup",
         *(x for pair in users for x in pair),
-        env=env,
+        env=peer_env(url, KEYCLOAK),
         stdout=PIPE,
         stderr=STDOUT,
     )
