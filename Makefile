@@ -102,8 +102,19 @@ verify-stubs: stubs
 	@test -z "$$(git status --porcelain -- $(STUB_DIR) $(GO_STUB_DIR))" || \
 	  (echo "untracked generated stubs: run 'make stubs go-stubs' and commit" >&2; git status --porcelain -- $(STUB_DIR) $(GO_STUB_DIR) >&2; exit 1)
 
-# Starts its own server (temporary embedded PostgreSQL, production argon2id) and prints ratios.
+# Starts its own server (temporary embedded PostgreSQL, production argon2id) and prints ratios;
+# then the FastAPI + fastapi-users peer, from an environment of its own (.venv-peer: never the
+# service's), left out with a note when that cannot be installed.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP): bench/peer/requirements.txt
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	@if $(PEER_VENV)/bin/python -m pip install --quiet -r bench/peer/requirements.txt; then touch $@; \
+	  else echo "make bench: the peer's packages did not install: the peer is left out" >&2; fi
+
 bench: install
+	@$(MAKE) --no-print-directory $(PEER_STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The OpenAPI document of the REST routes, generated from the same annotations the gateway reads.

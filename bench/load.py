@@ -94,14 +94,17 @@ def machine_busy_seconds() -> float:
 class CpuMeter:
     """CPU spent by the server, the client, PostgreSQL and the rest, between two samples."""
 
-    def __init__(self, server_pid: int, postgres_pid: int) -> None:
+    def __init__(self, server_pid: int, postgres_pid: int, *, server_tree: bool = False) -> None:
+        """`server_tree`: the server is `server_pid` and its child processes (uvicorn's
+        workers), counted as for PostgreSQL."""
         self.server_pid = server_pid
         self.postgres_pid = postgres_pid
+        self._server_cpu = tree_cpu_seconds if server_tree else proc_cpu_seconds
 
     def sample(self) -> dict[str, float]:
         return {
             "t": time.perf_counter(),
-            "server": proc_cpu_seconds(self.server_pid),
+            "server": self._server_cpu(self.server_pid),
             "client": time.process_time(),
             "postgres": tree_cpu_seconds(self.postgres_pid),
             "machine": machine_busy_seconds(),

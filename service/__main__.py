@@ -19,6 +19,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+# The servers run on uvloop's event loop (libuv under the same asyncio API): measured with the
+# bench's A/B runs, about 5% less event-loop CPU per login over gRPC and REST alike than
+# asyncio's own loop. The short CLI commands keep asyncio's.
+import uvloop
+
 from service import app, request_context
 from service.addresses import is_loopback
 from service.config import ConfigError, Settings, load_settings
@@ -372,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
-            asyncio.run(app.serve(settings))
+            uvloop.run(app.serve(settings))
         elif args.command == "gateway":
             check_upstream(settings, args.grpc_target)
-            asyncio.run(app.run_standalone_gateway(settings, args.grpc_target))
+            uvloop.run(app.run_standalone_gateway(settings, args.grpc_target))
         elif args.command == "migrate":
             asyncio.run(with_services(settings, lambda _: asyncio.sleep(0)))
         elif args.command == "keys":

@@ -101,6 +101,7 @@ class RpcStats:
     handling: Any
     login: bool
     _handled: dict[str, Any] = field(default_factory=dict)
+    _logins: dict[str, Any] = field(default_factory=dict)
 
     def handled(self, code: str, reason: str | None, seconds: float) -> None:
         child = self._handled.get(code)
@@ -109,7 +110,11 @@ class RpcStats:
         child.inc()
         self.handling.observe(seconds)
         if self.login:
-            LOGINS.labels("success" if code == "OK" else (reason or code).lower()).inc()
+            outcome = "success" if code == "OK" else (reason or code).lower()
+            login = self._logins.get(outcome)
+            if login is None:
+                login = self._logins[outcome] = LOGINS.labels(outcome)
+            login.inc()
         if reason == THROTTLE_REASON:
             THROTTLED.inc()
 
