@@ -286,10 +286,11 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     for line in startup.changed_settings(settings):
         log.info("setting %s", line)
-    # A busy port stops start-up in one line, before the database is opened.
-    check_listenable(settings.grpc_addr, "gRPC")
-    check_listenable(settings.http_addr, "HTTP")
-    with serving_metrics(settings.metrics_addr), tracing.exporting(settings.tracing):
+    with (
+        tracing.exporting(settings.tracing),  # first: its configuration errors are exit 2
+        listening_checked(settings),
+        serving_metrics(settings.metrics_addr),
+    ):
         async with (
             open_database(settings, announce=True) as db,
             open_services(db, settings) as services,
@@ -344,6 +345,14 @@ async def serve(settings: Settings) -> None:
                 await asyncio.gather(*chores)
                 metrics.unregister_state(state)
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def listening_checked(settings: Settings) -> Iterator[None]:
+    """A busy port stops start-up in one line, before the database is opened."""
+    check_listenable(settings.grpc_addr, "gRPC")
+    check_listenable(settings.http_addr, "HTTP")
+    yield
 
 
 @contextlib.contextmanager

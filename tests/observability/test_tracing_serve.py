@@ -211,6 +211,8 @@ def test_tracing_off_hooks_nothing() -> None:
 def test_unknown_exporter_is_one_line(database_url: str) -> None:
     """An exporter no installed package provides stops `serve` with one line naming it."""
     env = env_with(AUTHSVC_DATABASE_URL=database_url, OTEL_TRACES_EXPORTER="zipkin_json")
+    # Ports of its own: the default ones may be in use on a developer's machine.
+    env.update(AUTHSVC_GRPC_ADDR="127.0.0.1:0", AUTHSVC_HTTP_ADDR="127.0.0.1:0")
     result = cli(env, "serve")
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
