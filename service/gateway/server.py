@@ -233,8 +233,7 @@ class Gateway:
             )
         except CallFailed as failed:
             return rpc_error_response(failed.failure, route.error_style, request_id)
-        body = message_to_json(reply, route.response_body)
-        return json_response(body, headers=response_headers(initial))
+        return json_response(message_to_json(reply), headers=response_headers(initial))
 
     def _deadline(self, request: web.Request) -> float:
         """Seconds the call may take: the gateway's timeout, or the client's shorter
