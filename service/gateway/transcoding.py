@@ -31,6 +31,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from service.gateway.errors import GatewayError
 from service.gateway.routes import Route, is_scalar
 
 F = FieldDescriptor
@@ -64,16 +65,11 @@ _SPECIAL_FLOATS: Final = frozenset({"NaN", "Infinity", "-Infinity"})  # ProtoJSO
 _BOOL_TEXT: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
-class TranscodeError(ValueError):
-    """The request cannot be turned into the message; the text is safe to show to the caller."""
+class TranscodeError(GatewayError):
+    """The request cannot be turned into the message (400); the text is safe to show."""
 
-
-class _NoBody:
-    def __repr__(self) -> str:
-        return "NO_BODY"
-
-
-NO_BODY: Final = _NoBody()
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_argument", message)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -112,14 +108,13 @@ def build_request(
     route: Route,
     path_values: Mapping[str, str],
     query: Iterable[tuple[str, str]],
-    body: Any = NO_BODY,
+    body: Any = None,
 ) -> Message:
     """The request message for `route` from the raw path values, the query parameters (routes
-    without a body) and the parsed JSON body (`NO_BODY` when the request had none)."""
+    without a body) and the parsed JSON body (`{}` when the request had none)."""
     descriptor = cast(Descriptor, route.request_class.DESCRIPTOR)
     bound = frozenset(route.template.variables)
     if route.body:
-        body = {} if body is NO_BODY else body
         if not isinstance(body, dict):
             raise TranscodeError("the request body must be a JSON object")
         data = _object(descriptor, body, "", bound)
