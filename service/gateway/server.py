@@ -282,13 +282,13 @@ class Gateway:
             )
         except RpcFailure as failure:
             message = f"gRPC health check failed: {failure.code}"
-            return json_response({"status": "unavailable", "message": message}, 503)
-        assert isinstance(reply, health_pb2.HealthCheckResponse)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            message = f"gRPC server is {name}"
-            return json_response({"status": "unavailable", "message": message}, 503)
-        return json_response({"status": "ok"})
+        else:
+            assert isinstance(reply, health_pb2.HealthCheckResponse)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return json_response({"status": "ok"})
+            serving = health_pb2.HealthCheckResponse.ServingStatus
+            message = f"gRPC server is {serving.Name(reply.status)}"
+        return json_response({"status": "unavailable", "message": message}, 503)
 
     async def _discovery_json(self, request: web.Request) -> web.Response:
         """The discovery document: only what is true of authsvc (no OAuth authorization or
