@@ -81,21 +81,15 @@ def parse_json(raw: bytes) -> Any:
     except json.JSONDecodeError as exc:
         where = f"(line {exc.lineno}, column {exc.colno})"
         raise TranscodeError(f"malformed JSON: {exc.msg} {where}") from None
-    except _Twice as exc:
-        raise TranscodeError(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # NaN, Infinity; an integer of too many digits
         raise TranscodeError("malformed JSON") from None
-
-
-class _Twice(ValueError):
-    pass
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
-        if key in result:
-            raise _Twice(key)
+        if key in result:  # TranscodeError is no ValueError: json.loads lets it through
+            raise TranscodeError(f"malformed JSON: key {key!r} appears twice")
         result[key] = value
     return result
 
