@@ -23,14 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
 from service.gateway.errors import BASIC_CHALLENGE
-from service.gateway.routes import (
-    ErrorStyle,
-    Route,
-    Variable,
-    build_routes,
-    fields_at,
-    service_files,
-)
+from service.gateway.routes import ErrorStyle, Route, build_routes, is_scalar, service_files
 from service.gateway.transcoding import INT_RANGES, WRAPPERS, is_map
 
 F = FieldDescriptor
@@ -93,8 +86,6 @@ _WELL_KNOWN: Final[dict[str, dict[str, Any]]] = {
         "additionalProperties": True,
     },
 }
-_QUERY_DEPTH = 3
-_HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"})
 
 
 def _behaviors(field: FieldDescriptor) -> set[int]:
@@ -296,59 +287,28 @@ def _security(route: Route) -> list[dict[str, list[str]]] | None:
     return None
 
 
-def _path_parameter(route: Route, variable: Variable, schemas: _Schemas) -> dict[str, Any]:
-    field = fields_at(route.method.input_type, variable.field_path)[-1]  # type: ignore[index]
-    if variable.segments == ("*",):
-        schema = schemas.value(field) if field.message_type is None else {"type": "string"}
-    else:
-        pattern = "/".join(
-            "[^/]+" if s == "*" else ".*" if s == "**" else _regex_literal(s)
-            for s in variable.segments
-        )
-        schema = {"type": "string", "pattern": f"^{pattern}$"}
-    return {"name": variable.name, "in": "path", "required": True, "schema": schema}
-
-
-def _regex_literal(text: str) -> str:
-    return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
+def _path_parameter(route: Route, name: str) -> dict[str, Any]:
+    schema = _scalar_schema(route.method.input_type.fields_by_name[name])
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
-    bound = set(route.path_fields) | ({route.body} if route.body else set())
+    """The top-level scalar fields of a route without a body that its path does not set."""
     parameters: list[dict[str, Any]] = []
-
-    def walk(message: Descriptor, json_prefix: str, proto_prefix: str, depth: int) -> None:
-        for field in message.fields:
-            proto = proto_prefix + field.name
-            if (
-                proto in bound
-                or is_map(field)
-                or field_behavior_pb2.OUTPUT_ONLY in _behaviors(field)
-            ):
-                continue
-            name = json_prefix + field.json_name
-            inner = field.message_type
-            if inner is not None and not field.is_repeated and _is_plain_message(inner):
-                if depth < _QUERY_DEPTH:
-                    walk(inner, name + ".", proto + ".", depth + 1)
-                continue
-            if inner is not None and _is_plain_message(inner):
-                continue  # a repeated message cannot be written as query parameters
-            schema = schemas.field(field)
-            parameter: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
-            if field_behavior_pb2.REQUIRED in _behaviors(field):
-                parameter["required"] = True
-            if field.is_repeated:
-                parameter.update(style="form", explode=True)
-            parameters.append(parameter)
-
-    if route.body != "*":
-        walk(route.method.input_type, "", "", 0)
+    for field in [] if route.body else route.method.input_type.fields:
+        behaviors = _behaviors(field)
+        if field.name in route.template.variables or not is_scalar(field):
+            continue
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+            continue
+        schema = schemas.field(field)
+        parameter: dict[str, Any] = {"name": field.json_name, "in": "query", "schema": schema}
+        if field_behavior_pb2.REQUIRED in behaviors:
+            parameter["required"] = True
+        if field.is_repeated:
+            parameter.update(style="form", explode=True)
+        parameters.append(parameter)
     return parameters
-
-
-def _is_plain_message(message: Descriptor) -> bool:
-    return message.full_name not in _WELL_KNOWN and message.full_name not in WRAPPERS
 
 
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
@@ -360,32 +320,23 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         "summary": f"{method.containing_service.name}.{method.name}",
         "description": f"Calls the gRPC method `{method.full_name}`.",
     }
-    parameters = [_path_parameter(route, v, schemas) for v in route.template.variables]
+    parameters = [_path_parameter(route, name) for name in route.template.variables]
     parameters += _query_parameters(route, schemas)
     if parameters:
         operation["parameters"] = parameters
-    if route.body == "*":
-        top_level = frozenset(n for n in route.path_fields if "." not in n)
-        body = schemas.message(request, top_level) if top_level else schemas.ref(request)
-    elif route.body:
-        body = schemas.field(request.fields_by_name[route.body])
-    else:
-        body = None
-    if body is not None:
+    if route.body:
+        bound = frozenset(route.template.variables)
+        body = schemas.message(request, bound) if bound else schemas.ref(request)
         operation["requestBody"] = {
             "description": "JSON; an empty body is the same as {}.",
             "required": False,
             "content": {JSON: {"schema": body}},
         }
-    if route.response_body:
-        reply = schemas.field(method.output_type.fields_by_name[route.response_body])
-    else:
-        reply = schemas.ref(method.output_type)
     operation["responses"] = {
         "200": {
             "description": "OK",
             "headers": dict(_REQUEST_ID_HEADER),
-            "content": {JSON: {"schema": reply}},
+            "content": {JSON: {"schema": schemas.ref(method.output_type)}},
         },
         **_error_responses(route.error_style),
     }
@@ -443,9 +394,7 @@ def openapi_document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        if route.http_method not in _HTTP_METHODS:
-            continue  # a custom HTTP method cannot be described in OpenAPI
-        path = paths.setdefault(route.template.openapi_path, {})
+        path = paths.setdefault(route.template.text, {})
         path[route.http_method.lower()] = _operation(route, schemas)
     paths.update(_builtin_paths())
     services = sorted({r.method.containing_service.name for r in routes})

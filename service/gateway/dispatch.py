@@ -47,14 +47,6 @@ class Caller:
     transport: asyncio.BaseTransport | None
 
 
-class CallFailed(Exception):
-    """The call ended with a status other than OK."""
-
-    def __init__(self, failure: RpcFailure) -> None:
-        super().__init__(failure.code)
-        self.failure = failure
-
-
 class Dispatcher(Protocol):
     async def open(self, methods: Methods) -> None: ...
 
@@ -63,7 +55,7 @@ class Dispatcher(Protocol):
     async def call(
         self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
     ) -> tuple[Message, Metadata]:
-        """The reply and its initial metadata within `seconds`; `CallFailed` otherwise."""
+        """The reply and its initial metadata within `seconds`; `RpcFailure` otherwise."""
         ...
 
 
@@ -111,8 +103,8 @@ class ChannelDispatcher:
             reply = await call
             initial = await call.initial_metadata()
         except grpc.aio.AioRpcError as exc:
-            failure = RpcFailure(exc.code().name, exc.details(), exc.trailing_metadata() or ())
-            raise CallFailed(failure) from None
+            trailing = exc.trailing_metadata() or ()
+            raise RpcFailure(exc.code().name, exc.details(), trailing) from None
         return reply, tuple(initial or ())
 
 
@@ -146,7 +138,7 @@ class InProcessDispatcher:
     ) -> tuple[Message, Metadata]:
         handler = self._handlers.get(path)
         if handler is None:  # as a gRPC server answers for a service it does not have
-            raise CallFailed(RpcFailure("UNIMPLEMENTED", "Method not found!", ()))
+            raise RpcFailure("UNIMPLEMENTED", "Method not found!", ())
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
@@ -160,10 +152,9 @@ class InProcessDispatcher:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            raise CallFailed(RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded", ())) from None
+            raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded", ()) from None
         except InProcessAbort as abort:
-            failure = RpcFailure(abort.code.name, abort.details, abort.trailing_metadata)
-            raise CallFailed(failure) from None
+            raise RpcFailure(abort.code.name, abort.details, abort.trailing_metadata) from None
         return reply, context.sent_initial_metadata
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -61,13 +60,14 @@ def bad_request(message: str) -> GatewayError:
     return GatewayError(400, "invalid_argument", message)
 
 
-@dataclass(frozen=True)
-class RpcFailure:
-    """What the gateway needs from a failed call."""
+class RpcFailure(Exception):
+    """A call that ended with a status other than OK: what the gateway needs of it."""
 
-    code: str  # grpc.StatusCode name, e.g. "UNAUTHENTICATED"
-    details: str | None
-    trailing_metadata: Iterable[tuple[str, str | bytes]]
+    def __init__(
+        self, code: str, details: str | None, trailing_metadata: Iterable[tuple[str, str | bytes]]
+    ) -> None:
+        super().__init__(code)  # a grpc.StatusCode name, e.g. "UNAUTHENTICATED"
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
 
 
 def json_response(

@@ -40,22 +40,17 @@ from service.addresses import split_address
 from service.apidocs.openapi import openapi_document
 from service.apidocs.swagger_ui import swagger_ui_handlers
 from service.gateway.client_address import IPNetwork, client_address
-from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, CallFailed, Dispatcher
+from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, Dispatcher
 from service.gateway.errors import (
     GatewayError,
+    RpcFailure,
     bad_request,
     error_response,
     json_response,
     rpc_error_response,
 )
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
-from service.gateway.transcoding import (
-    NO_BODY,
-    TranscodeError,
-    build_request,
-    message_to_json,
-    parse_json,
-)
+from service.gateway.transcoding import build_request, message_to_json, parse_json
 from service.observability.http import ROUTE, AccessLogger
 
 log = logging.getLogger(__name__)
@@ -93,10 +88,6 @@ class Discovery:
     algorithm: str
     public_url: str | None = None
     max_age: int = 3600
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request was read."""
 
 
 class Gateway:
@@ -173,21 +164,15 @@ class Gateway:
             )
             if error.status == 413:  # the rest of the body is not wanted (LINGERING_SECONDS)
                 response.force_close()
-        except (ClientGone, asyncio.CancelledError) as gone:
-            if isinstance(gone, asyncio.CancelledError) and self._expired:
-                task.uncancel()
-                log.warning("shutdown grace over: answered 503 (request id %s)", request_id)
-                text = "the service is shutting down; try again"
-                response = error_response(503, "unavailable", text, style)
-                response.force_close()
-            else:
+        except asyncio.CancelledError:
+            if not self._expired:  # aiohttp cancelled the handler, and the call: nobody to answer
                 log.info("client closed the connection mid-request (request id %s)", request_id)
-                if isinstance(gone, asyncio.CancelledError):
-                    raise  # aiohttp cancelled the handler, and the call: nobody to answer
-                text = "the client went away"
-                response = error_response(
-                    CLIENT_CLOSED_REQUEST, "client_closed_request", text, style
-                )
+                raise
+            task.uncancel()
+            log.warning("shutdown grace over: answered 503 (request id %s)", request_id)
+            text = "the service is shutting down; try again"
+            response = error_response(503, "unavailable", text, style)
+            response.force_close()
         except Exception:
             log.exception("unexpected error in the gateway (request id %s)", request_id)
             response = error_response(500, "internal", "internal error", style)
@@ -222,19 +207,15 @@ class Gateway:
         self, route: Route, values: dict[str, str], request: web.Request, request_id: str
     ) -> web.Response:
         metadata = call_metadata(request.headers, request_id)
-        body = await self._read_json(request) if route.body else NO_BODY
-        try:
-            message = build_request(route, values, request.rel_url.query.items(), body)
-        except TranscodeError as exc:
-            raise bad_request(str(exc)) from None
+        body = await self._read_json(request) if route.body else None
+        message = build_request(route, values, request.rel_url.query.items(), body)
         try:
             reply, initial = await self._dispatcher.call(
                 route.grpc_path, message, metadata, self._deadline(request), self._caller(request)
             )
-        except CallFailed as failed:
-            return rpc_error_response(failed.failure, route.error_style, request_id)
-        body = message_to_json(reply, route.response_body)
-        return json_response(body, headers=response_headers(initial))
+        except RpcFailure as failure:
+            return rpc_error_response(failure, route.error_style, request_id)
+        return json_response(message_to_json(reply), headers=response_headers(initial))
 
     def _deadline(self, request: web.Request) -> float:
         """Seconds the call may take: the gateway's timeout, or the client's shorter
@@ -259,23 +240,23 @@ class Gateway:
         return Caller(address, transport)
 
     async def _read_json(self, request: web.Request) -> Any:
-        """The parsed JSON body, or NO_BODY when it is empty."""
-        limit, chunks, size = self.body_limit, [], 0
+        """The parsed JSON body; {} when it is empty. A client gone mid-body is 499, which only
+        the access log sees."""
+        limit = self.body_limit
         too_large = GatewayError(
             413, "payload_too_large", f"the request body is larger than {limit} bytes"
         )
         if (request.content_length or 0) > limit:
             raise too_large
         try:
-            while chunk := await request.content.read(16 * 1024):
-                if (size := size + len(chunk)) > limit:
-                    raise too_large
-                chunks.append(chunk)
+            raw = await request.read()  # at most client_max_size (the limit), however sent
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
         except ConnectionError:
-            raise ClientGone from None
-        raw = b"".join(chunks)
+            gone = "the client went away"
+            raise GatewayError(CLIENT_CLOSED_REQUEST, "client_closed_request", gone) from None
         if not raw.strip(b" \t\r\n"):
-            return NO_BODY
+            return {}
         content_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
         mime, charset = request.content_type, (request.charset or "utf-8").lower()
         json_like = mime == "application/json" or re.fullmatch(r"application/.*\+json", mime)
@@ -285,10 +266,7 @@ class Gateway:
                 "unsupported_media_type",
                 f"unsupported Content-Type {content_type!r}: send application/json (UTF-8)",
             )
-        try:
-            return parse_json(raw)
-        except TranscodeError as exc:
-            raise bad_request(str(exc)) from None
+        return parse_json(raw)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -302,15 +280,15 @@ class Gateway:
             reply, _ = await self._dispatcher.call(
                 HEALTH_CHECK, check, (), self._ready_timeout, self._caller(request)
             )
-        except CallFailed as failed:
-            message = f"gRPC health check failed: {failed.failure.code}"
-            return json_response({"status": "unavailable", "message": message}, 503)
-        assert isinstance(reply, health_pb2.HealthCheckResponse)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            message = f"gRPC server is {name}"
-            return json_response({"status": "unavailable", "message": message}, 503)
-        return json_response({"status": "ok"})
+        except RpcFailure as failure:
+            message = f"gRPC health check failed: {failure.code}"
+        else:
+            assert isinstance(reply, health_pb2.HealthCheckResponse)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return json_response({"status": "ok"})
+            serving = health_pb2.HealthCheckResponse.ServingStatus
+            message = f"gRPC server is {serving.Name(reply.status)}"
+        return json_response({"status": "unavailable", "message": message}, 503)
 
     async def _discovery_json(self, request: web.Request) -> web.Response:
         """The discovery document: only what is true of authsvc (no OAuth authorization or

@@ -8,8 +8,9 @@ field's name: an unknown field (known by `json_name` only: the seeds' `new_passw
 `userName`), a wrong type, `null` (but for google.protobuf.Value), an integer out of range or with
 a fraction, an enum not by name, two members of one oneof, an unpaired surrogate, bad base64, and
 a missing `(google.api.field_behavior) = REQUIRED` field. Path variables and query parameters
-(JSON or proto names, dotted, repeated for repeated fields; one naming no field is ignored, as
-grpc-gateway does) are text turned into JSON values and folded into the same dict, the path last.
+(top-level scalar fields by JSON or proto name, repeated for repeated fields; one naming no field
+is ignored, as grpc-gateway does) are text turned into JSON values and folded into the same dict,
+the path last.
 Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires` is a number).
 """
 
@@ -30,19 +31,18 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from service.gateway.routes import Route, fields_at
+from service.gateway.errors import GatewayError
+from service.gateway.routes import Route, is_scalar
 
 F = FieldDescriptor
 WRAPPERS: Final = frozenset(
     f"google.protobuf.{kind}Value"
     for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
-# Types with a JSON form of their own, parsed by json_format; TEXT_WELL_KNOWN fit in a parameter.
-TEXT_WELL_KNOWN: Final = WRAPPERS | {
-    f"google.protobuf.{n}" for n in ("Timestamp", "Duration", "FieldMask")
-}
-WELL_KNOWN: Final = TEXT_WELL_KNOWN | {
-    f"google.protobuf.{n}" for n in ("Any", "Struct", "Value", "ListValue")
+# Types with a JSON form of their own, parsed by json_format.
+WELL_KNOWN: Final = WRAPPERS | {
+    f"google.protobuf.{n}"
+    for n in ("Timestamp", "Duration", "FieldMask", "Any", "Struct", "Value", "ListValue")
 }
 INT_RANGES: Final = {
     F.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
@@ -65,16 +65,11 @@ _SPECIAL_FLOATS: Final = frozenset({"NaN", "Infinity", "-Infinity"})  # ProtoJSO
 _BOOL_TEXT: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
-class TranscodeError(ValueError):
-    """The request cannot be turned into the message; the text is safe to show to the caller."""
+class TranscodeError(GatewayError):
+    """The request cannot be turned into the message (400); the text is safe to show."""
 
-
-class _NoBody:
-    def __repr__(self) -> str:
-        return "NO_BODY"
-
-
-NO_BODY: Final = _NoBody()
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_argument", message)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -86,21 +81,15 @@ def parse_json(raw: bytes) -> Any:
     except json.JSONDecodeError as exc:
         where = f"(line {exc.lineno}, column {exc.colno})"
         raise TranscodeError(f"malformed JSON: {exc.msg} {where}") from None
-    except _Twice as exc:
-        raise TranscodeError(f"malformed JSON: key {exc.args[0]!r} appears twice") from None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # NaN, Infinity; an integer of too many digits
         raise TranscodeError("malformed JSON") from None
-
-
-class _Twice(ValueError):
-    pass
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
-        if key in result:
-            raise _Twice(key)
+        if key in result:  # TranscodeError is no ValueError: json.loads lets it through
+            raise TranscodeError(f"malformed JSON: key {key!r} appears twice")
         result[key] = value
     return result
 
@@ -113,51 +102,32 @@ def build_request(
     route: Route,
     path_values: Mapping[str, str],
     query: Iterable[tuple[str, str]],
-    body: Any = NO_BODY,
+    body: Any = None,
 ) -> Message:
-    """The request message for `route` from the raw path values, the query parameters and the
-    parsed JSON body (`NO_BODY` when the request had none)."""
+    """The request message for `route` from the raw path values, the query parameters (routes
+    without a body) and the parsed JSON body (`{}` when the request had none)."""
     descriptor = cast(Descriptor, route.request_class.DESCRIPTOR)
-    bound = set(route.path_fields)
-    data: dict[str, Any] = {}
-    if route.body == "*":
-        body = {} if body is NO_BODY else body
+    bound = frozenset(route.template.variables)
+    if route.body:
         if not isinstance(body, dict):
             raise TranscodeError("the request body must be a JSON object")
-        data = _object(descriptor, body, "", _under(bound, ""))
+        data = _object(descriptor, body, "", bound)
     else:
-        if route.body:
-            bound.add(route.body)
-            field = descriptor.fields_by_name[route.body]
-            if body is not NO_BODY:  # a message body's errors are named from its top
-                where = "" if field.message_type and not field.is_repeated else field.json_name
-                data[field.json_name] = _field(field, body, where, _under(bound, route.body))
-            elif field in _required(descriptor):
-                raise TranscodeError("the request body is required")
-        given = _query(descriptor, query, bound, data)
+        data = _query(descriptor, query, bound)
         for field in _required(descriptor):
-            if field.name not in given and not any(b.split(".")[0] == field.name for b in bound):
+            if field.json_name not in data and field.name not in bound:
                 raise TranscodeError(f"missing required query parameter {field.json_name!r}")
     for name, raw in path_values.items():
         try:
             text = unquote(raw, errors="strict")
         except UnicodeDecodeError:
             raise TranscodeError(f"path parameter {name!r} is not valid UTF-8") from None
-        fields = fields_at(descriptor, name.split("."))
-        assert fields is not None  # checked when the route was built
-        _put(data, fields, _leaf(fields[-1], [text], f"path parameter {name!r}"))
+        field = descriptor.fields_by_name[name]
+        data[field.json_name] = _leaf(field, [text], f"path parameter {name!r}")
     try:
         return json_format.ParseDict(data, route.request_class())
     except json_format.ParseError:  # what the strict pass leaves to json_format (map keys)
         raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
-
-
-def _under(bound: Iterable[str], prefix: str) -> frozenset[str]:
-    """Names of the fields directly under `prefix` ("" for the request) that the path sets."""
-    start = prefix + "." if prefix else ""
-    return frozenset(
-        b[len(start) :] for b in bound if b.startswith(start) and "." not in b[len(start) :]
-    )
 
 
 @cache
@@ -188,10 +158,6 @@ def _accepts_null(field: FieldDescriptor) -> bool:
     )
 
 
-def _label(where: str) -> str:
-    return f"field {where!r}" if where else "the request body"
-
-
 def _object(
     descriptor: Descriptor, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
@@ -218,34 +184,26 @@ def _object(
     return out
 
 
-def _field(
-    field: FieldDescriptor, value: Any, where: str, exempt: frozenset[str] = frozenset()
-) -> Any:
+def _field(field: FieldDescriptor, value: Any, where: str) -> Any:
     """A field's JSON value: a map (its keys left to json_format), a list or one value."""
     if value is None and not _accepts_null(field):
-        raise TranscodeError(f"{_label(where)} must not be null")
+        raise TranscodeError(f"field {where!r} must not be null")
     if is_map(field) or field.is_repeated:
         kind = dict if is_map(field) else list
         if not isinstance(value, kind):
             raise TranscodeError(
-                f"{_label(where)} must be a JSON {'object' if kind is dict else 'array'}"
+                f"field {where!r} must be a JSON {'object' if kind is dict else 'array'}"
             )
         if isinstance(value, dict):
             item = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
             return {k: _value(item, v, f"{where}[{k!r}]") for k, v in value.items()}
         return [_value(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return _value(field, value, where, exempt=exempt)
+    return _value(field, value, where)
 
 
-def _value(
-    field: FieldDescriptor,
-    value: Any,
-    where: str,
-    label: str = "",
-    exempt: frozenset[str] = frozenset(),
-) -> Any:
+def _value(field: FieldDescriptor, value: Any, where: str, label: str = "") -> Any:
     """One value of `field` (an item, for a repeated one), checked and made canonical."""
-    label = label or _label(where)
+    label = label or f"field {where!r}"
     message, kind, enum = field.message_type, field.cpp_type, field.enum_type
     if value is None:
         if _accepts_null(field):
@@ -260,7 +218,7 @@ def _value(
             return value
         if not isinstance(value, dict):
             raise TranscodeError(f"{label} must be a JSON object")
-        return _object(message, value, where, exempt)
+        return _object(message, value, where)
     if kind in INT_RANGES and isinstance(value, float) and value.is_integer():
         value = int(value)
     if kind in FLOAT_LIMITS and isinstance(value, str) and value in _SPECIAL_FLOATS:
@@ -294,35 +252,28 @@ def _value(
 
 
 def _query(
-    descriptor: Descriptor, query: Iterable[tuple[str, str]], bound: set[str], data: dict[str, Any]
-) -> set[str]:
-    """Put the fields the query names into `data`; returns the proto names of top-level ones."""
+    descriptor: Descriptor, query: Iterable[tuple[str, str]], bound: frozenset[str]
+) -> dict[str, Any]:
+    """The JSON values of the top-level scalar fields the query names (by JSON or proto name;
+    a name of no field is ignored, as grpc-gateway does, and so is one the path sets)."""
     grouped: dict[str, list[str]] = {}
     for key, value in query:
         grouped.setdefault(key, []).append(value)
-    given = set()
+    data = {}
     for key, values in grouped.items():
-        fields = fields_at(descriptor, key.split("."), json=True)
-        if fields is None:
-            continue  # names no field: ignored, as grpc-gateway does
-        dotted = ".".join(f.name for f in fields)
-        if any(f"{dotted}.".startswith(f"{b}.") or b.startswith(f"{dotted}.") for b in bound):
-            continue  # the path or the body sets this field
-        _put(data, fields, _leaf(fields[-1], values, f"query parameter {key!r}"))
-        given.add(fields[0].name)
-    return given
-
-
-def _put(data: dict[str, Any], fields: Sequence[FieldDescriptor], value: Any) -> None:
-    for field in fields[:-1]:
-        data = data.setdefault(field.json_name, {})
-    data[fields[-1].json_name] = value
+        head = key.split(".")[0]
+        field = _json_fields(descriptor).get(head) or descriptor.fields_by_name.get(head)
+        if field is None or field.name in bound:
+            continue
+        label = f"query parameter {key!r}"
+        if "." in key or not is_scalar(field):
+            raise TranscodeError(f"{label}: only top-level scalar fields are query parameters")
+        data[field.json_name] = _leaf(field, values, label)
+    return data
 
 
 def _leaf(field: FieldDescriptor, texts: Sequence[str], label: str) -> Any:
-    """The JSON value of a field given as text, once or (repeated fields) more."""
-    if is_map(field):
-        raise TranscodeError(f"{label} cannot set a map field")
+    """The JSON value of a scalar field given as text, once or (repeated fields) more."""
     if not field.is_repeated and len(texts) > 1:
         raise TranscodeError(f"{label} is given more than once")
     values = [_value(field, _from_text(field, text, label), label, label) for text in texts]
@@ -331,12 +282,7 @@ def _leaf(field: FieldDescriptor, texts: Sequence[str], label: str) -> Any:
 
 def _from_text(field: FieldDescriptor, text: str, label: str) -> Any:
     """The JSON value a path segment or query value stands for (then checked by `_value`)."""
-    message, kind = field.message_type, field.cpp_type
-    if message is not None and message.full_name in WRAPPERS:
-        inner = message.fields_by_name["value"]
-        return _value(inner, _from_text(inner, text, label), label, label)
-    if message is not None and message.full_name not in TEXT_WELL_KNOWN:
-        raise TranscodeError(f"{label} names a message; send it in a JSON body")
+    kind = field.cpp_type
     if kind == F.CPPTYPE_BOOL:
         if text.lower() not in _BOOL_TEXT:
             raise TranscodeError(f"{label} must be true or false")
@@ -350,18 +296,14 @@ def _from_text(field: FieldDescriptor, text: str, label: str) -> Any:
             return float(text)
         except ValueError:
             raise TranscodeError(f"{label} must be a number") from None
-    return text  # strings, bytes, enums, special floats and text well-known types stay text
+    return text  # strings, enums and special floats stay text
 
 
-def message_to_json(message: Message, response_body: str = "") -> Any:
-    """The JSON value (for json.dumps) of a reply, or of its `response_body` field."""
+def message_to_json(message: Message) -> Any:
+    """The JSON value (for json.dumps) of a reply."""
     descriptor = cast(Descriptor, message.DESCRIPTOR)
     data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    data = _numbers(descriptor, data)
-    if not response_body:
-        return data
-    field = descriptor.fields_by_name[response_body]
-    return data.get(field.json_name, {} if field.message_type is not None else None)
+    return _numbers(descriptor, data)
 
 
 def _numbers(descriptor: Descriptor | None, data: Any, kind: int = F.CPPTYPE_MESSAGE) -> Any:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from yarl import URL
 
 from service.gateway.dispatch import ChannelDispatcher
@@ -68,14 +71,10 @@ def test_every_service_module_is_discovered() -> None:
         ("/.well-known/jwks.json", "/.well-known/jwksXjson", None),
         ("/v1/{name}", "/v1/bob", {"name": "bob"}),
         ("/v1/{name}", "/v1/a/b", None),
-        ("/v1/{name=users/*}", "/v1/users/bob", {"name": "users/bob"}),
-        ("/v1/{name=users/*}", "/v1/users%2Fbob", {"name": "users%2Fbob"}),
-        ("/v1/{name=users/*}", "/v1/groups/bob", None),
-        ("/v1/{name=users/*}:activate", "/v1/users/bob:activate", {"name": "users/bob"}),
-        ("/v1/{name=users/*}:activate", "/v1/users/bob", None),
-        ("/v1/{a.b}/x/{c}", "/v1/1/x/2", {"a.b": "1", "c": "2"}),
-        ("/v1/files/{path=**}", "/v1/files/a/b/c.txt", {"path": "a/b/c.txt"}),
-        ("/v1/*/items", "/v1/anything/items", {}),
+        ("/v1/{name}", "/v1/users%2Fbob", {"name": "users%2Fbob"}),
+        ("/v1/users/{name}:activate", "/v1/users/bob:activate", {"name": "bob"}),
+        ("/v1/users/{name}:activate", "/v1/users/bob", None),
+        ("/v1/{a}/x/{c}", "/v1/1/x/2", {"a": "1", "c": "2"}),
     ],
 )
 def test_template_matching(template: str, path: str, values: dict[str, str] | None) -> None:
@@ -94,23 +93,21 @@ def test_bad_templates_are_refused(template: str) -> None:
 
 
 def test_every_rule_feature_is_read(library_routes: list[Route]) -> None:
-    """Methods (custom too), templates, body, response_body and additional_bindings all become
+    """Each HTTP method, templates with variables and verbs, and bodies ("*" or none) become
     routes; an RPC without an HTTP rule becomes none."""
     table = {(r.http_method, r.template.text): r for r in library_routes}
     assert set(table) == {
-        ("GET", "/v1/{name=shelves/*/books/*}"),
         ("GET", "/v1/books/{name}"),
-        ("GET", "/v1/{parent=shelves/*}/books"),
-        ("POST", "/v1/{parent=shelves/*}/books"),
-        ("PATCH", "/v1/{book.name=shelves/*/books/*}"),
-        ("POST", "/v1/{name=shelves/*/books/*}:archive"),
-        ("PURGE", "/v1/{name=shelves/*}"),
-        ("GET", "/v1/files/{path=**}"),
+        ("GET", "/v1/shelves/{shelf}/books"),
+        ("POST", "/v1/books"),
+        ("PATCH", "/v1/books/{name}"),
+        ("POST", "/v1/books/{name}:archive"),
+        ("DELETE", "/v1/books/{name}"),
+        ("GET", "/v1/files/{path}"),
     }
-    assert table[("GET", "/v1/books/{name}")].operation_id == "LibraryService_GetBook2"
-    assert table[("GET", "/v1/{parent=shelves/*}/books")].response_body == "books"
-    assert table[("POST", "/v1/{parent=shelves/*}/books")].body == "book"
-    assert table[("GET", "/v1/files/{path=**}")].body == ""
+    assert table[("GET", "/v1/books/{name}")].operation_id == "LibraryService_GetBook"
+    assert table[("POST", "/v1/books")].body == "*"
+    assert table[("GET", "/v1/files/{path}")].body == ""
 
 
 def test_a_path_bound_twice_is_refused(library_file) -> None:
@@ -119,28 +116,91 @@ def test_a_path_bound_twice_is_refused(library_file) -> None:
         build_routes([library_file, library_file])
 
 
+def refused_file(rule: http_pb2.HttpRule, streaming: bool = False) -> FileDescriptor:
+    """A file of one RPC, refused.v1.Refused.Do, annotated with `rule`; its request has a
+    string `name`, bytes `data` and a message `inner`."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="refused.proto", package="refused.v1", syntax="proto3"
+    )
+    request = proto.message_type.add(name="Request")
+    field = descriptor_pb2.FieldDescriptorProto
+    for number, (name, kind) in enumerate(
+        [("name", field.TYPE_STRING), ("data", field.TYPE_BYTES), ("inner", field.TYPE_MESSAGE)],
+        start=1,
+    ):
+        added = request.field.add(name=name, json_name=name, number=number, type=kind)
+        added.label = field.LABEL_OPTIONAL
+        if kind == field.TYPE_MESSAGE:
+            added.type_name = ".refused.v1.Request"
+    method = proto.service.add(name="Refused").method.add(
+        name="Do", input_type=".refused.v1.Request", output_type=".refused.v1.Request"
+    )
+    method.server_streaming = streaming
+    method.options.Extensions[annotations_pb2.http].CopyFrom(rule)
+    pool = descriptor_pool.DescriptorPool()
+    return pool.Add(proto) or pool.FindFileByName("refused.proto")
+
+
+@pytest.mark.parametrize(
+    ("rule", "feature"),
+    [
+        (http_pb2.HttpRule(get="/v1/{name=shelves/*}"), "a sub-template variable"),
+        (http_pb2.HttpRule(get="/v1/files/{name=**}"), "'**'"),
+        (http_pb2.HttpRule(get="/v1/**"), "'**'"),
+        (http_pb2.HttpRule(get="/v1/{inner.name}"), "a nested field path"),
+        (http_pb2.HttpRule(get="/v1/*/x"), "segment '*'"),
+        (http_pb2.HttpRule(get="/v1/{data}"), "{data} names no singular scalar field"),
+        (http_pb2.HttpRule(get="/v1/{inner}"), "{inner} names no singular scalar field"),
+        (http_pb2.HttpRule(post="/v1/x", body="inner"), "body 'inner'"),
+        (http_pb2.HttpRule(get="/v1/x", response_body="name"), "response_body"),
+        (
+            http_pb2.HttpRule(
+                get="/v1/x", additional_bindings=[http_pb2.HttpRule(get="/v1/{name}")]
+            ),
+            "additional_bindings",
+        ),
+        (
+            http_pb2.HttpRule(custom=http_pb2.CustomHttpPattern(kind="PURGE", path="/v1/x")),
+            "HTTP method 'PURGE'",
+        ),
+    ],
+)
+def test_unsupported_rule_features_are_refused(rule: http_pb2.HttpRule, feature: str) -> None:
+    """An annotation using a feature the gateway does not serve is a start-up error naming the
+    RPC and the feature, never a route served wrongly."""
+    with pytest.raises(RouteError) as refused:
+        build_routes([refused_file(rule)])
+    assert "refused.v1.Refused.Do" in str(refused.value) and feature in str(refused.value)
+
+
+def test_a_streaming_rpc_is_refused() -> None:
+    """A streaming RPC cannot be served over HTTP/JSON: a start-up error naming it."""
+    with pytest.raises(RouteError, match=r"refused\.v1\.Refused\.Do: streaming"):
+        build_routes([refused_file(http_pb2.HttpRule(get="/v1/x"), streaming=True)])
+
+
 BOOK = {"title": "Dune"}
 
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
-        ("GET", "/v1/shelves/s1/books/b1", None, 503),
         ("GET", "/v1/books/b1", None, 503),
         ("GET", "/v1/shelves/s1/books?pageSize=10&genres=GENRE_POETRY", None, 503),
-        ("POST", "/v1/shelves/s1/books", BOOK, 503),
-        ("PATCH", "/v1/shelves%2Fs1%2Fbooks%2Fb1", BOOK, 503),
-        ("POST", "/v1/shelves/s1/books/b1:archive", {"note": "old"}, 503),
-        ("PURGE", "/v1/shelves/s1", None, 503),
-        ("GET", "/v1/files/etc/motd?revision=3", None, 503),
-        ("GET", "/v1/files/etc/motd", None, 400),
-        ("POST", "/v1/shelves/s1/books", None, 400),
-        ("POST", "/v1/shelves/s1/books", {"pages": 1}, 400),
+        ("POST", "/v1/books", BOOK, 503),
+        ("PATCH", "/v1/books/shelves%2Fs1", BOOK, 503),
+        ("POST", "/v1/books/b1:archive", {"note": "old"}, 503),
+        ("DELETE", "/v1/books/b1", None, 503),
+        ("GET", "/v1/files/motd?revision=3", None, 503),
+        ("GET", "/v1/files/motd", None, 400),
+        ("POST", "/v1/books", None, 400),
+        ("POST", "/v1/books", {"pages": 1}, 400),
         ("GET", "/v1/shelves/s1/books?pageSize=ten", None, 400),
         ("GET", "/v1/shelves/s1/books?genres=GENRE_NOVEL", None, 400),
-        ("DELETE", "/v1/shelves/s1/books/b1", None, 405),
-        ("POST", "/v1/shelves/s1/books/b1:publish", None, 405),
-        ("GET", "/v1/shelves/s1/books/b1/pages", None, 404),
+        ("GET", "/v1/shelves/s1/books?author.displayName=Ann", None, 400),
+        ("PUT", "/v1/books/b1", None, 405),
+        ("POST", "/v1/books/b1:publish", None, 405),
+        ("GET", "/v1/books/b1/pages", None, 404),
         ("GET", "/v1/shelves", None, 404),
     ],
 )
