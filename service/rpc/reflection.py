@@ -7,11 +7,17 @@ but v1 is v1alpha renamed, message for message and field number for field number
 project says so in reflection.proto). So the same servicer answers both names: on the v1 path
 its v1alpha messages are the very bytes a v1 client expects. The v1 file is added to the
 descriptor pool (v1alpha's, renamed) so that v1 too can be described.
+
+protobuf's upb pool does not find a method by its full name (`FindFileContainingSymbol(
+"authsvc.v1.AuthService.Authorize")` is a KeyError, while grpcurl's `describe` of a method asks
+exactly that), so the servicer reads the pool through `_MethodAwarePool`, which falls back to
+`FindMethodByName`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -48,11 +54,28 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(file)
 
 
+class _MethodAwarePool:
+    """The default pool, whose file-containing-symbol look-up also finds methods."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
+
+
 def enable_reflection(server: grpc.aio.Server, services: Iterable[str]) -> None:
     """Serve reflection (v1 and v1alpha) on `server` for `services` and for itself."""
-    _add_v1_descriptor(descriptor_pool.Default())
+    pool = descriptor_pool.Default()
+    _add_v1_descriptor(pool)
     names = (*services, V1_SERVICE, V1ALPHA_SERVICE)
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = reflection.aio.ReflectionServicer(names, pool=_MethodAwarePool(pool))
     for service in (V1ALPHA_SERVICE, V1_SERVICE):
         handler = grpc.stream_stream_rpc_method_handler(
             servicer.ServerReflectionInfo,

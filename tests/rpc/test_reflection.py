@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -117,3 +117,24 @@ async def test_unknown_symbol_is_not_found(channel: grpc.aio.Channel) -> None:
     request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service")
     replies = [reply async for reply in call(iter([request]), timeout=10)]
     assert replies[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+async def test_a_method_is_found_by_its_full_name(channel: grpc.aio.Channel) -> None:
+    """A method's full name (grpcurl's `describe authsvc.v1.AuthService.Authorize`) returns the
+    file that defines it, for authsvc's services and health alike."""
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    symbols = ["authsvc.v1.AuthService.Authorize", "grpc.health.v1.Health.Check"]
+    requests = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in symbols]
+    replies = [reply async for reply in call(iter(requests), timeout=10)]
+    for symbol, reply in zip(symbols, replies, strict=True):
+        assert reply.WhichOneof("message_response") == "file_descriptor_response"
+        file = descriptor_pb2.FileDescriptorProto.FromString(
+            reply.file_descriptor_response.file_descriptor_proto[0]
+        )
+        package, service, method = symbol.rsplit(".", 2)
+        assert file.package == package
+        assert method in {m.name for s in file.service if s.name == service for m in s.method}
