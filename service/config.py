@@ -278,6 +278,20 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _database_url(raw: str) -> str:
+    """A PostgreSQL URL asyncpg can take apart; the message never repeats it (it may hold a
+    password)."""
+    shape = "must be postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    try:
+        url = urlsplit(raw.strip())
+        url.port  # noqa: B018 (raises for a port that is no number, or out of range)
+    except ValueError:
+        raise ValueError(f"{shape} (its host or port cannot be read)") from None
+    if url.scheme not in ("postgresql", "postgres"):
+        raise ValueError(shape)
+    return raw.strip()
+
+
 class _Environment:
     """The `AUTHSVC_*` variables of one environment, each parsed or reported in one line."""
 
@@ -303,7 +317,7 @@ def _storage(get: _Environment, s: Settings) -> Settings:
     pg_bin = get("PG_BIN_DIR", _text, "")
     return replace(
         s,
-        database_url=get("DATABASE_URL", _text, "") or None,
+        database_url=get("DATABASE_URL", _database_url, "") or None,
         data_dir=Path(get("DATA_DIR", _text, str(s.data_dir))),
         pg_bin_dir=Path(pg_bin) if pg_bin else None,
         db_pool_min=get("DB_POOL_MIN", _int(0, 1000), s.db_pool_min),

@@ -128,6 +128,26 @@ def test_bad_values_name_their_variable(name: str, value: str) -> None:
     assert str(caught.value).startswith(f"{name}:") and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://admin:hunter2@[::1:5432/x",
+        "postgresql://admin:hunter2@127.0.0.1:99999/authsvc",
+        "mysql://admin:hunter2@127.0.0.1/authsvc",
+        "not a url hunter2",
+    ],
+    ids=["bracket", "port", "scheme", "words"],
+)
+def test_a_database_url_that_cannot_be_read_is_a_configuration_error(url: str) -> None:
+    """An unreadable AUTHSVC_DATABASE_URL stops start-up as a bad setting (one line naming the
+    variable, exit 2), and the line never repeats the URL or its password."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTHSVC_DATABASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith("AUTHSVC_DATABASE_URL: must be postgresql://")
+    assert "hunter2" not in message and "\n" not in message
+
+
 def test_brute_force_defaults() -> None:
     """Defaults: 3 failures per name and source free, 10 per source across names, then 1 s
     doubling to 60 s, lockout off (30 min when on), complexity off, no max age, no history,
