@@ -58,7 +58,10 @@ def parse_instant(raw: str, option: str, also: str = "") -> datetime:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise UsageError(f"{option}: not an ISO-8601 date{also}: {raw!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # in UTC, as stored: 0001-01-01T00:00+14:00 is before the first representable instant
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise UsageError(f"{option}: out of range: {raw!r}") from None
 
 
 def parse_expiry(raw: str) -> datetime | None:
@@ -70,9 +73,19 @@ def parse_expiry(raw: str) -> datetime | None:
 
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
-        password = sys.stdin.read()
-        # One trailing newline is the shell's, not the password's.
-        return password[:-1] if password.endswith("\n") else password
+        try:
+            password = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("the password on stdin is not UTF-8") from None
+        # One trailing line end is the shell's or the file's (LF or CRLF), not the password's.
+        password = password.removesuffix("\n").removesuffix("\r")
+        if "\n" in password or "\r" in password:
+            raise UsageError("the password on stdin must be one line")
+        return password
+    try:  # where getpass asks; without it, it would read stdin with a warning that it echoes
+        open("/dev/tty").close()
+    except OSError:
+        raise UsageError("no terminal to ask for the password on: use --password-stdin") from None
     first = getpass.getpass("Password: ")
     if first != getpass.getpass("Repeat password: "):
         raise UsageError("the passwords do not match")
@@ -238,13 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIMIT_MAX = 1_000_000
+
+
 def _positive(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {raw!r}")
+    if not 1 <= value <= LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"not an integer from 1 to {LIMIT_MAX}: {raw!r}")
     return value
 
 

@@ -106,6 +106,10 @@ def test_no_event_holds_a_password(env: dict[str, str], administered: str) -> No
     [
         (("--since", "yesterday"), "authsvc: --since: not an ISO-8601 date: 'yesterday'"),
         (("--since", "2026-13-01"), "authsvc: --since: not an ISO-8601 date: '2026-13-01'"),
+        (
+            ("--since", "0001-01-01T00:00:00+14:00"),
+            "authsvc: --since: out of range: '0001-01-01T00:00:00+14:00'",
+        ),
     ],
 )
 def test_a_bad_since_is_one_line_exit_2(
@@ -117,10 +121,12 @@ def test_a_bad_since_is_one_line_exit_2(
     assert result.stderr.strip() == message
 
 
-def test_a_bad_limit_is_a_usage_error(env: dict[str, str]) -> None:
-    """--limit must be a positive integer: exit status 2, naming it."""
-    result = cli(env, "audit", "--limit", "0")
+@pytest.mark.parametrize("limit", ["0", "99999999999999999999"])
+def test_a_bad_limit_is_a_usage_error(env: dict[str, str], limit: str) -> None:
+    """--limit must be an integer from 1 to a million: exit status 2, naming it, no trace."""
+    result = cli(env, "audit", "--limit", limit)
     assert result.returncode == 2 and "--limit" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_says_what_it_does_and_what_it_reads() -> None:

@@ -3,6 +3,9 @@ and `user set-password` (an administrator's reset)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import grpc
 import pytest
 from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
@@ -88,3 +91,49 @@ def test_set_password_never_echoes_the_password(env) -> None:
     """Neither output of a refused reset contains the password."""
     result = cli(env, "user", "set-password", "nobody-here", "--password-stdin", stdin="echo-me 1")
     assert "echo-me" not in result.stdout + result.stderr
+
+
+def _set_password(
+    env: dict[str, str], name: str, stdin: bytes, *flags: str
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "user", "set-password", name, *flags],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        start_new_session=True,  # no controlling terminal, as under a script or a pipeline
+    )
+
+
+async def test_set_password_takes_one_line_from_stdin(env, channel, services) -> None:
+    """A password piped with a CRLF line end is stored without it (it logs in as typed)."""
+    await services.users.create("stdin-crlf", "Old-pw-for-crlf 1")
+    result = _set_password(env, "stdin-crlf", b"Crlf-pw-5521\r\n", "--password-stdin")
+    assert result.returncode == 0, result.stderr
+    await authorize(channel, "stdin-crlf", "Crlf-pw-5521")
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        (b"ab\xff\xfecd-pw", b"authsvc: the password on stdin is not UTF-8"),
+        (b"Line-one 1\nLine-two 2\n", b"authsvc: the password on stdin must be one line"),
+    ],
+    ids=["not-utf8", "two-lines"],
+)
+def test_set_password_refuses_what_no_client_could_send(env, stdin: bytes, message: bytes) -> None:
+    """Bytes that are not UTF-8, or more than one line, are refused (exit 2, one line) rather
+    than stored as a password nobody can type."""
+    result = _set_password(env, "nobody-here", stdin, "--password-stdin")
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+
+
+def test_set_password_without_a_terminal_says_how(env) -> None:
+    """With no terminal to ask on and no --password-stdin: one line naming the option, exit 2."""
+    result = _set_password(env, "nobody-here", b"")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        b"authsvc: no terminal to ask for the password on: use --password-stdin"
+    )
