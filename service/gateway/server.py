@@ -162,7 +162,7 @@ class Gateway:
             response = error_response(
                 error.status, error.reason, error.message, error.style or style, error.headers
             )
-            if error.status == 413:  # the rest of the body is not wanted (LINGERING_SECONDS)
+            if error.status in (408, 413):  # the rest of the body is not wanted
                 response.force_close()
         except asyncio.CancelledError:
             if not self._expired:  # aiohttp cancelled the handler, and the call: nobody to answer
@@ -207,11 +207,14 @@ class Gateway:
         self, route: Route, values: dict[str, str], request: web.Request, request_id: str
     ) -> web.Response:
         metadata = call_metadata(request.headers, request_id)
-        body = await self._read_json(request) if route.body else None
+        seconds = self._deadline(request)
+        end = asyncio.get_running_loop().time() + seconds
+        body = await self._read_json(request, seconds) if route.body else None
         message = build_request(route, values, request.rel_url.query.items(), body)
+        left = end - asyncio.get_running_loop().time()  # the body's time came out of it
         try:
             reply, initial = await self._dispatcher.call(
-                route.grpc_path, message, metadata, self._deadline(request), self._caller(request)
+                route.grpc_path, message, metadata, left, self._caller(request)
             )
         except RpcFailure as failure:
             return rpc_error_response(failure, route.error_style, request_id)
@@ -239,9 +242,9 @@ class Gateway:
         )
         return Caller(address, transport)
 
-    async def _read_json(self, request: web.Request) -> Any:
+    async def _read_json(self, request: web.Request, seconds: float) -> Any:
         """The parsed JSON body; {} when it is empty. A client gone mid-body is 499, which only
-        the access log sees."""
+        the access log sees; a body that has not arrived within the call's `seconds` is 408."""
         limit = self.body_limit
         too_large = GatewayError(
             413, "payload_too_large", f"the request body is larger than {limit} bytes"
@@ -249,7 +252,11 @@ class Gateway:
         if (request.content_length or 0) > limit:
             raise too_large
         try:
-            raw = await request.read()  # at most client_max_size (the limit), however sent
+            async with asyncio.timeout(seconds):
+                raw = await request.read()  # at most client_max_size (the limit), however sent
+        except TimeoutError:
+            late = f"the request body did not arrive within {seconds:g} s"
+            raise GatewayError(408, "request_timeout", late) from None
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         except ConnectionError:

@@ -88,6 +88,26 @@ async def test_413_closes_the_connection_instead_of_reading_on(gateway_url: str)
     assert b"Connection: close" in answer
 
 
+async def test_a_body_that_stalls_is_408_within_the_calls_deadline(gateway_url: str) -> None:
+    """A body announced as 100 bytes of which 7 come is answered 408 (JSON, Connection: close)
+    once the call's deadline (here a 1 s Grpc-Timeout) has passed: it does not hold the
+    connection until the client gives up."""
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: 1S\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        b'{"user',
+    )
+    started = time.monotonic()
+    try:
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+    assert 0.9 < time.monotonic() - started < 5
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"Connection: close" in answer and b'"error_code": "request_timeout"' in answer
+
+
 async def test_client_gone_mid_body_is_not_an_unexpected_error(
     gateway_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
