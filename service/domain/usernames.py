@@ -26,3 +26,19 @@ def check_username(username: str) -> None:
         raise invalid_argument("username must not contain ':'")
     if any(unicodedata.category(ch) == "Cc" for ch in username):
         raise invalid_argument("username must not contain control characters")
+
+
+# Unicode categories a new name may not hold: format characters (zero-width spaces and joiners,
+# bidirectional overrides that make a name read as another), line and paragraph separators.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+
+
+def check_new_username(username: str) -> None:
+    """A new account's name: the rules every name follows, and nothing that makes it look like
+    another in a list or a log: no space at either end, no invisible or direction-changing
+    character. (Login keeps the lighter rule, so that an account made before still logs in.)"""
+    check_username(username)
+    if username != username.strip():
+        raise invalid_argument("username must not begin or end with a space")
+    if any(unicodedata.category(ch) in _INVISIBLE for ch in username):
+        raise invalid_argument("username must not contain invisible or direction characters")

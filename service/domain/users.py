@@ -15,7 +15,7 @@ from service.domain.password_policy import PasswordPolicy
 from service.domain.passwords import PasswordHasher, new_salt
 from service.domain.ports import UserStore
 from service.domain.throttle import LoginThrottle
-from service.domain.usernames import check_username, username_key
+from service.domain.usernames import check_new_username, username_key
 from service.errors import AuthError, Reason
 
 
@@ -43,7 +43,7 @@ class UserAdmin:
             await self._audit.record(kind, username, detail)
 
     async def create(self, username: str, password: str, groups: Iterable[str] = ()) -> User:
-        check_username(username)
+        check_new_username(username)
         members = group_set(groups)
         self._policy.check_new(password, username)
         salt = new_salt()

@@ -9,7 +9,7 @@ import pytest
 from service.domain.passwords import check_password
 from service.domain.signing_keys import generate_signing_key, thumbprint
 from service.domain.token_lifetime import check_ttl
-from service.domain.usernames import check_username, username_key
+from service.domain.usernames import check_new_username, check_username, username_key
 from service.errors import AuthError, Reason
 
 
@@ -24,6 +24,28 @@ def test_bad_usernames_are_invalid_argument(bad: str) -> None:
     with pytest.raises(AuthError) as caught:
         check_username(bad)
     assert caught.value.reason is Reason.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "spoof",
+    [" bob", "bob ", "bo\u200bb", "\u202eevil", "a\u2028b"],
+    ids=["leading-space", "trailing-space", "zero-width", "rtl-override", "line-separator"],
+)
+def test_a_new_name_cannot_look_like_another(spoof: str) -> None:
+    """A new account's name may not start or end with a space, nor hold an invisible or
+    direction-changing character; login still takes such a name (an older account's)."""
+    with pytest.raises(AuthError) as caught:
+        check_new_username(spoof)
+    assert caught.value.reason is Reason.INVALID_ARGUMENT
+    check_username(spoof)
+
+
+@pytest.mark.parametrize(
+    "name", ["bob", "Jos\u00e9 Garc\u00eda", "svc-payments.eu", "\u5c71\u7530"]
+)
+def test_ordinary_names_are_new_names(name: str) -> None:
+    """Inner spaces, accents, punctuation and other scripts are fine in a new name."""
+    check_new_username(name)
 
 
 def test_ttl_default_and_bounds() -> None:
