@@ -5,6 +5,7 @@ says how its RPC ended, and no password, token or Authorization header is ever a
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -80,6 +81,17 @@ def spans(exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
     yield exporter
 
 
+async def settled(exporter: InMemorySpanExporter, *names: str) -> list[ReadableSpan]:
+    """The finished spans once one of each name in `names` is among them: a server span ends
+    just after its answer is sent, so the caller may hold the answer a moment before."""
+    for _ in range(250):
+        finished = list(exporter.get_finished_spans())
+        if all(any(s.name == name for s in finished) for name in names):
+            break
+        await asyncio.sleep(0.02)
+    return finished
+
+
 def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
     """The one span named `name`."""
     found = [s for s in spans if s.name == name]
@@ -107,7 +119,7 @@ async def test_rest_authorize_is_one_trace(
 ) -> None:
     """A REST Authorize: REST span -> RPC span -> the argon2id job and the SQL statements."""
     assert await rest_authorize(base_url, username, PASSWORD) == 200
-    finished = list(spans.get_finished_spans())
+    finished = await settled(spans, AUTHORIZE)
     rest = one(finished, "POST /v1/users/authorize")
     rpc = one(finished, AUTHORIZE)
     assert rest.kind is SpanKind.SERVER and rest.parent is None
@@ -133,7 +145,7 @@ async def test_grpc_call_continues_the_callers_trace(
         await auth_service_pb2_grpc.AuthServiceStub(channel).Authorize(
             auth_service_pb2.AuthorizeRequest(), metadata=(*basic(username, PASSWORD), traceparent)
         )
-    finished = list(spans.get_finished_spans())
+    finished = await settled(spans, AUTHORIZE)
     rpc = one(finished, AUTHORIZE)
     assert rpc.kind is SpanKind.SERVER
     assert f"{rpc.context.trace_id:032x}" == trace_id
@@ -152,7 +164,7 @@ async def test_standalone_gateway_carries_the_trace(
         middlewares=tracing.http_middlewares(),
     ) as port:
         assert await rest_authorize(f"http://127.0.0.1:{port}", username, PASSWORD) == 200
-    finished = list(spans.get_finished_spans())
+    finished = await settled(spans, AUTHORIZE)
     rest = one(finished, "POST /v1/users/authorize")
     rpc = one(finished, AUTHORIZE)
     assert rpc.context.trace_id == rest.context.trace_id
@@ -166,7 +178,7 @@ async def test_grpc_failure_is_on_its_span(
     async with grpc.aio.insecure_channel(grpc_target) as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await authorize(channel, username, WRONG)
-    rpc = one(list(spans.get_finished_spans()), AUTHORIZE)
+    rpc = one(await settled(spans, AUTHORIZE), AUTHORIZE)
     assert rpc.attributes is not None
     assert rpc.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
     assert rpc.attributes["authsvc.reason"] == "INVALID_CREDENTIALS"
@@ -178,7 +190,7 @@ async def test_rest_failure_is_on_its_spans(
 ) -> None:
     """A refused REST login: the RPC span holds the code and reason, the REST span the 401."""
     assert await rest_authorize(base_url, username, WRONG) == 401
-    finished = list(spans.get_finished_spans())
+    finished = await settled(spans, AUTHORIZE)
     rpc = one(finished, AUTHORIZE)
     rest = one(finished, "POST /v1/users/authorize")
     assert rpc.attributes is not None and rest.attributes is not None
