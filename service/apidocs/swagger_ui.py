@@ -51,6 +51,7 @@ _INITIALIZER = """window.onload = function () {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "StandaloneLayout",
+    validatorUrl: null,  // no badge fetched from validator.swagger.io
   });
 };
 """

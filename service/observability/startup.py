@@ -24,6 +24,8 @@ def changed_settings(settings: Settings) -> Iterator[str]:
             shown = "(set)"
         elif field.name == "database_url" and isinstance(value, str):
             shown = safe_dsn(value)
+        elif value is None:  # a listener or feature turned off with an empty variable
+            shown = "off"
         elif isinstance(value, tuple):
             shown = ",".join(str(v) for v in value)
         else:

@@ -154,7 +154,7 @@ def exporting(enabled: bool) -> Iterator[None]:
     provider = provider_from_environment(exporters)
     trace.set_tracer_provider(provider)
     start(provider)
-    log.info("tracing: exporting spans to %s", ", ".join(e.__module__ for e in exporters))
+    log.info("tracing: exporting spans to %s", ", ".join(type(e).__name__ for e in exporters))
     try:
         yield
     finally:
