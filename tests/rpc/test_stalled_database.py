@@ -7,6 +7,7 @@ freezing it stops no other test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -81,15 +82,18 @@ def postgres_processes(cluster: Path) -> list[int]:
 
 @contextmanager
 def frozen(pg: EmbeddedPostgres) -> Iterator[None]:
-    """PostgreSQL stopped in its tracks (SIGSTOP) until the block ends."""
+    """PostgreSQL stopped in its tracks (SIGSTOP) until the block ends. A process that ends
+    meanwhile (a backend whose client was killed) is no longer there to stop or resume."""
     pids = postgres_processes(pg.cluster_dir)
     for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 async def timed(call) -> tuple[float, grpc.aio.AioRpcError | None]:
