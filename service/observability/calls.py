@@ -39,15 +39,15 @@ def _peer(context: Any) -> str:
         return "unknown"
 
 
-_calls: dict[tuple[type, str], Call] = {}
+_calls: dict[tuple[type | str, str], Call] = {}
 
 
-def started(servicer: type, method: str, kind: str = "unary") -> Call:
-    """Count the start of `method` (of grpc_type `kind`) on `servicer`'s service; the call
-    reports its end."""
+def started(servicer: type | str, method: str, kind: str = "unary") -> Call:
+    """Count the start of `method` (of grpc_type `kind`) on `servicer`'s service (the
+    servicer's class, or the service's full name); the call reports its end."""
     call = _calls.get((servicer, method))
     if call is None:
-        service = service_name(servicer)
+        service = servicer if isinstance(servicer, str) else service_name(servicer)
         stats = metrics.rpc_stats(service, method, kind)
         call = _calls[(servicer, method)] = Call(stats, f"/{service}/{method}")
     call.stats.started.inc()

@@ -16,12 +16,17 @@ exactly that), so the servicer reads the pool through `_MethodAwarePool`, which 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from service.observability import calls
+from service.rpc.status import request_id_of
 
 V1ALPHA_SERVICE = reflection.SERVICE_NAME
 V1_PACKAGE = "grpc.reflection.v1"
@@ -70,6 +75,36 @@ class _MethodAwarePool:
             return self._pool.FindMethodByName(symbol).containing_service.file
 
 
+# ServerReflectionRequest in, ServerReflectionResponse out (their stubs carry no types).
+Info = Callable[[AsyncIterable[Any], grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+def _observed(service: str, info: Info) -> Info:
+    """`info` counted and logged as every RPC is (a stream, under `service`'s name)."""
+
+    async def observed(
+        requests: AsyncIterable[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        call, started, code = (
+            calls.started(service, _METHOD, "bidi_stream"),
+            time.perf_counter(),
+            "OK",
+        )
+        try:
+            async for reply in info(requests, context):
+                yield reply
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "UNKNOWN"
+            raise
+        finally:
+            call.ended(context, request_id_of(context), code, None, started)
+
+    return observed
+
+
 def enable_reflection(server: grpc.aio.Server, services: Iterable[str]) -> None:
     """Serve reflection (v1 and v1alpha) on `server` for `services` and for itself."""
     pool = descriptor_pool.Default()
@@ -78,7 +113,7 @@ def enable_reflection(server: grpc.aio.Server, services: Iterable[str]) -> None:
     servicer = reflection.aio.ReflectionServicer(names, pool=_MethodAwarePool(pool))
     for service in (V1ALPHA_SERVICE, V1_SERVICE):
         handler = grpc.stream_stream_rpc_method_handler(
-            servicer.ServerReflectionInfo,
+            _observed(service, servicer.ServerReflectionInfo),
             request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
         )

@@ -12,6 +12,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from service.observability import metrics
+
 SERVICES = {
     "authsvc.v1.AuthService",
     "authsvc.v1.PasswordService",
@@ -138,3 +140,28 @@ async def test_a_method_is_found_by_its_full_name(channel: grpc.aio.Channel) -> 
         package, service, method = symbol.rsplit(".", 2)
         assert file.package == package
         assert method in {m.name for s in file.service if s.name == service for m in s.method}
+
+
+async def test_reflection_calls_are_counted(channel: grpc.aio.Channel) -> None:
+    """A reflection stream is counted like every RPC, under the service name it was called by."""
+    labels = {
+        "grpc_type": "bidi_stream",
+        "grpc_service": "grpc.reflection.v1.ServerReflection",
+        "grpc_method": "ServerReflectionInfo",
+    }
+    before = metrics.REGISTRY.get_sample_value("grpc_server_started_total", labels) or 0.0
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    assert [reply async for reply in call(iter([request]), timeout=10)]
+    handled = {**labels, "grpc_code": "OK"}
+    for _ in range(100):  # the server counts the stream's end a moment after the client sees it
+        if metrics.REGISTRY.get_sample_value("grpc_server_handled_total", handled):
+            break
+        await asyncio.sleep(0.02)
+    after = metrics.REGISTRY.get_sample_value("grpc_server_started_total", labels)
+    assert after == before + 1
+    assert metrics.REGISTRY.get_sample_value("grpc_server_handled_total", handled)
