@@ -398,8 +398,10 @@ class _RequestHandler(RequestHandler):
         status, reason, text = 400, "bad_request", "malformed HTTP request"
         if isinstance(exc, LineTooLong):
             status, reason, text = 431, "header_too_large", "a request header line is too long"
-        log.warning("refused an unreadable HTTP request from %s: %s", request.remote, reason)
+        # Its one line is the access log's, under a request id of its own (the head that could
+        # not be read may hold none).
         response = error_response(status, reason, text, ErrorStyle.ERROR_CODE)
+        response.headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
         response.force_close()
         return response
 
