@@ -6,8 +6,11 @@ one line with its route (`http.py`)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,3 +71,22 @@ def service_name(servicer: type) -> str:
             if service is not None:
                 return str(service.full_name)
     return servicer.__name__
+
+
+@contextmanager
+def stream(
+    servicer: type | str, method: str, kind: str, context: Any, request_id: Callable[[], str]
+) -> Iterator[None]:
+    """A streaming call counted and logged as `rpc_method` does a unary one: started now, ended
+    with OK, CANCELLED (the client hung up, how a stream usually ends) or UNKNOWN."""
+    call, begun, code = started(servicer, method, kind), time.perf_counter(), "OK"
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except Exception:
+        code = "UNKNOWN"
+        raise
+    finally:
+        call.ended(context, request_id(), code, None, begun)

@@ -81,21 +81,10 @@ class HealthServicer(aio.HealthServicer):
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        call, started, code = (
-            calls.started(type(self), "Watch", "server_stream"),
-            time.perf_counter(),
-            "OK",
-        )
-        try:
+        with calls.stream(
+            type(self), "Watch", "server_stream", context, lambda: request_id_of(context)
+        ):
             await self._watch(request, context)
-        except asyncio.CancelledError:  # the client hung up: how a Watch usually ends
-            code = "CANCELLED"
-            raise
-        except Exception:
-            code = "UNKNOWN"
-            raise
-        finally:
-            call.ended(context, request_id_of(context), code, None, started)
 
     async def _watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext

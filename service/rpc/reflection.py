@@ -16,8 +16,6 @@ exactly that), so the servicer reads the pool through `_MethodAwarePool`, which 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -85,22 +83,9 @@ def _observed(service: str, info: Info) -> Info:
     async def observed(
         requests: AsyncIterable[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        call, started, code = (
-            calls.started(service, _METHOD, "bidi_stream"),
-            time.perf_counter(),
-            "OK",
-        )
-        try:
+        with calls.stream(service, _METHOD, "bidi_stream", context, lambda: request_id_of(context)):
             async for reply in info(requests, context):
                 yield reply
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception:
-            code = "UNKNOWN"
-            raise
-        finally:
-            call.ended(context, request_id_of(context), code, None, started)
 
     return observed
 
