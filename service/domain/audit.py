@@ -11,9 +11,12 @@ How, by cost:
   (`CredentialStore.record_failure` takes the event): still one write per failure;
 - other refused logins (locked, expired, too many attempts) and successful ones are written in
   the background, so the answer does not wait for them; a flood of TOO_MANY_ATTEMPTS refusals
-  (which cost an attacker nothing) is recorded once per name, source and delay, not per attempt;
+  (which cost an attacker nothing: no hash, one read) is recorded once per source and delay,
+  whatever names it tries, and at most `REFUSALS_PER_SECOND` such events a second in all (a
+  guesser with many addresses); the rest are counted in the log;
 - changes made by a call or a command are written once the change is made, and awaited (the
-  write finishes even if the caller goes away meanwhile).
+  write finishes even if the caller goes away meanwhile); they are never dropped for the
+  background's sake.
 A write that fails is logged and dropped: the call it describes has happened, and its caller is
 not told otherwise. Background writes beyond `MAX_PENDING` are dropped the same way (the
 database is then too slow for them anyway).
@@ -38,8 +41,11 @@ log = logging.getLogger(__name__)
 RETENTION_DAYS_DEFAULT = 90
 # Background writes in flight at once; more are dropped (and logged).
 MAX_PENDING = 1000
-# TOO_MANY_ATTEMPTS refusals remembered (to record one per delay); beyond it the oldest go.
+# Sources whose TOO_MANY_ATTEMPTS refusals are remembered (to record one per delay); beyond it
+# the oldest go.
 MAX_QUIET = 10_000
+# TOO_MANY_ATTEMPTS events written per second at most, across all sources.
+REFUSALS_PER_SECOND = 20
 # The purge deletes old events in statements of at most this many rows.
 PURGE_BATCH = 1000
 # How `authsvc audit` events are capped when no --limit is given.
@@ -80,7 +86,8 @@ class Auditor:
         self._actor = actor
         self._pending: set[asyncio.Task[None]] = set()
         # (username key, source) -> time.monotonic() until which its refusals go unrecorded.
-        self._quiet: dict[tuple[str, str], float] = {}
+        self._quiet: dict[str, float] = {}  # source -> until when its refusals are quiet
+        self._second, self._refusals_this_second, self._unrecorded = 0, 0, 0
 
     def event(
         self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
@@ -100,9 +107,7 @@ class Auditor:
     ) -> None:
         """Write an event now; a failure is logged, never raised. The write goes on if the
         caller goes away meanwhile: the change it tells of is made."""
-        write = self._spawn(self.event(kind, username, detail, source))
-        if write is not None:
-            await asyncio.shield(write)
+        await asyncio.shield(self._start(self.event(kind, username, detail, source)))
 
     def record_later(
         self, kind: AuditKind, username: str, detail: str = "", source: str | None = None
@@ -110,10 +115,13 @@ class Auditor:
         """Write an event in the background (the login path does not wait for it)."""
         self._spawn(self.event(kind, username, detail, source))
 
-    def _spawn(self, event: AuditEvent) -> asyncio.Task[None] | None:
+    def _spawn(self, event: AuditEvent) -> None:
         if len(self._pending) >= MAX_PENDING:
             log.warning("audit event dropped (%d writes pending): %s", MAX_PENDING, event.kind)
-            return None
+            return
+        self._start(event)
+
+    def _start(self, event: AuditEvent) -> asyncio.Task[None]:
         task = asyncio.create_task(self._write(event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -159,10 +167,11 @@ class Auditor:
             return
         detail = error.reason.value.lower()
         if error.reason is Reason.TOO_MANY_ATTEMPTS:
-            if not self._first_refusal(username_key(username), source, error.retry_after or 0.0):
+            if not self._first_refusal(source, error.retry_after or 0.0):
                 return
             detail += (
-                f": retry after {error.retry_after or 0:.1f} s (refusals until then not recorded)"
+                f": retry after {error.retry_after or 0:.1f} s (this source's refusals until"
+                " then not recorded)"
             )
         elif error.reason is Reason.ACCOUNT_LOCKED:
             detail += (
@@ -172,15 +181,24 @@ class Auditor:
             )
         self.record_later(AuditKind.LOGIN_FAILED, username, detail, source)
 
-    def _first_refusal(self, key: str, source: str, retry_after: float) -> bool:
+    def _first_refusal(self, source: str, retry_after: float) -> bool:
+        """True for the refusal to record: the first of `source` in its delay, within the
+        per-second budget."""
         now = time.monotonic()
-        if self._quiet.get((key, source), 0.0) > now:
+        if self._quiet.get(source, 0.0) > now:
             return False
-        if len(self._quiet) >= MAX_QUIET:
-            self._quiet = {k: until for k, until in self._quiet.items() if until > now}
-            while len(self._quiet) >= MAX_QUIET:
-                del self._quiet[next(iter(self._quiet))]
-        self._quiet[(key, source)] = now + retry_after
+        if int(now) != self._second:
+            if self._unrecorded:
+                log.warning("%d too-many-attempts refusals not recorded", self._unrecorded)
+            self._second, self._refusals_this_second, self._unrecorded = int(now), 0, 0
+        if self._refusals_this_second >= REFUSALS_PER_SECOND:
+            self._unrecorded += 1
+            return False
+        self._refusals_this_second += 1
+        self._quiet.pop(source, None)  # re-inserted last: the dict stays in order of time
+        while len(self._quiet) >= MAX_QUIET:
+            del self._quiet[next(iter(self._quiet))]
+        self._quiet[source] = now + retry_after
         return True
 
     def lockout_started(

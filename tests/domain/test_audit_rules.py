@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from service import request_context
-from service.domain.audit import Auditor, AuditPolicy
+from service.domain.audit import MAX_PENDING, REFUSALS_PER_SECOND, Auditor, AuditPolicy
 from service.domain.models import AuditEvent, AuditKind
 from service.domain.throttle import too_many_attempts
 from service.errors import AuthError, Reason, invalid_credentials
@@ -60,11 +60,12 @@ async def test_only_login_refusals_are_recorded_outside_the_count() -> None:
 
 
 async def test_too_many_attempts_is_recorded_again_after_its_delay() -> None:
-    """Refusals of one name and source are one event per delay; another source is its own."""
+    """Refusals from one source are one event per delay, whatever names it tries (a sprayer
+    adds no write per name); another source is its own."""
     trail = MemoryTrail()
     audit = Auditor(trail)
-    for _ in range(3):
-        audit.login_refused("bob", "ip:192.0.2.1", too_many_attempts(0.05))
+    for name in ("bob", "bob", "carol", "dave"):
+        audit.login_refused(name, "ip:192.0.2.1", too_many_attempts(0.05))
     audit.login_refused("bob", "ip:192.0.2.2", too_many_attempts(0.05))
     await asyncio.sleep(0.06)
     audit.login_refused("bob", "ip:192.0.2.1", too_many_attempts(0.05))
@@ -98,3 +99,31 @@ async def test_successful_logins_are_recorded_only_when_asked() -> None:
         audit.login_succeeded("erin", "ip:192.0.2.4")
         await audit.drain()
     assert (len(quiet.events), [e.kind for e in loud.events]) == (0, ["login"])
+
+
+async def test_refusal_events_have_a_budget_per_second() -> None:
+    """Refusals from many sources at once are recorded up to the per-second budget only."""
+    trail = MemoryTrail()
+    audit = Auditor(trail)
+    for i in range(REFUSALS_PER_SECOND * 3):
+        audit.login_refused("bob", f"ip:198.51.100.{i}", too_many_attempts(5.0))
+    await audit.drain()
+    assert 0 < len(trail.events) <= 2 * REFUSALS_PER_SECOND  # the run may cross one second
+
+
+async def test_changes_are_recorded_however_many_background_writes_wait() -> None:
+    """A change's event is written even when the background writes are at their limit."""
+
+    class Slow(MemoryTrail):
+        async def append(self, event: AuditEvent) -> None:
+            if event.kind is AuditKind.LOGIN_FAILED:
+                await asyncio.sleep(0.2)
+            await super().append(event)
+
+    trail = Slow()
+    audit = Auditor(trail)
+    for i in range(MAX_PENDING):
+        audit.record_later(AuditKind.LOGIN_FAILED, f"user{i}", "account_expired")
+    await audit.record(AuditKind.PASSWORD_REPLACED, "alice")
+    assert AuditKind.PASSWORD_REPLACED in {e.kind for e in trail.events}
+    await audit.drain()
