@@ -38,15 +38,18 @@ from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service.config import ConfigError
 from service.observability.http import ROUTE
 
 log = logging.getLogger(__name__)
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -177,7 +180,14 @@ def grpc_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """The gRPC server's interceptors: the instrumentation's server span, when tracing is on."""
     if _provider is None:
         return []
-    return [aio_server_interceptor(tracer_provider=_provider)]
+    # Health's Watch writes with context.write (a coroutine, not an async generator), which the
+    # interceptor's stream path cannot run: it is left out, as long-lived streams are anyway.
+    return [
+        aio_server_interceptor(
+            tracer_provider=_provider,
+            filter_=filters.negate(filters.full_method_name(HEALTH_WATCH)),
+        )
+    ]
 
 
 def http_middlewares() -> list[Middleware]:
@@ -201,10 +211,14 @@ async def _route_name(request: web.Request, handler: Handler) -> web.StreamRespo
             if route is not None:
                 span.update_name(f"{request.method} {route}")
                 span.set_attribute("http.route", route)
-            if request.query_string:
+            recorded = getattr(span, "attributes", None) or {}
+            if request.query_string:  # under the old and the stable HTTP conventions alike
                 span.set_attribute("http.target", request.path)
                 span.set_attribute("http.url", str(request.url.with_query(None)))
-            recorded = getattr(span, "attributes", None) or {}
+                if "url.query" in recorded:
+                    span.set_attribute("url.query", "")
+                if "url.full" in recorded:
+                    span.set_attribute("url.full", str(request.url.with_query(None)))
             for header in _SECRET_HEADERS:
                 if f"http.request.header.{header}" in recorded:
                     span.set_attribute(f"http.request.header.{header}", _REDACTED)
@@ -217,7 +231,7 @@ def inject(metadata: Metadata) -> Metadata:
     if _tracer is None:
         return metadata
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _TRACE_CONTEXT.inject(carrier)  # the trace only: no client's baggage crosses into metadata
     return (*metadata, *carrier.items())
 
 

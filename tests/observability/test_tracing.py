@@ -19,6 +19,9 @@ from authsvc.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -245,3 +248,24 @@ async def test_captured_secret_headers_are_redacted(
     assert rest.attributes is not None
     assert rest.attributes["http.request.header.authorization"] == ("[REDACTED]",)
     assert "http.request.header.user_agent" in rest.attributes  # captured: the switch works
+
+
+async def test_health_watch_works_with_tracing_on(grpc_target: str) -> None:
+    """Health's Watch streams its status with tracing on, as without (the interceptor leaves it
+    out: it cannot run a stream written with context.write)."""
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await asyncio.wait_for(stream.read(), 10)
+        stream.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_no_baggage_crosses_into_the_calls_metadata(spans: InMemorySpanExporter) -> None:
+    """Only the trace context goes into a call's metadata: baggage a client sent does not."""
+    token = otel_context.attach(baggage.set_baggage("tenant", "chosen-by-the-client"))
+    try:
+        with TracerProvider().get_tracer("test").start_as_current_span("edge"):
+            injected = tracing.inject((("x-request-id", "r1"),))
+    finally:
+        otel_context.detach(token)
+    assert {key for key, _ in injected} == {"x-request-id", "traceparent"}
