@@ -284,7 +284,9 @@ def _database_url(raw: str) -> str:
     shape = "must be postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
     try:
         url = urlsplit(raw.strip())
-        url.port  # noqa: B018 (raises for a port that is no number, or out of range)
+        # libpq's host list (h1:5432,h2:5432, as asyncpg takes it): each HOST[:PORT] readable.
+        for host in url.netloc.rpartition("@")[2].split(","):
+            urlsplit(f"//{host}").port  # noqa: B018 (raises for a bad port or an odd bracket)
     except ValueError:
         raise ValueError(f"{shape} (its host or port cannot be read)") from None
     if url.scheme not in ("postgresql", "postgres"):

@@ -148,6 +148,19 @@ def test_a_database_url_that_cannot_be_read_is_a_configuration_error(url: str) -
     assert "hunter2" not in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        "postgres://u@[::1]:5432/db",
+        "postgresql:///db?host=/var/run/postgresql",
+    ],
+)
+def test_database_urls_asyncpg_takes_are_taken(url: str) -> None:
+    """A host list, an IPv6 host and a Unix socket folder are all valid database URLs."""
+    assert load_settings({"AUTHSVC_DATABASE_URL": url}).database_url == url
+
+
 def test_brute_force_defaults() -> None:
     """Defaults: 3 failures per name and source free, 10 per source across names, then 1 s
     doubling to 60 s, lockout off (30 min when on), complexity off, no max age, no history,
