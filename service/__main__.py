@@ -264,14 +264,23 @@ def _positive(raw: str) -> int:
     return value
 
 
+def _field(text: str) -> str:
+    """`text` as one token of a line: quoted with escapes (as JSON writes it) when it holds a
+    space, a quote or anything not printable, so a typed name (a login's, or a client's request
+    id) cannot pass for other fields, another line, or text running the other way."""
+    if text and text.isprintable() and not any(ch in text for ch in ' "=\\'):
+        return text
+    return json.dumps(text)
+
+
 def event_line(event: AuditEvent) -> str:
     """One event as one line of text: time, kind, user, source, request id, detail."""
     at = event.at.astimezone(UTC).isoformat(timespec="seconds") if event.at else "-"
     line = (
-        f"{at} {event.kind:<22} {event.username or '-'}"
-        f" source={event.source} request_id={event.request_id}"
+        f"{at} {event.kind:<22} {_field(event.username) if event.username else '-'}"
+        f" source={_field(event.source)} request_id={_field(event.request_id)}"
     )
-    return f"{line} {event.detail}" if event.detail else line
+    return f"{line} {json.dumps(event.detail)[1:-1]}" if event.detail else line
 
 
 def event_json(event: AuditEvent) -> str:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.__main__ import event_line
+from service.domain.models import AuditEvent, AuditKind
 from tests.test_cli import cli, env_with
 
 FIRST, SECOND = "first Secret pw 1", "second Secret pw 2"
@@ -145,3 +147,20 @@ def test_help_says_what_it_does_and_what_it_reads() -> None:
         "--limit",
     ):
         assert needle in text
+
+
+def test_a_typed_name_cannot_pass_for_other_fields() -> None:
+    """A name with spaces, '=', a line break or a direction override is printed quoted and
+    escaped, so one event stays one line whose fields are the server's."""
+    event = AuditEvent(
+        kind=AuditKind.LOGIN_FAILED,
+        username="alice source=ip:10.0.0.1\n\u202eevil",
+        username_key="x",
+        source="ip:192.0.2.7",
+        request_id="cli-1 forged",
+        detail="invalid_credentials: no such user",
+    )
+    line = event_line(event)
+    assert "\n" not in line and "\u202e" not in line
+    assert ' "alice source=ip:10.0.0.1\\n\\u202eevil" source=ip:192.0.2.7 ' in line
+    assert 'request_id="cli-1 forged"' in line
