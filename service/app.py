@@ -119,7 +119,7 @@ async def open_services(
         settings.hash_workers,
         settings.hash_queue_limit,
         on_job_seconds=metrics.HASH_SECONDS.observe,
-        tracer=tracing.hash_tracer(),
+        on_job=tracing.hash_job_observer(),
     )
     try:
         policy = KeyPolicy(

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 import argon2
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from argon2.low_level import Type, hash_secret
-from opentelemetry import trace
 
 from service.domain.models import StoredPassword
 from service.errors import AuthError, Reason, invalid_argument
@@ -145,13 +144,14 @@ class PasswordHasher:
         workers: int,
         queue_limit: int,
         on_job_seconds: Callable[[float], None] | None = None,
-        tracer: trace.Tracer | None = None,
+        on_job: Callable[[Future[Match], Argon2Parameters, int], None] | None = None,
     ) -> None:
         """`on_job_seconds` (a metric's `observe`) is told each job's run time, in a worker.
-        With a `tracer` (tracing on), each job is a span, from its submission to its end."""
+        `on_job` (tracing's span, when on) is given each job as it is queued, with the
+        parameters and how many stored passwords it checks: never the password."""
         self._params = params
         self._on_job_seconds = on_job_seconds
-        self._tracer = tracer
+        self._on_job = on_job
         self._running = 0
         self.workers = workers
         self._key = (params.memory_kib, params.time_cost, params.parallelism)
@@ -188,31 +188,9 @@ class PasswordHasher:
         work = self._pool.submit(self._timed, password, salt, tuple(stored), deadline)
         # The slot is freed when the job ends, or is taken back unstarted.
         work.add_done_callback(self._release)
-        if self._tracer is not None:
-            self._trace(self._tracer, work, len(stored))
+        if self._on_job is not None:
+            self._on_job(work, self._params, len(stored))
         return HashJob(work)
-
-    def _trace(self, tracer: trace.Tracer, work: Future[Match], stored: int) -> None:
-        """A span for the job, the child of the caller's (the RPC's), ended when the job is:
-        its wait for a worker and its computation. Nothing of the password is recorded."""
-        span = tracer.start_span(
-            "argon2id",
-            attributes={
-                "argon2.time_cost": self._params.time_cost,
-                "argon2.memory_kib": self._params.memory_kib,
-                "argon2.parallelism": self._params.parallelism,
-                "authsvc.stored_passwords": stored,
-            },
-        )
-
-        def end(done: Future[Match]) -> None:
-            if done.cancelled():
-                span.set_attribute("authsvc.hash.cancelled", True)
-            elif (error := done.exception()) is not None:
-                span.set_status(trace.StatusCode.ERROR, type(error).__name__)
-            span.end()
-
-        work.add_done_callback(end)
 
     async def match(
         self,

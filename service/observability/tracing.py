@@ -12,7 +12,7 @@ The spans of a call, most from the instrumentations kept for these libraries:
   interceptor's;
 - the status of either: `rpc_ended`, from the servicers' wrapper (rpc/status.py via calls.py),
   because servicers fail with `abort_with_status`, which the interceptor does not see;
-- the argon2id job: the hasher's own span (domain/passwords.py), with `hash_tracer()`;
+- the argon2id job: a span per job, given to the hasher as its `on_job` (`hash_job_observer()`);
 - each SQL statement: opentelemetry-instrumentation-asyncpg (the statement text: constants
   with `$n` placeholders, never the values);
 - `authsvc gateway`'s calls over its channel carry the REST span's `traceparent` (`inject`) to
@@ -29,7 +29,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import grpc
@@ -45,6 +46,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service.config import ConfigError
+from service.domain.passwords import Argon2Parameters
 from service.observability.http import ROUTE
 
 log = logging.getLogger(__name__)
@@ -169,11 +171,35 @@ def is_on() -> bool:
     return _tracer is not None
 
 
-def hash_tracer() -> trace.Tracer | None:
-    """The tracer of the argon2id jobs' spans, or None when tracing is off."""
+def hash_job_observer() -> Callable[[Future[Any], Argon2Parameters, int], None] | None:
+    """The hasher's `on_job` when tracing is on (None when off): a span for each argon2id job,
+    the child of the caller's (the RPC's), ended when the job is: its wait for a worker and its
+    computation. Nothing of the password is recorded."""
     if _provider is None:
         return None
-    return _provider.get_tracer("service.domain.passwords")
+    tracer = _provider.get_tracer("service.domain.passwords")
+
+    def observe(work: Future[Any], params: Argon2Parameters, stored: int) -> None:
+        span = tracer.start_span(
+            "argon2id",
+            attributes={
+                "argon2.time_cost": params.time_cost,
+                "argon2.memory_kib": params.memory_kib,
+                "argon2.parallelism": params.parallelism,
+                "authsvc.stored_passwords": stored,
+            },
+        )
+
+        def end(done: Future[Any]) -> None:
+            if done.cancelled():
+                span.set_attribute("authsvc.hash.cancelled", True)
+            elif (error := done.exception()) is not None:
+                span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+            span.end()
+
+        work.add_done_callback(end)
+
+    return observe
 
 
 def grpc_interceptors() -> list[grpc.aio.ServerInterceptor]:

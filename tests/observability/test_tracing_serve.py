@@ -192,7 +192,7 @@ def test_tracing_off_hooks_nothing() -> None:
     """In process, with tracing off (the default), no instrumentation is active and the hooks
     hand back what they were given."""
     assert not tracing.is_on()
-    assert tracing.hash_tracer() is None
+    assert tracing.hash_job_observer() is None
     assert tracing.grpc_interceptors() == []
     assert tracing.http_middlewares() == []
     metadata = (("x-request-id", "r1"),)
