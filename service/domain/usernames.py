@@ -31,6 +31,9 @@ def check_username(username: str) -> None:
 # Unicode categories a new name may not hold: format characters (zero-width spaces and joiners,
 # bidirectional overrides that make a name read as another), line and paragraph separators.
 _INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+# Characters that draw nothing although Unicode calls them letters, marks or symbols: the Hangul
+# fillers, the braille blank, the combining grapheme joiner.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f")
 
 
 def check_new_username(username: str) -> None:
@@ -40,5 +43,5 @@ def check_new_username(username: str) -> None:
     check_username(username)
     if username != username.strip():
         raise invalid_argument("username must not begin or end with a space")
-    if any(unicodedata.category(ch) in _INVISIBLE for ch in username):
+    if any(unicodedata.category(ch) in _INVISIBLE or ch in _BLANKS for ch in username):
         raise invalid_argument("username must not contain invisible or direction characters")

@@ -28,8 +28,16 @@ def test_bad_usernames_are_invalid_argument(bad: str) -> None:
 
 @pytest.mark.parametrize(
     "spoof",
-    [" bob", "bob ", "bo\u200bb", "\u202eevil", "a\u2028b"],
-    ids=["leading-space", "trailing-space", "zero-width", "rtl-override", "line-separator"],
+    [" bob", "bob ", "bo\u200bb", "\u202eevil", "a\u2028b", "bob\u3164", "b\u2800ob"],
+    ids=[
+        "leading-space",
+        "trailing-space",
+        "zero-width",
+        "rtl-override",
+        "line-separator",
+        "hangul-filler",
+        "braille-blank",
+    ],
 )
 def test_a_new_name_cannot_look_like_another(spoof: str) -> None:
     """A new account's name may not start or end with a space, nor hold an invisible or
