@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from urllib.parse import parse_qs, urlsplit
@@ -50,18 +51,29 @@ def check_listenable(address: str, what: str) -> None:
     """Raise OSError("cannot listen on ADDRESS (WHAT): REASON") when HOST:PORT cannot be bound,
     e.g. a port already in use, before a server library tries and logs its own lines about it
     (grpcio writes a C-core error to stderr). Port 0 always can. Bound as the servers bind
-    (SO_REUSEADDR), then closed at once: a port taken in between still fails in the server."""
+    (SO_REUSEADDR), then closed at once: a port taken in between still fails in the server.
+    A name with several addresses (localhost: ::1 and 127.0.0.1) passes when one can be bound
+    and none is in use, as the servers do (a machine without IPv6 cannot bind ::1)."""
     host, port = split_address(address)
     if port == 0:
         return
+    failures: list[OSError] = []
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        for family, kind, proto, _, sockaddr in infos:
+    except OSError as exc:
+        failures.append(exc)
+        infos = []
+    for family, kind, proto, _, sockaddr in infos:
+        try:
             with socket.socket(family, kind, proto) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(sockaddr)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OSError(exc.errno, f"cannot listen on {address} ({what}): {reason}") from None
+        except OSError as exc:
+            failures.append(exc)
+    in_use = [f for f in failures if f.errno == errno.EADDRINUSE]
+    if in_use or (failures and len(failures) >= len(infos)):
+        first = (in_use or failures)[0]
+        reason = first.strerror or str(first)
+        raise OSError(first.errno, f"cannot listen on {address} ({what}): {reason}")

@@ -19,6 +19,7 @@ import aiohttp
 import grpc
 import pytest
 
+from service.addresses import check_listenable
 from tests.gateway.helpers import basic_auth
 from tests.support import authorize, error_info
 
@@ -357,3 +358,15 @@ def test_a_busy_port_is_one_line(env, variable: str, what: str) -> None:
     assert failed.stderr.splitlines() == [
         f"authsvc: cannot listen on {address} ({what}): Address already in use"
     ]
+
+
+def test_a_name_with_several_addresses_is_busy_when_one_is_in_use() -> None:
+    """localhost (127.0.0.1, maybe ::1) is refused when a process listens on 127.0.0.1 at that
+    port, and passes when the port is free."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=r"\(gRPC\): Address already in use"):
+            check_listenable(f"localhost:{port}", "gRPC")
+    check_listenable(f"localhost:{port}", "gRPC")
