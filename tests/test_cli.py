@@ -61,7 +61,7 @@ def env(database_url: str) -> dict[str, str]:
     return env_with(AUTHSVC_DATABASE_URL=database_url)
 
 
-def test_create_then_list(env) -> None:
+def test_create_then_list(env: dict[str, str]) -> None:
     """`user create --password-stdin` makes a user that `user list` shows."""
     created = cli(env, "user", "create", "carol", "--password-stdin", stdin="pw: with colon\n")
     assert created.returncode == 0, created.stderr
@@ -70,7 +70,7 @@ def test_create_then_list(env) -> None:
     assert listed.returncode == 0 and "carol" in listed.stdout
 
 
-def test_duplicate_user_is_one_line_exit_1(env) -> None:
+def test_duplicate_user_is_one_line_exit_1(env: dict[str, str]) -> None:
     """Creating an existing user (in any case) fails with one line and exit status 1."""
     assert cli(env, "user", "create", "dave", "--password-stdin", stdin="pw").returncode == 0
     again = cli(env, "user", "create", "DAVE", "--password-stdin", stdin="pw")
@@ -79,14 +79,14 @@ def test_duplicate_user_is_one_line_exit_1(env) -> None:
 
 
 @pytest.mark.parametrize("action", ["delete", "lock", "unlock"])
-def test_unknown_user_is_one_line_exit_1(env, action: str) -> None:
+def test_unknown_user_is_one_line_exit_1(env: dict[str, str], action: str) -> None:
     """Acting on an unknown user fails with one line naming it and exit status 1."""
     result = cli(env, "user", action, "ghost")
     assert result.returncode == 1
     assert result.stderr.strip() == "authsvc: no such user: ghost"
 
 
-def test_lock_expire_delete_lifecycle(env) -> None:
+def test_lock_expire_delete_lifecycle(env: dict[str, str]) -> None:
     """lock, unlock, expire and delete all succeed on an existing user and show in the list."""
     assert cli(env, "user", "create", "erin", "--password-stdin", stdin="pw").returncode == 0
     assert cli(env, "user", "lock", "erin").returncode == 0
@@ -102,21 +102,21 @@ def test_lock_expire_delete_lifecycle(env) -> None:
     assert "erin" not in cli(env, "user", "list").stdout
 
 
-def test_bad_expiry_is_usage_error(env) -> None:
+def test_bad_expiry_is_usage_error(env: dict[str, str]) -> None:
     """A malformed --at is exit status 2 with one line."""
     result = cli(env, "user", "expire", "anyone", "--at", "next tuesday")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_invalid_username_is_refused(env) -> None:
+def test_invalid_username_is_refused(env: dict[str, str]) -> None:
     """A name with ':' cannot be created (Basic auth could never carry it)."""
     result = cli(env, "user", "create", "a:b", "--password-stdin", stdin="pw")
     assert result.returncode == 1
     assert "must not contain ':'" in result.stderr
 
 
-def test_bad_configuration_names_the_variable(env) -> None:
+def test_bad_configuration_names_the_variable(env: dict[str, str]) -> None:
     """A bad AUTHSVC_* value stops the command with one line naming the variable, exit 2."""
     result = cli({**env, "AUTHSVC_DB_POOL_MAX": "lots"}, "user", "list")
     assert result.returncode == 2
@@ -234,7 +234,7 @@ async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> Non
     assert "alice" in listed.stdout and "bob" in listed.stdout
 
 
-def test_keys_rotate_and_list(env) -> None:
+def test_keys_rotate_and_list(env: dict[str, str]) -> None:
     """`keys rotate` makes a new signing key and `keys list` shows it signing, the old one not."""
     first = cli(env, "keys", "list")
     assert first.returncode == 0, first.stderr
@@ -246,7 +246,7 @@ def test_keys_rotate_and_list(env) -> None:
     assert any(line.endswith("verify-only") for line in listed)
 
 
-async def test_sigterm_lets_in_flight_calls_finish(env) -> None:
+async def test_sigterm_lets_in_flight_calls_finish(env: dict[str, str]) -> None:
     """SIGTERM during a slow Authorize over gRPC and one over REST: both calls still succeed,
     then the server exits 0."""
     slow = {**env, "AUTHSVC_ARGON2_TIME_COST": "6", "AUTHSVC_ARGON2_MEMORY_KIB": "131072"}
@@ -341,7 +341,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_cause(url: str, cau
         ("AUTHSVC_METRICS_ADDR", "metrics"),
     ],
 )
-def test_a_busy_port_is_one_line(env, variable: str, what: str) -> None:
+def test_a_busy_port_is_one_line(env: dict[str, str], variable: str, what: str) -> None:
     """`serve` on a port another process listens on stops with exit 1 and authsvc's one line
     naming the address, the listener and the cause: no library's own error lines."""
     with socket.socket() as taken:

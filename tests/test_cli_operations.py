@@ -10,6 +10,7 @@ import grpc
 import pytest
 from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
 
+from service import app
 from service.__main__ import build_parser
 from tests.support import authorize
 from tests.test_cli import cli, env_with
@@ -50,7 +51,9 @@ def test_every_command_has_help_naming_its_variables(command: list[str]) -> None
     assert "AUTHSVC_" in result.stdout
 
 
-async def test_set_password_replaces_the_list_and_revokes_tokens(env, channel, services) -> None:
+async def test_set_password_replaces_the_list_and_revokes_tokens(
+    env: dict[str, str], channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """After `user set-password`, only the new password logs in and a token issued before no
     longer verifies; the user keeps its id."""
     user = await services.users.create("resetme", "first password 1")
@@ -71,7 +74,9 @@ async def test_set_password_replaces_the_list_and_revokes_tokens(env, channel, s
     assert (await services.users.get("resetme")).id == user.id
 
 
-async def test_set_password_applies_the_rules(env, channel, services) -> None:
+async def test_set_password_applies_the_rules(
+    env: dict[str, str], channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A password the rules refuse is one line, exit 1, and the old password still works."""
     await services.users.create("resetrules", "kept password 1")
     result = cli(env, "user", "set-password", "resetrules", "--password-stdin", stdin="short")
@@ -80,14 +85,14 @@ async def test_set_password_applies_the_rules(env, channel, services) -> None:
     assert (await authorize(channel, "resetrules", "kept password 1")).access_token
 
 
-def test_set_password_of_unknown_user_is_one_line(env) -> None:
+def test_set_password_of_unknown_user_is_one_line(env: dict[str, str]) -> None:
     """An unknown name is one line naming it, exit 1."""
     result = cli(env, "user", "set-password", "nobody-here", "--password-stdin", stdin="pw long 1")
     assert result.returncode == 1
     assert result.stderr.strip() == "authsvc: no such user: nobody-here"
 
 
-def test_set_password_never_echoes_the_password(env) -> None:
+def test_set_password_never_echoes_the_password(env: dict[str, str]) -> None:
     """Neither output of a refused reset contains the password."""
     result = cli(env, "user", "set-password", "nobody-here", "--password-stdin", stdin="echo-me 1")
     assert "echo-me" not in result.stdout + result.stderr
@@ -106,7 +111,9 @@ def _set_password(
     )
 
 
-async def test_set_password_takes_one_line_from_stdin(env, channel, services) -> None:
+async def test_set_password_takes_one_line_from_stdin(
+    env: dict[str, str], channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A password piped with a CRLF line end is stored without it (it logs in as typed)."""
     await services.users.create("stdin-crlf", "Old-pw-for-crlf 1")
     result = _set_password(env, "stdin-crlf", b"Crlf-pw-5521\r\n", "--password-stdin")
@@ -122,7 +129,9 @@ async def test_set_password_takes_one_line_from_stdin(env, channel, services) ->
     ],
     ids=["not-utf8", "two-lines"],
 )
-def test_set_password_refuses_what_no_client_could_send(env, stdin: bytes, message: bytes) -> None:
+def test_set_password_refuses_what_no_client_could_send(
+    env: dict[str, str], stdin: bytes, message: bytes
+) -> None:
     """Bytes that are not UTF-8, or more than one line, are refused (exit 2, one line) rather
     than stored as a password nobody can type."""
     result = _set_password(env, "nobody-here", stdin, "--password-stdin")
@@ -130,7 +139,7 @@ def test_set_password_refuses_what_no_client_could_send(env, stdin: bytes, messa
     assert result.stderr.strip() == message
 
 
-def test_set_password_without_a_terminal_says_how(env) -> None:
+def test_set_password_without_a_terminal_says_how(env: dict[str, str]) -> None:
     """With no terminal to ask on and no --password-stdin: one line naming the option, exit 2."""
     result = _set_password(env, "nobody-here", b"")
     assert result.returncode == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service import app
 from tests.clients.test_node_client import execute
 from tests.support import new_user
 
@@ -24,7 +25,7 @@ def declared_tests() -> list[str]:
     return sorted(name for s in sources for name in re.findall(r"^func (Test\w+)\(", s, re.M))
 
 
-async def test_go_suite_passes(grpc_target, services, delayed) -> None:
+async def test_go_suite_passes(grpc_target: str, services: app.Services, delayed) -> None:
     """Every test the Go suite declares runs and passes against this server."""
     if shutil.which("go") is None:
         pytest.skip("Go is not installed: the Go client's tests did not run (CI installs Go)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from service import app
 from tests.support import new_user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def expected_tests() -> int:
     return sum(len(re.findall(r"^\s*test\(", source, re.MULTILINE)) for source in sources)
 
 
-async def test_node_suite_passes(grpc_target, services, delayed) -> None:
+async def test_node_suite_passes(grpc_target: str, services: app.Services, delayed) -> None:
     """Every test the Node suite declares runs and passes (a run of nothing would exit 0 too)."""
     delayed_target, delayed_services = delayed
     user = await new_user(services, PASSWORD, prefix="node")
@@ -169,7 +170,7 @@ async def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_packed_client_works_outside_the_repository(
-    installed: Path, grpc_target, services
+    installed: Path, grpc_target: str, services: app.Services
 ) -> None:
     """The tarball installed into an empty folder calls the server on its bundled protos."""
     user = await new_user(services, PASSWORD, prefix="node-pack")

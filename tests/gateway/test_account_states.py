@@ -11,6 +11,7 @@ import pytest
 from service import app
 from service.config import Settings
 from service.gateway.server import serving_gateway
+from service.store.db import Database
 from tests.gateway.helpers import basic_auth
 from tests.support import new_user, serving_services
 
@@ -35,7 +36,7 @@ async def rest(db, settings) -> AsyncIterator[tuple[aiohttp.ClientSession, app.S
         yield session, services
 
 
-async def test_expired_password_is_password_expired(rest, db) -> None:
+async def test_expired_password_is_password_expired(rest, db: Database) -> None:
     """An old password on POST /v1/users/authorize: 401 with error_code password_expired."""
     session, services = rest
     user = await new_user(services, "old pw")
@@ -48,7 +49,7 @@ async def test_expired_password_is_password_expired(rest, db) -> None:
         assert (await r.json())["error_code"] == "password_expired"
 
 
-async def test_expired_password_can_still_change_itself(rest, db) -> None:
+async def test_expired_password_can_still_change_itself(rest, db: Database) -> None:
     """The expired password authenticates PUT /v1/users/password; the new one then authorizes."""
     session, services = rest
     user = await new_user(services, "stale pw")

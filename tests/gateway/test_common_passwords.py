@@ -3,6 +3,7 @@ naming the reason, never an echo of the password; an uncommon password goes thro
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from service import app
@@ -22,7 +23,7 @@ MESSAGE = (
     "password", ["password1", "Password1", "  qwerty123 "], ids=["lower", "capitalised", "spaces"]
 )
 async def test_a_common_password_is_400_password_not_complex(
-    http, services: app.Services, method: str, password: str
+    http: aiohttp.ClientSession, services: app.Services, method: str, password: str
 ) -> None:
     """PUT or POST of a listed password is 400 {"error_code": "password_not_complex"} with the
     reason in the message and the password nowhere in the answer."""
@@ -41,7 +42,9 @@ async def test_a_common_password_is_400_password_not_complex(
 
 
 @pytest.mark.parametrize("method", ["PUT", "POST"])
-async def test_an_uncommon_password_is_200(http, services: app.Services, method: str) -> None:
+async def test_an_uncommon_password_is_200(
+    http: aiohttp.ClientSession, services: app.Services, method: str
+) -> None:
     """PUT or POST of a password not in the list is 200 {}."""
     user = await new_user(services, CURRENT)
     async with http.request(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
 import jwt
 
 from service import app
@@ -13,7 +14,9 @@ from tests.support import new_user
 DENSIFY = "/authorize"
 
 
-async def test_success_gives_token_expiry_and_status(http, services: app.Services) -> None:
+async def test_success_gives_token_expiry_and_status(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """{"userName","pwd"} gives {"apiToken","expires","status":200}; expires is a number of ms."""
     user = await new_user(services, "pw")
     before = time.time()
@@ -28,7 +31,9 @@ async def test_success_gives_token_expiry_and_status(http, services: app.Service
     assert claims["exp"] * 1000 == body["expires"]
 
 
-async def test_wrong_password_is_status_401(http, services: app.Services) -> None:
+async def test_wrong_password_is_status_401(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A wrong pwd is 401 {"status": 401, "message": ...} with a Basic challenge."""
     user = await new_user(services, "pw")
     async with http.post(DENSIFY, json={"userName": user.username, "pwd": "nope"}) as response:
@@ -38,7 +43,9 @@ async def test_wrong_password_is_status_401(http, services: app.Services) -> Non
     assert body == {"status": 401, "message": "invalid username or password"}
 
 
-async def test_missing_pwd_is_status_400(http, services: app.Services) -> None:
+async def test_missing_pwd_is_status_400(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A body without pwd is 400 {"status": 400, "message": ...}."""
     user = await new_user(services, "pw")
     async with http.post(DENSIFY, json={"userName": user.username}) as response:
@@ -47,7 +54,7 @@ async def test_missing_pwd_is_status_400(http, services: app.Services) -> None:
     assert set(body) == {"status", "message"} and body["status"] == 400
 
 
-async def test_proto_field_name_is_unknown(http) -> None:
+async def test_proto_field_name_is_unknown(http: aiohttp.ClientSession) -> None:
     """Only the JSON name counts: `user_name` is an unknown field, 400 in the status style."""
     async with http.post(DENSIFY, json={"user_name": "x", "pwd": "y"}) as response:
         assert response.status == 400
@@ -55,7 +62,7 @@ async def test_proto_field_name_is_unknown(http) -> None:
     assert body["status"] == 400 and "user_name" in body["message"]
 
 
-async def test_gateway_errors_use_the_status_style(http) -> None:
+async def test_gateway_errors_use_the_status_style(http: aiohttp.ClientSession) -> None:
     """Malformed JSON, a form body and a wrong method on /authorize answer {"status", ...}."""
     async with http.post(
         DENSIFY, data=b"{not json", headers={"Content-Type": "application/json"}
@@ -71,7 +78,7 @@ async def test_gateway_errors_use_the_status_style(http) -> None:
         assert (await json_of(response))["status"] == 405
 
 
-async def test_oversized_body_uses_the_status_style(http) -> None:
+async def test_oversized_body_uses_the_status_style(http: aiohttp.ClientSession) -> None:
     """A body over 64 KiB on /authorize is 413 {"status": 413, ...}."""
     big = {"userName": "x", "pwd": "p" * (64 * 1024)}
     async with http.post(DENSIFY, json=big) as response:

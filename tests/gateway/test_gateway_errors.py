@@ -30,7 +30,7 @@ PASSWORD = "/v1/users/password"
 LIMIT = 64 * 1024
 
 
-async def test_unknown_path_is_404(http) -> None:
+async def test_unknown_path_is_404(http: aiohttp.ClientSession) -> None:
     """A path no route matches is 404 not_found, JSON, with a request id."""
     async with http.get("/v1/nothing/here") as response:
         assert response.status == 404
@@ -38,13 +38,13 @@ async def test_unknown_path_is_404(http) -> None:
         assert (await json_of(response))["error_code"] == "not_found"
 
 
-async def test_trailing_slash_is_another_path(http) -> None:
+async def test_trailing_slash_is_another_path(http: aiohttp.ClientSession) -> None:
     """/v1/users/authorize/ is not /v1/users/authorize: 404."""
     async with http.post(AUTHORIZE + "/") as response:
         assert response.status == 404
 
 
-async def test_wrong_method_is_405_with_allow(http) -> None:
+async def test_wrong_method_is_405_with_allow(http: aiohttp.ClientSession) -> None:
     """GET on the password path is 405 method_not_allowed with Allow listing its methods."""
     async with http.get(PASSWORD) as response:
         assert response.status == 405
@@ -95,7 +95,7 @@ async def test_wrong_method_is_405_with_allow(http) -> None:
         "deep-nesting",
     ],
 )
-async def test_bad_json_is_400(http, body: bytes, fragment: str) -> None:
+async def test_bad_json_is_400(http: aiohttp.ClientSession, body: bytes, fragment: str) -> None:
     """Each malformed, non-object, unknown-field or wrong-type body is 400 invalid_argument."""
     async with http.post(
         AUTHORIZE, data=body, headers={"Content-Type": "application/json"}
@@ -107,7 +107,7 @@ async def test_bad_json_is_400(http, body: bytes, fragment: str) -> None:
     assert "Traceback" not in reply["message"]
 
 
-async def test_body_over_limit_by_content_length_is_413(http) -> None:
+async def test_body_over_limit_by_content_length_is_413(http: aiohttp.ClientSession) -> None:
     """A declared Content-Length over 64 KiB is 413 payload_too_large."""
     body = b'{"username": "' + b"u" * LIMIT + b'"}'
     async with http.post(
@@ -117,7 +117,7 @@ async def test_body_over_limit_by_content_length_is_413(http) -> None:
         assert (await json_of(response))["error_code"] == "payload_too_large"
 
 
-async def test_chunked_body_over_limit_is_413(http) -> None:
+async def test_chunked_body_over_limit_is_413(http: aiohttp.ClientSession) -> None:
     """A chunked body with no Content-Length is cut off at 64 KiB: 413."""
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -134,7 +134,7 @@ async def test_chunked_body_over_limit_is_413(http) -> None:
         assert (await json_of(response))["error_code"] == "payload_too_large"
 
 
-async def test_body_at_the_limit_is_read(http) -> None:
+async def test_body_at_the_limit_is_read(http: aiohttp.ClientSession) -> None:
     """A body of exactly 64 KiB is read and handed on (the servicer then refuses the password)."""
     prefix, suffix = b'{"username": "u", "password": "', b'"}'
     body = prefix + b"p" * (LIMIT - len(prefix) - len(suffix)) + suffix
@@ -155,7 +155,7 @@ async def test_body_at_the_limit_is_read(http) -> None:
         "application/json; charset=latin-1",
     ],
 )
-async def test_non_json_body_is_415(http, content_type: str) -> None:
+async def test_non_json_body_is_415(http: aiohttp.ClientSession, content_type: str) -> None:
     """A non-empty body that is not declared JSON (UTF-8) is 415 unsupported_media_type."""
     async with http.post(
         AUTHORIZE, data=b'{"ttl": 60}', headers={"Content-Type": content_type}
@@ -164,7 +164,7 @@ async def test_non_json_body_is_415(http, content_type: str) -> None:
         assert (await json_of(response))["error_code"] == "unsupported_media_type"
 
 
-async def test_curl_style_form_body_is_415(http) -> None:
+async def test_curl_style_form_body_is_415(http: aiohttp.ClientSession) -> None:
     """curl -d's default (form-urlencoded) is refused, not guessed at."""
     async with http.post(AUTHORIZE, data={"username": "u", "password": "p"}) as response:
         assert response.status == 415
@@ -175,7 +175,7 @@ async def test_curl_style_form_body_is_415(http) -> None:
     ["application/json", "application/json; charset=UTF-8", "application/merge-patch+json", None],
 )
 async def test_json_content_types_are_accepted(
-    http, services: app.Services, content_type: str | None
+    http: aiohttp.ClientSession, services: app.Services, content_type: str | None
 ) -> None:
     """application/json (with or without UTF-8 charset), +json types, or none at all are JSON."""
     user = await new_user(services, "pw")
@@ -194,7 +194,7 @@ async def test_json_content_types_are_accepted(
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
 async def test_empty_body_with_any_content_type_is_fine(
-    http, services: app.Services, content_type: str
+    http: aiohttp.ClientSession, services: app.Services, content_type: str
 ) -> None:
     """An empty body is {} whatever its Content-Type (curl -X POST -u user:pw sends one)."""
     user = await new_user(services, "pw")
@@ -305,7 +305,7 @@ async def test_unexpected_error_is_500_and_logged(
 # --- request ids ------------------------------------------------------------------------------
 
 
-async def test_request_id_is_echoed(http, services: app.Services) -> None:
+async def test_request_id_is_echoed(http: aiohttp.ClientSession, services: app.Services) -> None:
     """A valid X-Request-Id comes back unchanged on a success."""
     user = await new_user(services, "pw")
     headers = {**basic_auth(user.username, "pw"), "X-Request-Id": "req-42.abc"}
@@ -318,14 +318,16 @@ async def test_request_id_is_echoed(http, services: app.Services) -> None:
     ("path", "method"),
     [("/nowhere", "GET"), (PASSWORD, "GET"), (AUTHORIZE, "POST"), ("/healthz", "GET")],
 )
-async def test_request_id_is_echoed_on_every_answer(http, path: str, method: str) -> None:
+async def test_request_id_is_echoed_on_every_answer(
+    http: aiohttp.ClientSession, path: str, method: str
+) -> None:
     """404, 405, 401 and health answers echo X-Request-Id too."""
     async with http.request(method, path, headers={"X-Request-Id": "every-1"}) as response:
         assert response.headers["X-Request-Id"] == "every-1"
         assert response.content_type == "application/json"
 
 
-async def test_request_id_is_generated_when_absent(http) -> None:
+async def test_request_id_is_generated_when_absent(http: aiohttp.ClientSession) -> None:
     """Without X-Request-Id the gateway makes one (32 hex digits), new for each request."""
     ids = []
     for _ in range(2):
@@ -336,7 +338,7 @@ async def test_request_id_is_generated_when_absent(http) -> None:
 
 
 @pytest.mark.parametrize("given", ["x" * 129, "tab\there", "ünïcode"], ids=["long", "ctl", "utf8"])
-async def test_invalid_request_id_is_replaced(http, given: str) -> None:
+async def test_invalid_request_id_is_replaced(http: aiohttp.ClientSession, given: str) -> None:
     """An X-Request-Id over 128 characters or not printable ASCII is replaced by a new one."""
     raw = given.encode().decode("latin-1")
     async with http.post(AUTHORIZE, headers={"X-Request-Id": raw}) as response:
@@ -373,7 +375,7 @@ def test_non_ascii_authorization_is_refused_before_the_call() -> None:
         assert caught.value.status == 400
 
 
-async def test_two_authorization_headers_reach_the_servicer(http) -> None:
+async def test_two_authorization_headers_reach_the_servicer(http: aiohttp.ClientSession) -> None:
     """Both Authorization headers are forwarded, so the servicer refuses the ambiguity (400)."""
     headers = CIMultiDict([("Authorization", "Basic dTpw"), ("Authorization", "Basic dTpx")])
     async with http.post(AUTHORIZE, headers=headers) as response:
@@ -381,7 +383,7 @@ async def test_two_authorization_headers_reach_the_servicer(http) -> None:
         assert "more than one" in (await json_of(response))["message"]
 
 
-async def test_encoded_path_does_not_match_a_literal(http) -> None:
+async def test_encoded_path_does_not_match_a_literal(http: aiohttp.ClientSession) -> None:
     """A percent-encoded literal segment is another path (404), never a 5xx."""
     async with http.post(URL("/v1/users/authoriz%65", encoded=True)) as response:
         assert response.status == 404

@@ -16,21 +16,21 @@ from service.store.db import Database, create_pool
 from tests.gateway.helpers import json_of
 
 
-async def test_healthz_is_ok(http) -> None:
+async def test_healthz_is_ok(http: aiohttp.ClientSession) -> None:
     """GET /healthz is 200 {"status": "ok"}."""
     async with http.get("/healthz") as response:
         assert response.status == 200
         assert await json_of(response) == {"status": "ok"}
 
 
-async def test_healthz_refuses_other_methods(http) -> None:
+async def test_healthz_refuses_other_methods(http: aiohttp.ClientSession) -> None:
     """POST /healthz is 405 with Allow: GET, HEAD."""
     async with http.post("/healthz") as response:
         assert response.status == 405
         assert response.headers["Allow"] == "GET, HEAD"
 
 
-async def test_readyz_is_ok_with_a_live_server(http) -> None:
+async def test_readyz_is_ok_with_a_live_server(http: aiohttp.ClientSession) -> None:
     """GET /readyz is 200 while the gRPC server answers SERVING."""
     async with http.get("/readyz") as response:
         assert response.status == 200

@@ -11,16 +11,18 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from service import app
 from service.config import Settings
 from service.gateway.server import serving_gateway
+from service.store.db import Database
 from tests.support import new_user
 
 
 @pytest.mark.parametrize("path", ["/.well-known/jwks.json", "/healthz", "/readyz"])
-async def test_head_works_where_get_does(http, path: str) -> None:
+async def test_head_works_where_get_does(http: aiohttp.ClientSession, path: str) -> None:
     """HEAD on a GET route answers as GET does (RFC 9110 9.3.2), with no body."""
     async with http.get(path) as get:
         assert get.status == 200
@@ -33,7 +35,7 @@ async def test_head_works_where_get_does(http, path: str) -> None:
         assert await head.read() == b""
 
 
-async def test_head_is_not_allowed_where_get_is_not(http) -> None:
+async def test_head_is_not_allowed_where_get_is_not(http: aiohttp.ClientSession) -> None:
     """HEAD on a POST-only route is 405, and GET routes list HEAD in Allow."""
     async with http.head("/v1/users/authorize") as response:
         assert response.status == 405
@@ -235,7 +237,7 @@ def login_request(payload: bytes) -> bytes:
 
 
 async def test_a_client_that_hangs_up_takes_its_queued_login_with_it(
-    gateway_url: str, services, db, monkeypatch: pytest.MonkeyPatch
+    gateway_url: str, services: app.Services, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A REST login whose client hangs up while its check waits for a hashing worker is dropped
     unchecked and uncounted; the logins that were hashing finish and are recorded."""
@@ -277,7 +279,9 @@ async def test_a_client_that_hangs_up_takes_its_queued_login_with_it(
     assert row is not None and row["failures"] == 2
 
 
-async def test_grpc_timeout_header_sets_the_calls_deadline(http, services) -> None:
+async def test_grpc_timeout_header_sets_the_calls_deadline(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A REST client may shorten its call's deadline with grpc-gateway's `Grpc-Timeout` header:
     ample time logs in, a nanosecond runs out (504 or 503, never a token), and a malformed value
     is a JSON 400."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import schemathesis
 
@@ -42,7 +43,7 @@ def operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any
     return document["paths"][path][method]
 
 
-async def test_served_document_is_the_generated_one(http, document) -> None:
+async def test_served_document_is_the_generated_one(http: aiohttp.ClientSession, document) -> None:
     """GET /openapi.json answers the document built from the route table."""
     async with http.get("/openapi.json") as response:
         assert response.status == 200

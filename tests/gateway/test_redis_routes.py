@@ -28,7 +28,9 @@ async def logs_in(http: aiohttp.ClientSession, username: str, password: str) -> 
         return response.status == 200
 
 
-async def test_old_contract_body_credentials(http, services: app.Services) -> None:
+async def test_old_contract_body_credentials(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """The older seed: username and password in the JSON body give {"access_token": JWT}."""
     user = await new_user(services, "my_password")
     body = {"username": user.username, "password": "my_password"}
@@ -39,7 +41,9 @@ async def test_old_contract_body_credentials(http, services: app.Services) -> No
     assert claims(reply["access_token"])["username"] == user.username
 
 
-async def test_new_contract_basic_and_no_body(http, services: app.Services) -> None:
+async def test_new_contract_basic_and_no_body(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """The newer seed: Basic credentials and no body at all give a token valid for 300 s."""
     user = await new_user(services, "pw")
     async with http.post(AUTHORIZE, headers=basic_auth(user.username, "pw")) as response:
@@ -49,7 +53,9 @@ async def test_new_contract_basic_and_no_body(http, services: app.Services) -> N
     assert found["exp"] - found["iat"] == 300
 
 
-async def test_new_contract_basic_and_ttl(http, services: app.Services) -> None:
+async def test_new_contract_basic_and_ttl(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """Basic credentials with {"ttl": N} give a token valid for N seconds."""
     user = await new_user(services, "pw")
     async with http.post(
@@ -60,7 +66,9 @@ async def test_new_contract_basic_and_ttl(http, services: app.Services) -> None:
     assert found["exp"] - found["iat"] == 60
 
 
-async def test_token_response_is_not_cacheable(http, services: app.Services) -> None:
+async def test_token_response_is_not_cacheable(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A token answer says Cache-Control: no-store (RFC 6749 section 5.1)."""
     user = await new_user(services, "pw")
     async with http.post(AUTHORIZE, headers=basic_auth(user.username, "pw")) as response:
@@ -68,7 +76,9 @@ async def test_token_response_is_not_cacheable(http, services: app.Services) -> 
         assert response.headers["Cache-Control"] == "no-store"
 
 
-async def test_wrong_password_is_401_invalid_credentials(http, services: app.Services) -> None:
+async def test_wrong_password_is_401_invalid_credentials(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A wrong password is 401 {"error_code": "invalid_credentials"} with a Basic challenge."""
     user = await new_user(services, "right-pw")
     async with http.post(AUTHORIZE, json={"username": user.username, "password": "no"}) as response:
@@ -78,7 +88,7 @@ async def test_wrong_password_is_401_invalid_credentials(http, services: app.Ser
     assert body == {"error_code": "invalid_credentials", "message": "invalid username or password"}
 
 
-async def test_unknown_user_answers_like_a_wrong_password(http) -> None:
+async def test_unknown_user_answers_like_a_wrong_password(http: aiohttp.ClientSession) -> None:
     """An unknown user gets the very answer a wrong password gets."""
     async with http.post(AUTHORIZE, headers=basic_auth("nobody-at-all", "x")) as response:
         assert response.status == 401
@@ -86,7 +96,7 @@ async def test_unknown_user_answers_like_a_wrong_password(http) -> None:
     assert body == {"error_code": "invalid_credentials", "message": "invalid username or password"}
 
 
-async def test_no_credentials_is_401_with_challenge(http) -> None:
+async def test_no_credentials_is_401_with_challenge(http: aiohttp.ClientSession) -> None:
     """No header and no body fields: 401 credentials_required, with WWW-Authenticate."""
     async with http.post(AUTHORIZE) as response:
         assert response.status == 401
@@ -94,7 +104,9 @@ async def test_no_credentials_is_401_with_challenge(http) -> None:
         assert (await json_of(response))["error_code"] == "credentials_required"
 
 
-async def test_credentials_in_header_and_body_is_400(http, services: app.Services) -> None:
+async def test_credentials_in_header_and_body_is_400(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """Credentials in both places are refused as ambiguous (400 invalid_argument)."""
     user = await new_user(services, "pw")
     async with http.post(
@@ -107,7 +119,9 @@ async def test_credentials_in_header_and_body_is_400(http, services: app.Service
 
 
 @pytest.mark.parametrize("ttl", [0, 86401])
-async def test_ttl_out_of_range_is_400(http, services: app.Services, ttl: int) -> None:
+async def test_ttl_out_of_range_is_400(
+    http: aiohttp.ClientSession, services: app.Services, ttl: int
+) -> None:
     """A ttl outside 1..86400 is 400 invalid_argument (the servicer's rule, reached via HTTP)."""
     user = await new_user(services, "pw")
     async with http.post(
@@ -117,7 +131,9 @@ async def test_ttl_out_of_range_is_400(http, services: app.Services, ttl: int) -
         assert (await json_of(response))["error_code"] == "invalid_argument"
 
 
-async def test_locked_account_is_401_account_locked(http, services: app.Services) -> None:
+async def test_locked_account_is_401_account_locked(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A locked user with the right password gets 401 account_locked."""
     user = await new_user(services, "pw")
     await services.users.set_locked(user.username, True)
@@ -126,7 +142,9 @@ async def test_locked_account_is_401_account_locked(http, services: app.Services
         assert (await json_of(response))["error_code"] == "account_locked"
 
 
-async def test_expired_account_is_403_account_expired(http, services: app.Services) -> None:
+async def test_expired_account_is_403_account_expired(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """An expired account with the right password gets 403 account_expired."""
     user = await new_user(services, "pw")
     await services.users.set_expiry(user.username, datetime.now(UTC) - timedelta(seconds=1))
@@ -138,7 +156,7 @@ async def test_expired_account_is_403_account_expired(http, services: app.Servic
 # --- /v1/users/password -----------------------------------------------------------------------
 
 
-async def test_put_replaces_the_list(http, services: app.Services) -> None:
+async def test_put_replaces_the_list(http: aiohttp.ClientSession, services: app.Services) -> None:
     """PUT {"new_password"} leaves only the new password; the answer is 200 {}."""
     user = await new_user(services, "old one")
     async with http.put(
@@ -152,7 +170,7 @@ async def test_put_replaces_the_list(http, services: app.Services) -> None:
     assert await logs_in(http, user.username, "the new (single) password")
 
 
-async def test_post_adds_a_password(http, services: app.Services) -> None:
+async def test_post_adds_a_password(http: aiohttp.ClientSession, services: app.Services) -> None:
     """POST {"new_password"} adds one: the old and the new both log in."""
     user = await new_user(services, "first-pw")
     async with http.post(
@@ -166,7 +184,9 @@ async def test_post_adds_a_password(http, services: app.Services) -> None:
     assert await logs_in(http, user.username, "a password to add")
 
 
-async def test_delete_with_a_json_body_removes_one(http, services: app.Services) -> None:
+async def test_delete_with_a_json_body_removes_one(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """DELETE carries {"old_password"} in its body (the seeds fix it) and removes that one."""
     user = await new_user(services, "keep-pw")
     async with http.post(
@@ -182,7 +202,9 @@ async def test_delete_with_a_json_body_removes_one(http, services: app.Services)
     assert not await logs_in(http, user.username, "drop-pw")
 
 
-async def test_delete_last_password_is_400(http, services: app.Services) -> None:
+async def test_delete_last_password_is_400(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """Deleting the only password is 400 cannot_delete_last_password."""
     user = await new_user(services, "only-pw")
     async with http.delete(
@@ -193,7 +215,9 @@ async def test_delete_last_password_is_400(http, services: app.Services) -> None
     assert await logs_in(http, user.username, "only-pw")
 
 
-async def test_delete_unknown_password_is_400(http, services: app.Services) -> None:
+async def test_delete_unknown_password_is_400(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """Deleting a password that is not on the list is 400 password_not_found."""
     user = await new_user(services, "mine-pw")
     async with http.delete(
@@ -205,7 +229,7 @@ async def test_delete_unknown_password_is_400(http, services: app.Services) -> N
 
 @pytest.mark.parametrize("method", ["PUT", "POST"])
 async def test_new_password_same_as_current_is_400(
-    http, services: app.Services, method: str
+    http: aiohttp.ClientSession, services: app.Services, method: str
 ) -> None:
     """PUT or POST of a password already on the list is 400 new_password_same_as_current."""
     user = await new_user(services, "same-pw")
@@ -222,7 +246,7 @@ async def test_new_password_same_as_current_is_400(
 
 
 @pytest.mark.parametrize("method", ["PUT", "POST", "DELETE"])
-async def test_password_routes_require_basic(http, method: str) -> None:
+async def test_password_routes_require_basic(http: aiohttp.ClientSession, method: str) -> None:
     """Every password route without Basic credentials is 401 with a challenge."""
     async with http.request(method, PASSWORD, json={"new_password": "x"}) as response:
         assert response.status in (400, 401)
@@ -234,7 +258,9 @@ async def test_password_routes_require_basic(http, method: str) -> None:
         )
 
 
-async def test_password_route_with_wrong_password_is_401(http, services: app.Services) -> None:
+async def test_password_route_with_wrong_password_is_401(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """A password route with a wrong Basic password is 401 invalid_credentials."""
     user = await new_user(services, "pw")
     async with http.post(
@@ -257,14 +283,14 @@ async def test_password_route_with_wrong_password_is_401(http, services: app.Ser
     ],
     ids=["bad-base64", "no-colon", "not-utf8"],
 )
-async def test_malformed_basic_is_400(http, header: str) -> None:
+async def test_malformed_basic_is_400(http: aiohttp.ClientSession, header: str) -> None:
     """A Basic header that cannot be decoded is 400 invalid_argument, never a 5xx."""
     async with http.post(AUTHORIZE, headers={"Authorization": header}) as response:
         assert response.status == 400
         assert (await json_of(response))["error_code"] == "invalid_argument"
 
 
-async def test_other_scheme_is_401(http) -> None:
+async def test_other_scheme_is_401(http: aiohttp.ClientSession) -> None:
     """A Bearer header is not a password: 401 credentials_required with a Basic challenge."""
     async with http.post(AUTHORIZE, headers={"Authorization": "Bearer abc.def.ghi"}) as response:
         assert response.status == 401
@@ -272,7 +298,9 @@ async def test_other_scheme_is_401(http) -> None:
         assert (await json_of(response))["error_code"] == "credentials_required"
 
 
-async def test_colon_and_utf8_in_password(http, services: app.Services) -> None:
+async def test_colon_and_utf8_in_password(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """Everything after the first ':' is the password, in any UTF-8, through HTTP too."""
     password = "pä:ss:wörd 🔑"
     user = await new_user(services, password, prefix="ünïcode")
@@ -281,7 +309,7 @@ async def test_colon_and_utf8_in_password(http, services: app.Services) -> None:
         assert claims((await json_of(response))["access_token"])["username"] == user.username
 
 
-async def test_non_ascii_authorization_header_is_400(http) -> None:
+async def test_non_ascii_authorization_header_is_400(http: aiohttp.ClientSession) -> None:
     """A raw (unencoded) non-ASCII Authorization value cannot be metadata: 400, not 500."""
     raw = "Basic üser:pässword".encode().decode("latin-1")
     async with http.post(AUTHORIZE, headers={"Authorization": raw}) as response:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from service import app
-from service.config import TlsFiles
+from service.config import Settings, TlsFiles
 from tests.gateway.helpers import basic_auth
 from tests.pki import make_pki
 from tests.support import new_user
@@ -30,7 +30,9 @@ async def wait_http(port: int, process: subprocess.Popen[str]) -> None:
     raise AssertionError("gateway did not start")
 
 
-async def test_standalone_gateway_over_mtls(services, settings, tmp_path) -> None:
+async def test_standalone_gateway_over_mtls(
+    services: app.Services, settings: Settings, tmp_path
+) -> None:
     """A standalone gateway with the CA and a client certificate serves REST calls to an mTLS
     gRPC server, and exits 0 on SIGTERM."""
     pki = make_pki(tmp_path)
@@ -104,7 +106,7 @@ def test_half_a_client_certificate_is_refused(tmp_path, variable: str, expected:
     assert result.stderr.strip() == f"authsvc: {expected}"
 
 
-async def test_mtls_applies_to_rest_too(grpc_target, services, tmp_path) -> None:
+async def test_mtls_applies_to_rest_too(grpc_target: str, services: app.Services, tmp_path) -> None:
     """With a client CA, HTTPS refuses a client without a certificate and serves one with it."""
     import ssl
 

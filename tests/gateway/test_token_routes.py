@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import jwt
 
 from service import app
@@ -16,7 +17,7 @@ async def issue(http, services: app.Services) -> str:
         return str((await json_of(reply))["access_token"])
 
 
-async def test_verify_fresh_token(http, services: app.Services) -> None:
+async def test_verify_fresh_token(http: aiohttp.ClientSession, services: app.Services) -> None:
     """POST /v1/tokens:verify answers active true and the claims; exp and iat are numbers."""
     token = await issue(http, services)
     async with http.post("/v1/tokens:verify", json={"token": token}) as response:
@@ -28,7 +29,7 @@ async def test_verify_fresh_token(http, services: app.Services) -> None:
     assert body["iat"] == claims["iat"] and body["username"] == claims["username"]
 
 
-async def test_verify_garbage_is_inactive_not_an_error(http) -> None:
+async def test_verify_garbage_is_inactive_not_an_error(http: aiohttp.ClientSession) -> None:
     """An unusable token is 200 {"active": false}: the default values are printed (an empty
     `groups` list, as grpc-gateway's marshaler prints an unpopulated repeated field), and
     nothing of the token is told."""
@@ -37,7 +38,9 @@ async def test_verify_garbage_is_inactive_not_an_error(http) -> None:
         assert await json_of(response) == {"active": False, "groups": []}
 
 
-async def test_jwks_is_served_with_its_cache_control(http, services: app.Services) -> None:
+async def test_jwks_is_served_with_its_cache_control(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
     """GET /.well-known/jwks.json lists the signing key (kid of issued tokens) and keeps the
     servicer's Cache-Control instead of no-store."""
     token = await issue(http, services)

@@ -20,6 +20,7 @@ from service import app
 from service.config import Settings
 from service.gateway.server import serving_gateway
 from service.observability import metrics
+from service.store.db import Database
 from tests.gateway.helpers import basic_auth
 from tests.support import authorize, new_user
 
@@ -45,7 +46,7 @@ async def both(services: app.Services, settings: Settings) -> AsyncIterator[tupl
         await server.stop(None)
 
 
-async def test_grpc_call_is_counted_once_with_its_code(both, services) -> None:
+async def test_grpc_call_is_counted_once_with_its_code(both, services: app.Services) -> None:
     """A refused gRPC Authorize moves started and handled{UNAUTHENTICATED} by one, the
     histogram by one, and logins{invalid_credentials}; a right one handled{OK} and success."""
     target, _ = both
@@ -74,7 +75,7 @@ async def test_grpc_call_is_counted_once_with_its_code(both, services) -> None:
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 2, 1, 1]
 
 
-async def test_rest_call_is_counted_as_its_rpc_and_its_route(both, services) -> None:
+async def test_rest_call_is_counted_as_its_rpc_and_its_route(both, services: app.Services) -> None:
     """A REST login counts once in the gRPC metrics (dispatched in process) and once in the REST
     metrics under its route template and status."""
     _, base = both
@@ -141,7 +142,7 @@ async def test_unknown_paths_share_one_label(both) -> None:
     assert value("authsvc_http_requests_total", route="unmatched", method="GET", status="404") > 0
 
 
-async def test_no_credential_becomes_a_label(both, services) -> None:
+async def test_no_credential_becomes_a_label(both, services: app.Services) -> None:
     """After logins by gRPC and REST (right and wrong) and a token check, no username, password
     or token appears anywhere in the metrics text."""
     target, base = both
@@ -162,7 +163,7 @@ async def test_no_credential_becomes_a_label(both, services) -> None:
         assert secret not in text
 
 
-async def test_throttle_refusals_are_counted(db, settings) -> None:
+async def test_throttle_refusals_are_counted(db: Database, settings: Settings) -> None:
     """A name past its failure allowance is refused TOO_MANY_ATTEMPTS: counted as a throttle
     refusal and as that login outcome."""
     from tests.support import serving
@@ -183,7 +184,7 @@ async def test_throttle_refusals_are_counted(db, settings) -> None:
     assert value("authsvc_logins_total", outcome="too_many_attempts") >= 1
 
 
-async def test_hash_duration_is_observed(both, services) -> None:
+async def test_hash_duration_is_observed(both, services: app.Services) -> None:
     """Each argon2id job adds one observation to the hash duration histogram."""
     target, _ = both
     user = await new_user(services, "hash timing pw 1")
@@ -193,7 +194,9 @@ async def test_hash_duration_is_observed(both, services) -> None:
     assert value("authsvc_password_hash_seconds_count") - count == 1
 
 
-async def test_state_gauges_read_the_live_objects(services, settings) -> None:
+async def test_state_gauges_read_the_live_objects(
+    services: app.Services, settings: Settings
+) -> None:
     """The pool, hashing and key gauges come from the running server's objects."""
     collector = metrics.register_state(app.state_sources(services, settings))
     try:

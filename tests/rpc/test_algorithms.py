@@ -8,13 +8,17 @@ import pytest
 from authsvc.v1 import token_service_pb2 as pb
 from authsvc.v1 import token_service_pb2_grpc
 
+from service.config import Settings
+from service.store.db import Database
 from tests.support import authorize, new_user, serving
 
 
 @pytest.mark.parametrize(
     ("algorithm", "kty"), [("RS256", "RSA"), ("ES256", "EC"), ("Ed25519", "OKP"), ("EdDSA", "OKP")]
 )
-async def test_configured_algorithm_signs_and_verifies(db, settings, algorithm, kty) -> None:
+async def test_configured_algorithm_signs_and_verifies(
+    db: Database, settings: Settings, algorithm, kty
+) -> None:
     """With AUTHSVC_JWT_ALGORITHM set, tokens carry that alg, verify with the published JWK, and
     VerifyToken accepts them."""
     async with serving(db, settings, jwt_algorithm=algorithm) as (channel, services):
@@ -39,7 +43,9 @@ async def test_configured_algorithm_signs_and_verifies(db, settings, algorithm, 
 
 
 @pytest.mark.parametrize(("before", "after"), [("EdDSA", "ES256"), ("ES256", "RS256")])
-async def test_switching_algorithm_keeps_old_tokens_valid(db, settings, before, after) -> None:
+async def test_switching_algorithm_keeps_old_tokens_valid(
+    db: Database, settings: Settings, before, after
+) -> None:
     """After a switch of algorithm (EdDSA to ES256: a deployment that kept the old default and
     upgrades), a token issued before still verifies and new ones use the new algorithm."""
     async with serving(db, settings, jwt_algorithm=before) as (channel, services):

@@ -12,6 +12,7 @@ from authsvc.v1 import auth_service_pb2 as pb
 from authsvc.v1 import auth_service_pb2_grpc
 
 from service import app
+from service.store.db import Database
 from tests.support import authorize, basic, error_info, new_user
 
 
@@ -23,7 +24,9 @@ async def claims_of(token: str, services: app.Services) -> dict[str, object]:
     return jwt.decode(token, key, algorithms=["ES256"], issuer="authsvc", audience="authsvc")
 
 
-async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
+async def test_basic_credentials_give_a_signed_token(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Basic metadata with the right password returns an ES256 JWT (the default algorithm)
     with the documented claims."""
     user = await new_user(services, "s3cret pass")
@@ -38,7 +41,9 @@ async def test_basic_credentials_give_a_signed_token(channel, services) -> None:
     assert header["typ"] == "at+jwt"
 
 
-async def test_body_credentials_give_a_token(channel, services) -> None:
+async def test_body_credentials_give_a_token(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """The older Redis contract: username and password in the request fields."""
     user = await new_user(services, "body pass")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -46,7 +51,9 @@ async def test_body_credentials_give_a_token(channel, services) -> None:
     assert (await claims_of(reply.access_token, services))["sub"] == str(user.id)
 
 
-async def test_each_token_has_its_own_jti(channel, services) -> None:
+async def test_each_token_has_its_own_jti(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Two tokens for one user differ in jti."""
     user = await new_user(services, "pw")
     first = await authorize(channel, user.username, "pw")
@@ -56,7 +63,9 @@ async def test_each_token_has_its_own_jti(channel, services) -> None:
     )["jti"]
 
 
-async def test_wrong_password_is_unauthenticated_with_error_info(channel, services) -> None:
+async def test_wrong_password_is_unauthenticated_with_error_info(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A wrong password is UNAUTHENTICATED with ErrorInfo(INVALID_CREDENTIALS, authsvc)."""
     user = await new_user(services, "right-pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -66,7 +75,7 @@ async def test_wrong_password_is_unauthenticated_with_error_info(channel, servic
     assert (info.reason, info.domain) == ("INVALID_CREDENTIALS", "authsvc")
 
 
-async def test_unknown_user_looks_like_a_wrong_password(channel) -> None:
+async def test_unknown_user_looks_like_a_wrong_password(channel: grpc.aio.Channel) -> None:
     """An unknown username gets exactly the answer a wrong password gets."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await authorize(channel, "nobody-here", "whatever")
@@ -75,7 +84,9 @@ async def test_unknown_user_looks_like_a_wrong_password(channel) -> None:
     assert error_info(caught.value).reason == "INVALID_CREDENTIALS"
 
 
-async def test_username_lookup_ignores_case(channel, services) -> None:
+async def test_username_lookup_ignores_case(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """The same account answers to any case of its name."""
     user = await new_user(services, "pw", prefix="MiXeD")
     reply = await authorize(channel, user.username.upper(), "pw")
@@ -83,7 +94,9 @@ async def test_username_lookup_ignores_case(channel, services) -> None:
 
 
 @pytest.mark.parametrize("ttl", [1, 86400])
-async def test_ttl_bounds_are_accepted(channel, services, ttl: int) -> None:
+async def test_ttl_bounds_are_accepted(
+    channel: grpc.aio.Channel, services: app.Services, ttl: int
+) -> None:
     """ttl 1 and 86400 are the inclusive bounds."""
     user = await new_user(services, "pw")
     reply = await authorize(channel, user.username, "pw", ttl=ttl)
@@ -92,7 +105,9 @@ async def test_ttl_bounds_are_accepted(channel, services, ttl: int) -> None:
 
 
 @pytest.mark.parametrize("ttl", [0, -1, 86401, 2**31 - 1])
-async def test_ttl_out_of_range_is_invalid_argument(channel, services, ttl: int) -> None:
+async def test_ttl_out_of_range_is_invalid_argument(
+    channel: grpc.aio.Channel, services: app.Services, ttl: int
+) -> None:
     """A ttl outside 1..86400 (0 included) is INVALID_ARGUMENT."""
     user = await new_user(services, "pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -101,7 +116,9 @@ async def test_ttl_out_of_range_is_invalid_argument(channel, services, ttl: int)
     assert error_info(caught.value).reason == "INVALID_ARGUMENT"
 
 
-async def test_credentials_in_header_and_body_are_refused(channel, services) -> None:
+async def test_credentials_in_header_and_body_are_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Credentials in both places are ambiguous: INVALID_ARGUMENT."""
     user = await new_user(services, "pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -109,7 +126,7 @@ async def test_credentials_in_header_and_body_are_refused(channel, services) -> 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_no_credentials_is_unauthenticated(channel) -> None:
+async def test_no_credentials_is_unauthenticated(channel: grpc.aio.Channel) -> None:
     """No header and no fields: UNAUTHENTICATED with CREDENTIALS_REQUIRED."""
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -131,7 +148,9 @@ def _raw_auth(value: str) -> tuple[tuple[str, str], ...]:
     ],
     ids=["bad-base64", "no-colon", "not-utf8"],
 )
-async def test_malformed_basic_header_is_invalid_argument(channel, header: str) -> None:
+async def test_malformed_basic_header_is_invalid_argument(
+    channel: grpc.aio.Channel, header: str
+) -> None:
     """A Basic header that cannot be decoded is INVALID_ARGUMENT, not a server error."""
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -139,7 +158,7 @@ async def test_malformed_basic_header_is_invalid_argument(channel, header: str) 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_other_scheme_is_credentials_required(channel) -> None:
+async def test_other_scheme_is_credentials_required(channel: grpc.aio.Channel) -> None:
     """A Bearer header is not a password: UNAUTHENTICATED, CREDENTIALS_REQUIRED."""
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -147,7 +166,9 @@ async def test_other_scheme_is_credentials_required(channel) -> None:
     assert error_info(caught.value).reason == "CREDENTIALS_REQUIRED"
 
 
-async def test_password_with_colons_and_utf8(channel, services) -> None:
+async def test_password_with_colons_and_utf8(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Everything after the first ':' is the password, in any UTF-8."""
     password = "pä:ss:wörd 🔑"
     user = await new_user(services, password, prefix="ünïcode")
@@ -155,7 +176,9 @@ async def test_password_with_colons_and_utf8(channel, services) -> None:
     assert (await claims_of(reply.access_token, services))["username"] == user.username
 
 
-async def test_overlong_password_is_refused_before_hashing(channel, services) -> None:
+async def test_overlong_password_is_refused_before_hashing(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A password over 4 KiB is INVALID_ARGUMENT, whatever the user."""
     user = await new_user(services, "pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -164,7 +187,9 @@ async def test_overlong_password_is_refused_before_hashing(channel, services) ->
     assert "4096" in caught.value.details()
 
 
-async def test_locked_account_is_told_only_with_the_right_password(channel, services) -> None:
+async def test_locked_account_is_told_only_with_the_right_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A locked user with the right password gets ACCOUNT_LOCKED; a wrong one gets the usual."""
     user = await new_user(services, "pw")
     await services.users.set_locked(user.username, True)
@@ -179,7 +204,9 @@ async def test_locked_account_is_told_only_with_the_right_password(channel, serv
     assert (await authorize(channel, user.username, "pw")).access_token
 
 
-async def test_expired_account_is_permission_denied(channel, services) -> None:
+async def test_expired_account_is_permission_denied(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """An expired account with the right password is PERMISSION_DENIED, ACCOUNT_EXPIRED."""
     from datetime import UTC, datetime, timedelta
 
@@ -193,7 +220,9 @@ async def test_expired_account_is_permission_denied(channel, services) -> None:
     assert (await authorize(channel, user.username, "pw")).access_token
 
 
-async def test_densify_dialect_returns_token_expiry_and_status(channel, services) -> None:
+async def test_densify_dialect_returns_token_expiry_and_status(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """IssueApiToken answers apiToken, expires (epoch ms, 5 minutes ahead) and status 200."""
     user = await new_user(services, "pw")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -205,7 +234,9 @@ async def test_densify_dialect_returns_token_expiry_and_status(channel, services
     assert before + 299 <= reply.expires / 1000 <= time.time() + 301
 
 
-async def test_densify_dialect_wrong_password(channel, services) -> None:
+async def test_densify_dialect_wrong_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """IssueApiToken with a wrong password is UNAUTHENTICATED like Authorize."""
     user = await new_user(services, "pw")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -214,7 +245,7 @@ async def test_densify_dialect_wrong_password(channel, services) -> None:
     assert error_info(caught.value).reason == "INVALID_CREDENTIALS"
 
 
-async def test_request_id_is_echoed(channel, services) -> None:
+async def test_request_id_is_echoed(channel: grpc.aio.Channel, services: app.Services) -> None:
     """The x-request-id a caller sends comes back in the trailing metadata."""
     user = await new_user(services, "pw")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -225,7 +256,9 @@ async def test_request_id_is_echoed(channel, services) -> None:
     assert ("x-request-id", "rid-42") in tuple(await call.trailing_metadata())
 
 
-async def test_old_argon2_parameters_are_rehashed_on_login(channel, services, db) -> None:
+async def test_old_argon2_parameters_are_rehashed_on_login(
+    channel: grpc.aio.Channel, services: app.Services, db: Database
+) -> None:
     """A hash made with other parameters and its own salt (argon2-cffi's default) is replaced on
     the next successful login by one with the current parameters and the user's salt, which
     logs the same password in again and no other."""
@@ -250,7 +283,9 @@ async def test_old_argon2_parameters_are_rehashed_on_login(channel, services, db
     assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_bearer_header_does_not_hide_body_credentials(channel, services) -> None:
+async def test_bearer_header_does_not_hide_body_credentials(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A non-Basic authorization header (a stale Bearer token) is ignored for body credentials."""
     user = await new_user(services, "pw")
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)

@@ -10,6 +10,9 @@ import pytest
 from authsvc.v1 import password_service_pb2 as password_pb
 from authsvc.v1 import password_service_pb2_grpc
 
+from service import app
+from service.config import Settings
+from service.store.db import Database
 from tests.support import authorize, basic, error_info, new_user, serving
 from tests.test_cli import cli, env_with
 
@@ -41,7 +44,9 @@ def assert_refused_as_common(error: grpc.aio.AioRpcError, password: str) -> None
 
 
 @pytest.mark.parametrize("password", COMMON, ids=["lower", "capitalised", "spaces"])
-async def test_add_password_refuses_a_common_password(channel, services, password: str) -> None:
+async def test_add_password_refuses_a_common_password(
+    channel: grpc.aio.Channel, services: app.Services, password: str
+) -> None:
     """AddPassword with a listed password (any case, surrounding spaces) is refused; the
     current password still logs in and the common one does not."""
     user = await new_user(services, CURRENT)
@@ -58,7 +63,9 @@ async def test_add_password_refuses_a_common_password(channel, services, passwor
 
 
 @pytest.mark.parametrize("password", COMMON, ids=["lower", "capitalised", "spaces"])
-async def test_replace_refuses_a_common_password(channel, services, password: str) -> None:
+async def test_replace_refuses_a_common_password(
+    channel: grpc.aio.Channel, services: app.Services, password: str
+) -> None:
     """ReplacePasswords with a listed password is refused the same way."""
     user = await new_user(services, CURRENT)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -69,7 +76,9 @@ async def test_replace_refuses_a_common_password(channel, services, password: st
     assert_refused_as_common(caught.value, password)
 
 
-async def test_an_uncommon_password_is_accepted(channel, services) -> None:
+async def test_an_uncommon_password_is_accepted(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A password not in the list is replaced in and then logs in."""
     user = await new_user(services, CURRENT)
     await stub(channel).ReplacePasswords(
@@ -79,7 +88,7 @@ async def test_an_uncommon_password_is_accepted(channel, services) -> None:
     assert (await authorize(channel, user.username, UNCOMMON)).access_token
 
 
-async def test_the_setting_turns_the_list_off(db, settings) -> None:
+async def test_the_setting_turns_the_list_off(db: Database, settings: Settings) -> None:
     """With password_blocklist off, a listed password is added and logs in."""
     async with serving(db, settings, password_blocklist=False) as (channel, services):
         user = await new_user(services, CURRENT)

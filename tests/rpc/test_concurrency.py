@@ -8,6 +8,8 @@ import grpc
 from authsvc.v1 import password_service_pb2 as pb
 from authsvc.v1 import password_service_pb2_grpc
 
+from service import app
+from service.store.db import Database
 from tests.support import basic, new_user
 
 COUNT_PASSWORDS = "SELECT count(*) AS n FROM passwords WHERE user_id = $1"
@@ -19,7 +21,9 @@ async def count_passwords(db, user_id) -> int:
     return int(row["n"])
 
 
-async def test_concurrent_adds_lose_nothing(channel, services, db) -> None:
+async def test_concurrent_adds_lose_nothing(
+    channel: grpc.aio.Channel, services: app.Services, db: Database
+) -> None:
     """Ten concurrent AddPassword calls leave eleven passwords, each of which logs in."""
     user = await new_user(services, "base-pw")
     stub = password_service_pb2_grpc.PasswordServiceStub(channel)
@@ -37,7 +41,9 @@ async def test_concurrent_adds_lose_nothing(channel, services, db) -> None:
         await services.authenticator.authenticate(user.username, password, "ip:192.0.2.9")
 
 
-async def test_concurrent_deletes_never_remove_the_last_password(channel, services, db) -> None:
+async def test_concurrent_deletes_never_remove_the_last_password(
+    channel: grpc.aio.Channel, services: app.Services, db: Database
+) -> None:
     """Concurrent deletes of every password, each authenticated by another, leave exactly one."""
     passwords = [f"pw-{i}" for i in range(6)]
     user = await new_user(services, passwords[0])
@@ -68,7 +74,9 @@ async def test_concurrent_deletes_never_remove_the_last_password(channel, servic
     assert len(results) - len(failures) == len(passwords) - remaining
 
 
-async def test_two_deletes_of_a_pair_leave_one(channel, services, db) -> None:
+async def test_two_deletes_of_a_pair_leave_one(
+    channel: grpc.aio.Channel, services: app.Services, db: Database
+) -> None:
     """Two concurrent deletes on a list of two: one succeeds, one is refused, one password stays."""
     for _ in range(5):
         user = await new_user(services, "left-pw")

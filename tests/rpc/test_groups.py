@@ -8,15 +8,17 @@ import asyncio
 import secrets
 
 import aiohttp
+import grpc
 import jwt
 import pytest
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc, token_service_pb2_grpc
 from authsvc.v1 import token_service_pb2 as pb
 
 from service import app
-from service.config import ConfigError, load_settings
+from service.config import ConfigError, Settings, load_settings
 from service.errors import AuthError, Reason
 from service.gateway.server import serving_gateway
+from service.store.db import Database
 from tests.support import authorize, serving
 from tests.test_cli import cli, env_with
 
@@ -34,7 +36,9 @@ def name() -> str:
     return f"grouped-{secrets.token_hex(4)}"
 
 
-async def test_tokens_carry_sorted_groups_and_the_api_scope(channel, services) -> None:
+async def test_tokens_carry_sorted_groups_and_the_api_scope(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A user's groups travel sorted in `groups`; with AUTHSVC_API_GROUPS unset every token has
     scope `api`; VerifyToken and IssueApiToken say the same."""
     user = await services.users.create(name(), "grp-pw-1", ["ops", "Billing", "team:a", "ops"])
@@ -52,7 +56,7 @@ async def test_tokens_carry_sorted_groups_and_the_api_scope(channel, services) -
     assert claims_of(api.api_token)["groups"] == ["Billing", "ops", "team:a"]
 
 
-async def test_no_groups_no_claim(channel, services) -> None:
+async def test_no_groups_no_claim(channel: grpc.aio.Channel, services: app.Services) -> None:
     """A user without groups gets no `groups` claim (not an empty one), and VerifyToken none."""
     user = await services.users.create(name(), "grp-pw-2")
     token = (await authorize(channel, user.username, "grp-pw-2")).access_token
@@ -60,7 +64,9 @@ async def test_no_groups_no_claim(channel, services) -> None:
     assert list((await verify(channel, token)).groups) == []
 
 
-async def test_changing_groups_revokes_older_tokens(channel, services) -> None:
+async def test_changing_groups_revokes_older_tokens(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Adding or removing a group makes the user's older tokens inactive (they carry the old
     groups); a change that changes nothing revokes nothing."""
     user = await services.users.create(name(), "grp-pw-3", ["a"])
@@ -73,7 +79,7 @@ async def test_changing_groups_revokes_older_tokens(channel, services) -> None:
     assert claims_of(new)["groups"] == ["b"] and (await verify(channel, new)).active
 
 
-async def test_concurrent_changes_compose(services) -> None:
+async def test_concurrent_changes_compose(services: app.Services) -> None:
     """Groups added at once by many administrators all end up on the user."""
     user = await services.users.create(name(), "grp-pw-4")
     await asyncio.gather(
@@ -82,7 +88,7 @@ async def test_concurrent_changes_compose(services) -> None:
     assert (await services.users.get(user.username)).groups == tuple(f"g{i:02}" for i in range(20))
 
 
-async def test_group_limits(services) -> None:
+async def test_group_limits(services: app.Services) -> None:
     """At most 64 groups of 1..256 characters without control characters; a refused change
     writes nothing; an unknown user is USER_NOT_FOUND."""
     user = await services.users.create(name(), "grp-pw-5", [f"g{i}" for i in range(64)])
@@ -99,7 +105,7 @@ async def test_group_limits(services) -> None:
     assert caught.value.reason is Reason.USER_NOT_FOUND
 
 
-async def test_api_groups_decide_the_api_scope(db, settings) -> None:
+async def test_api_groups_decide_the_api_scope(db: Database, settings: Settings) -> None:
     """With AUTHSVC_API_GROUPS, every active user still gets a token, but only members of those
     groups get scope `api`; VerifyToken with required_scope "api" is inactive for the others."""
     async with serving(db, settings, api_groups=("Administrator", "SaaS_User")) as (ch, svc):
@@ -114,7 +120,7 @@ async def test_api_groups_decide_the_api_scope(db, settings) -> None:
         assert not (await verify(ch, other_token, "api")).active
 
 
-async def test_required_scope_over_rest(services, settings) -> None:
+async def test_required_scope_over_rest(services: app.Services, settings: Settings) -> None:
     """POST /v1/tokens:verify takes `required_scope` through the annotations, no gateway change."""
     user = await services.users.create(name(), "grp-pw-9", ["x"])
     dispatcher = app.in_process_gateway(app.build_servicers(services, settings))

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service import app
+from service.config import Settings
 from service.rpc.health import SERVICE_NAMES, HealthServicer
 from tests.conftest import with_database
 
@@ -63,14 +64,14 @@ async def server_on_own_database(
         await admin.close()
 
 
-async def test_known_names_are_serving(channel) -> None:
+async def test_known_names_are_serving(channel: grpc.aio.Channel) -> None:
     """Check of "" and of each authsvc service's full name is SERVING."""
     assert "authsvc.v1.TokenService" in SERVICE_NAMES
     for name in SERVICE_NAMES:
         assert (await health(channel).Check(request(name))).status == SERVING, name
 
 
-async def test_unknown_service_is_not_found(channel) -> None:
+async def test_unknown_service_is_not_found(channel: grpc.aio.Channel) -> None:
     """Check of a name the server does not serve is NOT_FOUND (not SERVING)."""
     for name in ("no.such.Service", "authsvc.v1", "AuthService"):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -78,7 +79,7 @@ async def test_unknown_service_is_not_found(channel) -> None:
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND, name
 
 
-async def test_health_follows_the_database(pg_dsn, settings) -> None:
+async def test_health_follows_the_database(pg_dsn, settings: Settings) -> None:
     """Check is SERVING, then NOT_SERVING (not an error) after the database is dropped."""
     async with server_on_own_database(pg_dsn, settings, "health_probe") as (channel, _, admin):
         assert (await health(channel).Check(request())).status == SERVING
@@ -86,7 +87,9 @@ async def test_health_follows_the_database(pg_dsn, settings) -> None:
         assert (await health(channel).Check(request())).status == NOT_SERVING
 
 
-async def test_watch_streams_the_change_when_the_database_goes(pg_dsn, settings, caplog) -> None:
+async def test_watch_streams_the_change_when_the_database_goes(
+    pg_dsn, settings: Settings, caplog
+) -> None:
     """Watch sends SERVING at once, then NOT_SERVING soon after the database goes away, with
     no traceback logged."""
     caplog.set_level(logging.INFO)
@@ -101,14 +104,14 @@ async def test_watch_streams_the_change_when_the_database_goes(pg_dsn, settings,
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
-async def test_watch_of_an_unknown_service_says_so(channel) -> None:
+async def test_watch_of_an_unknown_service_says_so(channel: grpc.aio.Channel) -> None:
     """Watch of a name the server does not serve answers SERVICE_UNKNOWN and stays open."""
     stream = health(channel).Watch(request("no.such.Service"), timeout=30)
     assert (await asyncio.wait_for(stream.read(), 5)).status == SERVICE_UNKNOWN
     stream.cancel()
 
 
-async def test_shutdown_ends_watches_with_not_serving(pg_dsn, settings) -> None:
+async def test_shutdown_ends_watches_with_not_serving(pg_dsn, settings: Settings) -> None:
     """On shutdown a watcher is told NOT_SERVING and its stream ends (so it does not hold the
     server's drain), and Check answers NOT_SERVING."""
     async with server_on_own_database(pg_dsn, settings, "health_stop") as (channel, servicer, _):

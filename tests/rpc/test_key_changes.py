@@ -21,6 +21,7 @@ import pytest
 from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
 
 from service import app
+from service.config import Settings
 from service.store import signing_keys as key_store
 from service.store.db import Database
 from tests.support import authorize, new_user, serving
@@ -85,7 +86,7 @@ async def until(condition, within: float) -> float:
     return time.monotonic() - started
 
 
-async def test_retire_old_reaches_every_replica_at_once(replicas, database_url) -> None:
+async def test_retire_old_reaches_every_replica_at_once(replicas, database_url: str) -> None:
     """After `keys rotate --retire-old` returns, within 1 s both replicas refuse the tokens the
     retired key signed and sign with the new key only; tokens of the new key verify on both."""
     user = await new_user(replicas[0].services, "pw")
@@ -104,7 +105,7 @@ async def test_retire_old_reaches_every_replica_at_once(replicas, database_url) 
     assert all([await active(r, t) for r in replicas for t in fresh])
 
 
-async def test_plain_rotate_signs_at_once_everywhere(replicas, database_url) -> None:
+async def test_plain_rotate_signs_at_once_everywhere(replicas, database_url: str) -> None:
     """After `keys rotate` returns, within 1 s both replicas sign with the new key, and tokens
     of the old key still verify (it stays published until they expire)."""
     user = await new_user(replicas[0].services, "pw")
@@ -118,7 +119,7 @@ async def test_plain_rotate_signs_at_once_everywhere(replicas, database_url) -> 
     assert all([await active(r, old) for r in replicas])
 
 
-async def test_listener_reconnects_after_losing_its_connection(replicas, db) -> None:
+async def test_listener_reconnects_after_losing_its_connection(replicas, db: Database) -> None:
     """When PostgreSQL ends the listening sessions, the replicas listen again (within a few
     seconds) and the next change still reaches them at once."""
     await db.execute(
@@ -144,7 +145,7 @@ async def _refused(replica: Replica, token: str) -> bool:
     return not await active(replica, token)
 
 
-async def test_failing_to_listen_only_logs(db, settings, caplog) -> None:
+async def test_failing_to_listen_only_logs(db: Database, settings: Settings, caplog) -> None:
     """A replica that cannot open its listening connection logs one line (no traceback) and
     serves all the same."""
     caplog.set_level(logging.INFO)
@@ -160,7 +161,7 @@ async def test_failing_to_listen_only_logs(db, settings, caplog) -> None:
     assert "not listening for signing key changes" in lines[0].getMessage()
 
 
-async def test_key_change_notice_is_sent_only_on_commit(db) -> None:
+async def test_key_change_notice_is_sent_only_on_commit(db: Database) -> None:
     """The notice goes out when a key change commits (so a listener never re-reads before the
     change is visible), and not at all for a change rolled back."""
     listener = await asyncpg.connect(db.dsn)

@@ -59,7 +59,7 @@ async def call_with_bytes(channel, path: str, streaming: bool, payload: bytes) -
     ids=[*(m[0] for m in METHODS), "truncated-field"],
 )
 async def test_malformed_request_is_invalid_argument(
-    channel, caplog, path, streaming, payload
+    channel: grpc.aio.Channel, caplog, path, streaming, payload
 ) -> None:
     """Bad bytes answer INVALID_ARGUMENT with ErrorInfo(INVALID_ARGUMENT, authsvc), no class
     name in the message, and one log line without a traceback."""
@@ -76,7 +76,7 @@ async def test_malformed_request_is_invalid_argument(
     assert lines[0].exc_info is None and path in lines[0].getMessage()
 
 
-async def test_well_formed_request_still_reaches_the_method(channel) -> None:
+async def test_well_formed_request_still_reaches_the_method(channel: grpc.aio.Channel) -> None:
     """The same method with valid bytes is answered by the servicer (here: token inactive)."""
     payload = token_service_pb2.VerifyTokenRequest(token="not.a.token").SerializeToString()
     reply = await raw_call(channel, "/authsvc.v1.TokenService/VerifyToken", False)(payload)

@@ -12,6 +12,7 @@ from authsvc.v1 import password_service_pb2 as pb
 from authsvc.v1 import password_service_pb2_grpc
 
 from service.config import Settings
+from service.store.db import Database
 from tests.support import authorize, basic, error_info, new_user, serving
 
 
@@ -25,7 +26,7 @@ async def replace(channel: grpc.aio.Channel, username: str, current: str, new: s
     )
 
 
-async def test_history_is_off_by_default(db, settings) -> None:
+async def test_history_is_off_by_default(db: Database, settings: Settings) -> None:
     """With the defaults, a password replaced away may be set again."""
     async with serving(db, settings, password_history=Settings().password_history) as (ch, svc):
         user = await new_user(svc, "first-Pass1")
@@ -34,7 +35,9 @@ async def test_history_is_off_by_default(db, settings) -> None:
         assert (await authorize(ch, user.username, "first-Pass1")).access_token
 
 
-async def test_recent_passwords_are_refused_and_older_ones_come_back(db, settings) -> None:
+async def test_recent_passwords_are_refused_and_older_ones_come_back(
+    db: Database, settings: Settings
+) -> None:
     """With a history of 2, the last two retired passwords are refused PASSWORD_REUSED with a
     message naming the rule (not the password); the third-last is accepted again."""
     async with serving(db, settings, password_history=2) as (ch, svc):
@@ -53,7 +56,7 @@ async def test_recent_passwords_are_refused_and_older_ones_come_back(db, setting
         assert (await authorize(ch, user.username, "pw-0-Aa")).access_token
 
 
-async def test_deleted_passwords_enter_the_history(db, settings) -> None:
+async def test_deleted_passwords_enter_the_history(db: Database, settings: Settings) -> None:
     """A password removed by DeletePassword cannot be added back while in the history."""
     async with serving(db, settings, password_history=3) as (ch, svc):
         user = await new_user(svc, "keep-Me-1")
@@ -69,7 +72,9 @@ async def test_deleted_passwords_enter_the_history(db, settings) -> None:
         assert error_info(caught.value).reason == "PASSWORD_REUSED"
 
 
-async def test_a_list_holds_32_passwords_by_default_and_each_logs_in(db, settings) -> None:
+async def test_a_list_holds_32_passwords_by_default_and_each_logs_in(
+    db: Database, settings: Settings
+) -> None:
     """With the defaults a user holds up to 32 passwords (the 33rd is TOO_MANY_PASSWORDS), and
     every one of them logs in: the oldest as well as the newest."""
     async with serving(db, settings, max_passwords=Settings().max_passwords) as (ch, svc):

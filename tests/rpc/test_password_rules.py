@@ -13,6 +13,7 @@ from authsvc.v1 import password_service_pb2 as password_pb
 
 from service import app
 from service.errors import AuthError, Reason
+from service.store.db import Database
 from tests.support import authorize, basic, error_info, new_user, serving
 from tests.test_cli import cli, env_with
 
@@ -105,7 +106,7 @@ def test_cli_user_create_names_the_broken_rule(database_url: str) -> None:
 # -- maximum age ------------------------------------------------------------------------------
 
 
-async def test_old_password_gets_password_expired(rules, db) -> None:
+async def test_old_password_gets_password_expired(rules, db: Database) -> None:
     """Authorize with a right password older than the maximum age: UNAUTHENTICATED,
     PASSWORD_EXPIRED."""
     channel, services = rules
@@ -116,7 +117,7 @@ async def test_old_password_gets_password_expired(rules, db) -> None:
     assert error_info(error).reason == "PASSWORD_EXPIRED"
 
 
-async def test_old_password_gets_no_api_token_either(rules, db) -> None:
+async def test_old_password_gets_no_api_token_either(rules, db: Database) -> None:
     """The Densify dialect refuses an expired password the same way."""
     channel, services = rules
     user = await new_user(services, CURRENT)
@@ -129,7 +130,7 @@ async def test_old_password_gets_no_api_token_either(rules, db) -> None:
     assert error_info(error).reason == "PASSWORD_EXPIRED"
 
 
-async def test_wrong_password_on_an_expired_one_is_invalid_credentials(rules, db) -> None:
+async def test_wrong_password_on_an_expired_one_is_invalid_credentials(rules, db: Database) -> None:
     """Expiry is told only after the password was verified right."""
     channel, services = rules
     user = await new_user(services, CURRENT)
@@ -138,7 +139,7 @@ async def test_wrong_password_on_an_expired_one_is_invalid_credentials(rules, db
     assert error_info(error).reason == "INVALID_CREDENTIALS"
 
 
-async def test_password_younger_than_the_maximum_age_works(rules, db) -> None:
+async def test_password_younger_than_the_maximum_age_works(rules, db: Database) -> None:
     """A password just under the maximum age still gets a token."""
     channel, services = rules
     user = await new_user(services, CURRENT)
@@ -146,7 +147,7 @@ async def test_password_younger_than_the_maximum_age_works(rules, db) -> None:
     assert (await authorize(channel, user.username, CURRENT)).access_token
 
 
-async def test_expired_password_recovers_through_add_password(rules, db) -> None:
+async def test_expired_password_recovers_through_add_password(rules, db: Database) -> None:
     """The expired password authenticates AddPassword; the new password then gets a token,
     while the old one stays expired."""
     channel, services = rules
@@ -160,7 +161,7 @@ async def test_expired_password_recovers_through_add_password(rules, db) -> None
     assert error_info(error).reason == "PASSWORD_EXPIRED"
 
 
-async def test_expired_password_recovers_through_replace(rules, db) -> None:
+async def test_expired_password_recovers_through_replace(rules, db: Database) -> None:
     """ReplacePasswords with the expired password leaves only the new one, which works."""
     channel, services = rules
     user = await new_user(services, CURRENT)

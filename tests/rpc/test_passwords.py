@@ -7,6 +7,7 @@ import pytest
 from authsvc.v1 import password_service_pb2 as pb
 from authsvc.v1 import password_service_pb2_grpc
 
+from service import app
 from tests.support import authorize, basic, error_info, new_user
 
 
@@ -23,7 +24,9 @@ async def can_login(channel: grpc.aio.Channel, username: str, password: str) -> 
     return True
 
 
-async def test_add_password_makes_both_valid(channel, services) -> None:
+async def test_add_password_makes_both_valid(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """After AddPassword, the old and the new password both log in."""
     user = await new_user(services, "first-pw")
     await stub(channel).AddPassword(
@@ -33,7 +36,9 @@ async def test_add_password_makes_both_valid(channel, services) -> None:
     assert await can_login(channel, user.username, "second-pw")
 
 
-async def test_replace_leaves_only_the_new_password(channel, services) -> None:
+async def test_replace_leaves_only_the_new_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """ReplacePasswords turns a list of two into a list of one: the new password."""
     user = await new_user(services, "one-pw")
     s = stub(channel)
@@ -48,7 +53,9 @@ async def test_replace_leaves_only_the_new_password(channel, services) -> None:
     assert await can_login(channel, user.username, "three-pw")
 
 
-async def test_delete_removes_one_password(channel, services) -> None:
+async def test_delete_removes_one_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """DeletePassword removes the named password and keeps the others."""
     user = await new_user(services, "keep-pw")
     s = stub(channel)
@@ -62,7 +69,9 @@ async def test_delete_removes_one_password(channel, services) -> None:
     assert not await can_login(channel, user.username, "drop-pw")
 
 
-async def test_a_password_may_delete_itself(channel, services) -> None:
+async def test_a_password_may_delete_itself(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A caller may delete the very password it authenticated with, if another remains."""
     user = await new_user(services, "a-pw")
     s = stub(channel)
@@ -76,7 +85,9 @@ async def test_a_password_may_delete_itself(channel, services) -> None:
     assert await can_login(channel, user.username, "b-pw")
 
 
-async def test_cannot_delete_the_last_password(channel, services) -> None:
+async def test_cannot_delete_the_last_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Deleting the only password is FAILED_PRECONDITION, CANNOT_DELETE_LAST_PASSWORD."""
     user = await new_user(services, "only-pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -89,7 +100,9 @@ async def test_cannot_delete_the_last_password(channel, services) -> None:
     assert await can_login(channel, user.username, "only-pw")
 
 
-async def test_delete_unknown_password_is_not_found(channel, services) -> None:
+async def test_delete_unknown_password_is_not_found(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Deleting a password that is not on the list is FAILED_PRECONDITION, PASSWORD_NOT_FOUND."""
     user = await new_user(services, "mine-pw")
     s = stub(channel)
@@ -106,7 +119,9 @@ async def test_delete_unknown_password_is_not_found(channel, services) -> None:
 
 
 @pytest.mark.parametrize("method", ["AddPassword", "ReplacePasswords"])
-async def test_new_password_equal_to_an_existing_one(channel, services, method: str) -> None:
+async def test_new_password_equal_to_an_existing_one(
+    channel: grpc.aio.Channel, services: app.Services, method: str
+) -> None:
     """A new password equal to any on the list is INVALID_ARGUMENT, NEW_PASSWORD_SAME_AS_CURRENT."""
     user = await new_user(services, "p1")
     s = stub(channel)
@@ -125,7 +140,9 @@ async def test_new_password_equal_to_an_existing_one(channel, services, method: 
 
 
 @pytest.mark.parametrize("new_password", ["", "x" * 4097])
-async def test_empty_or_overlong_new_password(channel, services, new_password: str) -> None:
+async def test_empty_or_overlong_new_password(
+    channel: grpc.aio.Channel, services: app.Services, new_password: str
+) -> None:
     """An empty or over-4-KiB new password is INVALID_ARGUMENT."""
     user = await new_user(services, "pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -135,7 +152,9 @@ async def test_empty_or_overlong_new_password(channel, services, new_password: s
     assert error_info(caught.value).reason == "INVALID_ARGUMENT"
 
 
-async def test_password_of_4096_bytes_is_accepted(channel, services) -> None:
+async def test_password_of_4096_bytes_is_accepted(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Exactly 4 KiB of UTF-8 is allowed (multi-byte characters count as bytes)."""
     user = await new_user(services, "pw")
     long_password = "é" * 2048
@@ -145,7 +164,7 @@ async def test_password_of_4096_bytes_is_accepted(channel, services) -> None:
     assert await can_login(channel, user.username, long_password)
 
 
-async def test_password_calls_require_basic_credentials(channel) -> None:
+async def test_password_calls_require_basic_credentials(channel: grpc.aio.Channel) -> None:
     """Without Basic metadata a password call is UNAUTHENTICATED, CREDENTIALS_REQUIRED."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub(channel).AddPassword(pb.AddPasswordRequest(new_password="x"))
@@ -153,7 +172,9 @@ async def test_password_calls_require_basic_credentials(channel) -> None:
     assert error_info(caught.value).reason == "CREDENTIALS_REQUIRED"
 
 
-async def test_password_calls_require_the_right_password(channel, services) -> None:
+async def test_password_calls_require_the_right_password(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A wrong password cannot change the list."""
     user = await new_user(services, "pw")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -165,7 +186,9 @@ async def test_password_calls_require_the_right_password(channel, services) -> N
     assert await can_login(channel, user.username, "pw")
 
 
-async def test_removing_passwords_bumps_the_credential_version(channel, services) -> None:
+async def test_removing_passwords_bumps_the_credential_version(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Replace and delete bump the user's credential version (the revocation hook); add does not."""
     user = await new_user(services, "v1")
     s = stub(channel)

@@ -29,7 +29,7 @@ def claims_of(token: str) -> dict[str, object]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-async def test_blocking_client_covers_every_rpc(grpc_target, services) -> None:
+async def test_blocking_client_covers_every_rpc(grpc_target: str, services: app.Services) -> None:
     """The blocking client's seven calls work against the server, and errors carry the reason."""
     user = await new_user(services, "c1")
 
@@ -62,7 +62,7 @@ async def test_blocking_client_covers_every_rpc(grpc_target, services) -> None:
     await asyncio.to_thread(scenario)
 
 
-async def test_async_client_covers_every_rpc(grpc_target, services) -> None:
+async def test_async_client_covers_every_rpc(grpc_target: str, services: app.Services) -> None:
     """The asyncio client's seven calls work against the server, and errors carry the reason."""
     user = await new_user(services, "a1")
     async with AsyncAuthClient(grpc_target) as client:
@@ -87,7 +87,9 @@ async def test_async_client_covers_every_rpc(grpc_target, services) -> None:
         assert await client.authorize(user.username, "a3")
 
 
-async def test_error_carries_reason_domain_and_request_id(grpc_target, services) -> None:
+async def test_error_carries_reason_domain_and_request_id(
+    grpc_target: str, services: app.Services
+) -> None:
     """A refusal carries ErrorInfo's reason and domain, no retry_after, and a request id that
     differs per call."""
     user = await new_user(services, "r1")

@@ -48,14 +48,14 @@ def client_credentials(pki: Pki, with_client_cert: bool) -> grpc.ChannelCredenti
     )
 
 
-async def test_tls_client_gets_a_token(tls_target, services, pki) -> None:
+async def test_tls_client_gets_a_token(tls_target, services: app.Services, pki) -> None:
     """Over TLS, a client that trusts the CA authorizes as usual."""
     user = await new_user(services, "pw")
     async with grpc.aio.secure_channel(tls_target, client_credentials(pki, False)) as channel:
         assert (await authorize(channel, user.username, "pw")).access_token
 
 
-async def test_plaintext_client_cannot_talk_to_tls(tls_target, services) -> None:
+async def test_plaintext_client_cannot_talk_to_tls(tls_target, services: app.Services) -> None:
     """A plaintext client gets UNAVAILABLE from a TLS listener, never a token."""
     user = await new_user(services, "pw")
     async with grpc.aio.insecure_channel(tls_target) as channel:
@@ -64,7 +64,7 @@ async def test_plaintext_client_cannot_talk_to_tls(tls_target, services) -> None
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_mtls_requires_a_client_certificate(mtls_target, services, pki) -> None:
+async def test_mtls_requires_a_client_certificate(mtls_target, services: app.Services, pki) -> None:
     """With a client CA configured, a client without a certificate is refused; with one, served."""
     user = await new_user(services, "pw")
     async with grpc.aio.secure_channel(mtls_target, client_credentials(pki, False)) as channel:

@@ -8,6 +8,7 @@ import time
 import grpc
 import pytest
 
+from service import app
 from tests.rpc.test_tokens import good_claims, signed, verify
 
 # The base64url alphabet; a segment's last character carries bits that decoding may drop.
@@ -21,7 +22,7 @@ def same_bytes_other_text(segment: str) -> str:
     return segment[:-1] + ALPHABET[last ^ ((1 << unused_bits) - 1)]
 
 
-async def test_canonical_token_is_active(channel, services) -> None:
+async def test_canonical_token_is_active(channel: grpc.aio.Channel, services: app.Services) -> None:
     """The token exactly as signed verifies active (the rule below refuses only re-encodings)."""
     assert (await verify(channel, await signed(services, await good_claims(services)))).active
 
@@ -53,7 +54,9 @@ async def test_canonical_token_is_active(channel, services) -> None:
         "non-zero-unused-bits",
     ],
 )
-async def test_non_canonical_encoding_is_inactive(channel, services, reencode) -> None:
+async def test_non_canonical_encoding_is_inactive(
+    channel: grpc.aio.Channel, services: app.Services, reencode
+) -> None:
     """A signed token re-encoded in any other way (padding, segments, alphabet, stray bits) is
     inactive, though its bytes still decode to the signed ones."""
     # A token with no '-' or '_' reads the same in both alphabets: sign until one differs.
@@ -87,7 +90,7 @@ async def test_non_canonical_encoding_is_inactive(channel, services, reencode) -
     ids=repr,
 )
 async def test_malformed_claim_signed_by_the_real_key_is_inactive(
-    channel, services, change
+    channel: grpc.aio.Channel, services: app.Services, change
 ) -> None:
     """A token signed by our key with a claim of the wrong type or out of range is active:
     false, not INTERNAL."""
@@ -99,7 +102,9 @@ async def test_malformed_claim_signed_by_the_real_key_is_inactive(
     assert not reply.active
 
 
-async def test_whole_number_claims_in_range_are_active(channel, services) -> None:
+async def test_whole_number_claims_in_range_are_active(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Integer iat/exp/nbf/cv within range stay valid (the type rules refuse only the wrong)."""
     claims = await good_claims(services)
     now = int(time.time())

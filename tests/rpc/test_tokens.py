@@ -17,6 +17,7 @@ from authsvc.v1 import password_service_pb2, password_service_pb2_grpc, token_se
 from authsvc.v1 import token_service_pb2 as pb
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service import app
 from service.config import Settings
 from tests.support import authorize, basic, new_user
 
@@ -55,7 +56,9 @@ async def good_claims(services) -> dict:
     }
 
 
-async def test_fresh_token_is_active_with_its_claims(channel, services) -> None:
+async def test_fresh_token_is_active_with_its_claims(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A token just issued is active and introspection returns its claims."""
     user = await new_user(services, "pw")
     token = (await authorize(channel, user.username, "pw", ttl=120)).access_token
@@ -71,26 +74,26 @@ async def test_fresh_token_is_active_with_its_claims(channel, services) -> None:
     assert (reply.iat, reply.exp) == (claims["iat"], claims["exp"])
 
 
-async def test_inactive_answer_carries_nothing_else(channel) -> None:
+async def test_inactive_answer_carries_nothing_else(channel: grpc.aio.Channel) -> None:
     """A token that is not valid is active=false with no other field set."""
     reply = await verify(channel, "not.a.token")
     assert not reply.active
     assert not any(reply.HasField(f) for f in ("sub", "username", "exp", "iat", "jti", "iss"))
 
 
-async def test_huge_token_is_inactive(channel) -> None:
+async def test_huge_token_is_inactive(channel: grpc.aio.Channel) -> None:
     """An oversized input is inactive, not an error."""
     assert not (await verify(channel, "a" * 10_000)).active
 
 
-async def test_missing_token_is_invalid_argument(channel) -> None:
+async def test_missing_token_is_invalid_argument(channel: grpc.aio.Channel) -> None:
     """No token at all is INVALID_ARGUMENT (RFC 7662 invalid_request), not active=false."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await verify(channel, "")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_alg_none_is_refused(channel, services) -> None:
+async def test_alg_none_is_refused(channel: grpc.aio.Channel, services: app.Services) -> None:
     """An unsigned token (alg none) naming a real kid is inactive."""
     claims = await good_claims(services)
     kid = (await services.keys.signing_key()).key.kid
@@ -98,7 +101,9 @@ async def test_alg_none_is_refused(channel, services) -> None:
     assert not (await verify(channel, token)).active
 
 
-async def test_foreign_key_with_known_kid_is_refused(channel, services) -> None:
+async def test_foreign_key_with_known_kid_is_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A token signed by another P-256 key (our algorithm) but naming our kid is inactive."""
     claims = await good_claims(services)
     kid = (await services.keys.signing_key()).key.kid
@@ -108,7 +113,9 @@ async def test_foreign_key_with_known_kid_is_refused(channel, services) -> None:
     assert not (await verify(channel, token)).active
 
 
-async def test_tampered_signature_and_payload_are_refused(channel, services) -> None:
+async def test_tampered_signature_and_payload_are_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Changing one byte of the payload or the signature makes a token inactive."""
     token = await signed(services, await good_claims(services))
     assert (await verify(channel, token)).active
@@ -121,7 +128,9 @@ async def test_tampered_signature_and_payload_are_refused(channel, services) -> 
     assert not (await verify(channel, f"{head}.{payload}.{flipped}")).active
 
 
-async def test_wrong_audience_or_type_is_refused(channel, services) -> None:
+async def test_wrong_audience_or_type_is_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A token for another audience, or not typed as an access token (typ at+jwt), is inactive."""
     claims = await good_claims(services)
     assert (await verify(channel, await signed(services, claims))).active
@@ -131,13 +140,15 @@ async def test_wrong_audience_or_type_is_refused(channel, services) -> None:
     assert not (await verify(channel, untyped)).active
 
 
-async def test_crit_header_is_refused(channel, services) -> None:
+async def test_crit_header_is_refused(channel: grpc.aio.Channel, services: app.Services) -> None:
     """A token with a crit header (an extension we do not implement) is inactive."""
     token = await signed(services, await good_claims(services), {"crit": ["exp"]})
     assert not (await verify(channel, token)).active
 
 
-async def test_wrong_issuer_expired_and_future_tokens_are_refused(channel, services) -> None:
+async def test_wrong_issuer_expired_and_future_tokens_are_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Wrong iss, exp in the past and iat/nbf in the future beyond the leeway are inactive."""
     base = await good_claims(services)
     now = int(time.time())
@@ -151,14 +162,18 @@ async def test_wrong_issuer_expired_and_future_tokens_are_refused(channel, servi
         assert not (await verify(channel, token)).active, change
 
 
-async def test_missing_claims_are_refused(channel, services) -> None:
+async def test_missing_claims_are_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """A token without one of the required claims (here jti) is inactive."""
     claims = await good_claims(services)
     del claims["jti"]
     assert not (await verify(channel, await signed(services, claims))).active
 
 
-async def test_password_change_revokes_earlier_tokens(channel, services) -> None:
+async def test_password_change_revokes_earlier_tokens(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """After DeletePassword, tokens issued before are inactive; new ones work."""
     user = await new_user(services, "one-pw")
     before = (await authorize(channel, user.username, "one-pw")).access_token
@@ -177,7 +192,9 @@ async def test_password_change_revokes_earlier_tokens(channel, services) -> None
     assert (await verify(channel, after)).active
 
 
-async def test_locked_or_deleted_user_tokens_are_inactive(channel, services) -> None:
+async def test_locked_or_deleted_user_tokens_are_inactive(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Locking a user makes their tokens inactive; deleting the user does too."""
     user = await new_user(services, "pw")
     token = (await authorize(channel, user.username, "pw")).access_token
@@ -190,7 +207,7 @@ async def test_locked_or_deleted_user_tokens_are_inactive(channel, services) -> 
 
 
 async def test_jwks_verifies_tokens_offline_and_sets_cache_control(
-    channel, services, settings
+    channel: grpc.aio.Channel, services: app.Services, settings: Settings
 ) -> None:
     """GetJwks returns public keys only, with Cache-Control from the rotation schedule, and a
     token verifies against it with no call to the service."""
@@ -211,7 +228,9 @@ async def test_jwks_verifies_tokens_offline_and_sets_cache_control(
     ] == str(user.id)
 
 
-async def test_old_token_verifies_after_rotation(channel, services) -> None:
+async def test_old_token_verifies_after_rotation(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """After a forced rotation, new tokens use the new key and old tokens still verify."""
     user = await new_user(services, "pw")
     old = (await authorize(channel, user.username, "pw")).access_token
@@ -224,7 +243,9 @@ async def test_old_token_verifies_after_rotation(channel, services) -> None:
     assert {jwt.get_unverified_header(old)["kid"], new_key.kid} <= kids
 
 
-async def test_clock_skew_within_the_leeway_is_tolerated(channel, services, settings) -> None:
+async def test_clock_skew_within_the_leeway_is_tolerated(
+    channel: grpc.aio.Channel, services: app.Services, settings: Settings
+) -> None:
     """A token expired less than AUTHSVC_TOKEN_LEEWAY seconds ago (or issued that much in the
     future) is still active; one past the leeway is not."""
     leeway = settings.token_leeway
@@ -241,7 +262,7 @@ async def test_clock_skew_within_the_leeway_is_tolerated(channel, services, sett
         assert (await verify(channel, token)).active is active, change
 
 
-async def test_unknown_kid_is_refused(channel, services) -> None:
+async def test_unknown_kid_is_refused(channel: grpc.aio.Channel, services: app.Services) -> None:
     """A token naming a kid the service never published is inactive (the key ring re-reads the
     table at most now and then, and finds nothing)."""
     active = await services.keys.signing_key()
@@ -254,7 +275,9 @@ async def test_unknown_kid_is_refused(channel, services) -> None:
     assert not (await verify(channel, token)).active
 
 
-async def test_hs256_signed_with_the_public_key_is_refused(channel, services) -> None:
+async def test_hs256_signed_with_the_public_key_is_refused(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Algorithm confusion: a token HMAC-signed with our public key's bytes (PEM or JWK text)
     under our kid is inactive; the algorithm comes from the key, never the header."""
     from cryptography.hazmat.primitives import serialization
@@ -282,7 +305,9 @@ async def test_hs256_signed_with_the_public_key_is_refused(channel, services) ->
         assert not (await verify(channel, token)).active
 
 
-async def test_expired_users_tokens_are_inactive(channel, services) -> None:
+async def test_expired_users_tokens_are_inactive(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
     """Once a user's account has expired, its tokens no longer verify; lifting the expiry
     brings them back."""
     user = await new_user(services, "pw")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.config import Settings
+from service.store.db import Database
 from tests.conftest import fresh_database
 from tests.rpc.test_concurrency import (  # the same races, through PgBouncer
     test_concurrent_adds_lose_nothing,
@@ -78,7 +79,7 @@ def settings(settings: Settings, database_url: str, direct_url: str) -> Settings
     )
 
 
-async def test_statements_really_go_through_pgbouncer(db) -> None:
+async def test_statements_really_go_through_pgbouncer(db: Database) -> None:
     """The pool's sessions are PgBouncer's: the backend pid PgBouncer announced differs from
     the server backend that runs the statement, so this module does exercise PgBouncer."""
     async with db.connection() as conn:
@@ -99,7 +100,9 @@ def cli_rotate(database_url: str, *flags: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-async def test_rotation_reaches_every_replica_through_pgbouncer(replicas, database_url) -> None:
+async def test_rotation_reaches_every_replica_through_pgbouncer(
+    replicas, database_url: str
+) -> None:
     """Two replicas on PgBouncer, listening on the direct URL: after `keys rotate
     --retire-old` (through PgBouncer) returns, within 1 s both sign with the new key and
     refuse the old key's tokens."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from service.domain.models import AuditEvent, AuditKind
 from service.domain.usernames import username_key
 from service.store.audit import PgAuditLog
+from service.store.db import Database
 from service.store.logins import PgLoginStore
 
 AGE_EVENTS = "UPDATE audit_events SET at = now() - make_interval(days => $2) WHERE username = $1"
@@ -39,7 +40,7 @@ async def count(db, username: str) -> int:
     return int(row["n"])
 
 
-async def test_an_appended_event_reads_back_whole_with_its_time(db) -> None:
+async def test_an_appended_event_reads_back_whole_with_its_time(db: Database) -> None:
     """An appended event reads back with every field and the database's time."""
     store, who = PgAuditLog(db), name()
     written = event(who, AuditKind.PASSWORD_ADDED, "2 held")
@@ -49,7 +50,7 @@ async def test_an_appended_event_reads_back_whole_with_its_time(db) -> None:
     assert read == written and read.at is not None and read.at > before
 
 
-async def test_newest_first_filtered_by_user_since_and_limit(db) -> None:
+async def test_newest_first_filtered_by_user_since_and_limit(db: Database) -> None:
     """Events come newest first, only the user's, only from `since`, at most `limit`."""
     store, who, other = PgAuditLog(db), name(), name()
     for detail in ("first", "second", "third"):
@@ -68,7 +69,7 @@ async def test_newest_first_filtered_by_user_since_and_limit(db) -> None:
     assert {e.username for e in everyone} >= {who, other}
 
 
-async def test_purge_deletes_only_events_past_retention_in_batches(db) -> None:
+async def test_purge_deletes_only_events_past_retention_in_batches(db: Database) -> None:
     """The purge deletes at most `limit` events per call, only those older than the days."""
     store, old, recent = PgAuditLog(db), name(), name()
     for _ in range(5):
@@ -82,7 +83,7 @@ async def test_purge_deletes_only_events_past_retention_in_batches(db) -> None:
     assert (await count(db, old), await count(db, recent)) == (0, 1)
 
 
-async def test_a_counted_failure_appends_its_event_in_the_same_statement(db) -> None:
+async def test_a_counted_failure_appends_its_event_in_the_same_statement(db: Database) -> None:
     """record_failure with an event counts the failure and appends the event; without, none."""
     logins, who = PgLoginStore(db), name()
     key = username_key(who)

@@ -9,6 +9,7 @@ import secrets
 from service import app
 from service.domain.models import SuccessRecord
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
+from service.store.db import Database
 from service.store.login_throttle import PgLoginThrottleStore
 from service.store.logins import PgLoginStore
 from service.store.users import PgUserStore
@@ -36,7 +37,7 @@ async def fail(store: PgLoginStore, key: str, counter: str = "", delays=NONE, so
     return await store.record_failure(key, counter, delays, 0, 60, source, NONE)
 
 
-async def test_unknown_name_reads_as_no_user_with_its_counts(db) -> None:
+async def test_unknown_name_reads_as_no_user_with_its_counts(db: Database) -> None:
     """An unknown name reads as one row: no user, no passwords, and its failure counts."""
     store, key = PgLoginStore(db), name()
     await fail(store, key)
@@ -46,7 +47,7 @@ async def test_unknown_name_reads_as_no_user_with_its_counts(db) -> None:
     assert not view.source_known and view.now is not None
 
 
-async def test_known_user_reads_salt_and_every_password(db) -> None:
+async def test_known_user_reads_salt_and_every_password(db: Database) -> None:
     """A user reads with its salt and all of its passwords, oldest first."""
     store = PgLoginStore(db)
     key, created = await user(db, ("h1", "h2", "h3"))
@@ -56,7 +57,7 @@ async def test_known_user_reads_salt_and_every_password(db) -> None:
     assert all(p.last_used_at is None and p.created_at is not None for p in view.passwords)
 
 
-async def test_failure_counts_the_name_and_the_source_with_the_schedule(db) -> None:
+async def test_failure_counts_the_name_and_the_source_with_the_schedule(db: Database) -> None:
     """Each failure counts on the name's count and the source's, and sets the next attempt
     delays[n-1] ahead (the last entry beyond the list)."""
     store, key = PgLoginStore(db), name()
@@ -69,7 +70,7 @@ async def test_failure_counts_the_name_and_the_source_with_the_schedule(db) -> N
     assert record.name.failures == 4 and record.source.failures >= 4
 
 
-async def test_a_known_sources_count_is_its_own(db) -> None:
+async def test_a_known_sources_count_is_its_own(db: Database) -> None:
     """Failures on a source's own count of a name leave the strangers' count alone."""
     store, key = PgLoginStore(db), name()
     await fail(store, key, counter=SOURCE, delays=LONG)
@@ -78,7 +79,7 @@ async def test_a_known_sources_count_is_its_own(db) -> None:
     assert view.strangers.failures == 0 and view.strangers.wait == 0
 
 
-async def test_every_threshold_th_failure_locks_and_a_lock_stops_counting(db) -> None:
+async def test_every_threshold_th_failure_locks_and_a_lock_stops_counting(db: Database) -> None:
     """Every lock_every-th counted failure locks the count; failures during the lock are not
     counted but still set the delay."""
     store, key = PgLoginStore(db), name()
@@ -89,7 +90,7 @@ async def test_every_threshold_th_failure_locks_and_a_lock_stops_counting(db) ->
     assert during.name.failures == 2 and during.name.locked_for > 0
 
 
-async def test_success_changes_only_what_it_names(db) -> None:
+async def test_success_changes_only_what_it_names(db: Database) -> None:
     """A success record resets the named counts, remembers the source and marks the password
     used (with its new hash); an empty one changes nothing."""
     store = PgLoginStore(db)
@@ -117,14 +118,14 @@ async def test_success_changes_only_what_it_names(db) -> None:
     assert not (await store.find_login(key, OTHER)).source_known
 
 
-async def test_parallel_failures_all_count(db) -> None:
+async def test_parallel_failures_all_count(db: Database) -> None:
     """Failures recorded at once by many callers (replicas) are each counted once."""
     store, key = PgLoginStore(db), name()
     await asyncio.gather(*(fail(store, key) for _ in range(20)))
     assert (await store.find_login(key, SOURCE)).strangers.failures == 20
 
 
-async def test_reset_forgets_every_count_of_the_name(db) -> None:
+async def test_reset_forgets_every_count_of_the_name(db: Database) -> None:
     """An administrator's reset deletes the name's counts for strangers and known sources."""
     store, key = PgLoginStore(db), name()
     await fail(store, key)
@@ -134,7 +135,7 @@ async def test_reset_forgets_every_count_of_the_name(db) -> None:
     assert view.strangers.failures == 0 and view.this_source.failures == 0
 
 
-async def test_purge_deletes_only_long_passed_rows_in_batches(db) -> None:
+async def test_purge_deletes_only_long_passed_rows_in_batches(db: Database) -> None:
     """Counts over a day old and sources unseen for 90 days go, a bounded batch at a time;
     current ones stay."""
     store, throttle_store = PgLoginStore(db), PgLoginThrottleStore(db)
@@ -161,7 +162,7 @@ async def test_purge_deletes_only_long_passed_rows_in_batches(db) -> None:
     assert not (await store.find_login(key, SOURCE)).source_known
 
 
-async def test_serve_purge_loop_runs_at_start_and_stops(db) -> None:
+async def test_serve_purge_loop_runs_at_start_and_stops(db: Database) -> None:
     """The loop `serve` runs purges at once, then ends when asked to stop."""
     store, key = PgLoginStore(db), name()
     await fail(store, key)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.domain.signing_keys import KeyPolicy, KeyRing, KeyUnreadableError, generate_signing_key
+from service.store.db import Database
 from service.store.signing_keys import PgKeyStore
 
 DAY = timedelta(days=1)
@@ -35,7 +36,7 @@ def ring(db, clock, algorithm: str = "ES256", passphrase: str | None = None) -> 
     return KeyRing(PgKeyStore(db), policy, clock)
 
 
-async def test_racing_replicas_agree_on_one_first_key(db, empty_keys) -> None:
+async def test_racing_replicas_agree_on_one_first_key(db: Database, empty_keys) -> None:
     """Eight key rings loading at once on an empty table end up signing with one single key."""
     clock = Clock()
     rings = [ring(db, clock) for _ in range(8)]
@@ -45,7 +46,7 @@ async def test_racing_replicas_agree_on_one_first_key(db, empty_keys) -> None:
     assert [k.kid for k in await PgKeyStore(db).published(clock.now)] == list(kids)
 
 
-async def test_rotation_is_due_only_after_the_period(db, empty_keys) -> None:
+async def test_rotation_is_due_only_after_the_period(db: Database, empty_keys) -> None:
     """Before 30 days nothing rotates; after, exactly one of eight racing replicas rotates."""
     clock = Clock()
     rings = [ring(db, clock) for _ in range(8)]
@@ -57,7 +58,7 @@ async def test_rotation_is_due_only_after_the_period(db, empty_keys) -> None:
     assert made[0].activates_at == clock.now + timedelta(hours=1)
 
 
-async def test_scheduled_key_is_published_before_it_signs(db, empty_keys) -> None:
+async def test_scheduled_key_is_published_before_it_signs(db: Database, empty_keys) -> None:
     """A rotated-in key appears in the JWKS at once but signs only after publish_ahead; the old
     key keeps verifying until every token it signed has expired, then is purged."""
     clock = Clock()
@@ -83,7 +84,7 @@ async def test_scheduled_key_is_published_before_it_signs(db, empty_keys) -> Non
     assert old.kid not in kids
 
 
-async def test_forced_rotation_signs_at_once(db, empty_keys) -> None:
+async def test_forced_rotation_signs_at_once(db: Database, empty_keys) -> None:
     """rotate_now makes a key that signs immediately, even over a scheduled one."""
     clock = Clock()
     r = ring(db, clock)
@@ -97,7 +98,7 @@ async def test_forced_rotation_signs_at_once(db, empty_keys) -> None:
     assert (await ring(db, clock).signing_key()).key.kid == forced.kid
 
 
-async def test_encrypted_keys_need_the_passphrase(db, empty_keys) -> None:
+async def test_encrypted_keys_need_the_passphrase(db: Database, empty_keys) -> None:
     """With a key-encryption key the private key is stored encrypted and unreadable without it."""
     clock = Clock()
     r = ring(db, clock, "EdDSA", passphrase="a long enough passphrase")
@@ -110,7 +111,7 @@ async def test_encrypted_keys_need_the_passphrase(db, empty_keys) -> None:
         await ring(db, clock, "EdDSA", passphrase="the wrong passphrase!").signing_key()
 
 
-async def test_key_round_trips(db, empty_keys) -> None:
+async def test_key_round_trips(db: Database, empty_keys) -> None:
     """A stored key reads back equal, private PEM and public JWK included."""
     now = datetime.now(UTC).replace(microsecond=0)
     key = generate_signing_key("RS256", now)
@@ -119,7 +120,7 @@ async def test_key_round_trips(db, empty_keys) -> None:
     assert await store.published(now) == [key]
 
 
-async def test_switching_algorithm_back_makes_a_fresh_key(db, empty_keys) -> None:
+async def test_switching_algorithm_back_makes_a_fresh_key(db: Database, empty_keys) -> None:
     """EdDSA -> RS256 -> EdDSA: the second EdDSA ring signs with a new key that is not retiring,
     not with the first one, which the switch to RS256 put on its way out."""
     clock = Clock()
@@ -134,7 +135,9 @@ async def test_switching_algorithm_back_makes_a_fresh_key(db, empty_keys) -> Non
     assert signing.kid != old.kid and signing.retires_at is None
 
 
-async def test_rotation_after_a_compromise_retires_old_keys_at_once(db, empty_keys) -> None:
+async def test_rotation_after_a_compromise_retires_old_keys_at_once(
+    db: Database, empty_keys
+) -> None:
     """rotate_now(retire_others=True): old keys stop verifying and leave the JWKS immediately."""
     clock = Clock()
     r = ring(db, clock)
@@ -147,7 +150,9 @@ async def test_rotation_after_a_compromise_retires_old_keys_at_once(db, empty_ke
     assert old.kid not in {row["kid"] for row in await db.fetch("SELECT kid FROM signing_keys")}
 
 
-async def test_replicas_on_two_algorithms_do_not_take_turns_making_keys(db, empty_keys) -> None:
+async def test_replicas_on_two_algorithms_do_not_take_turns_making_keys(
+    db: Database, empty_keys
+) -> None:
     """During a rolling algorithm change, periodic checks on either algorithm make no new key."""
     clock = Clock()
     eddsa, es256 = ring(db, clock, "EdDSA"), ring(db, clock, "ES256")

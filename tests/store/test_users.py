@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
+from service.store.db import Database
 from service.store.users import PgUserStore
 
 
@@ -12,7 +13,7 @@ def name() -> str:
     return f"store-{secrets.token_hex(4)}"
 
 
-async def test_create_and_get(db) -> None:
+async def test_create_and_get(db: Database) -> None:
     """A created user is found by its key with the documented defaults."""
     store = PgUserStore(db)
     username = name()
@@ -22,7 +23,7 @@ async def test_create_and_get(db) -> None:
     assert (found.locked, found.expires_at, found.credential_version) == (False, None, 1)
 
 
-async def test_duplicate_key_is_reported_as_none(db) -> None:
+async def test_duplicate_key_is_reported_as_none(db: Database) -> None:
     """Two users cannot share a username key: the second create reports None, changing nothing."""
     store = PgUserStore(db)
     username = name()
@@ -31,7 +32,7 @@ async def test_duplicate_key_is_reported_as_none(db) -> None:
     assert [u.id for u in await store.list() if u.username.casefold() == username] == [first.id]
 
 
-async def test_updates_report_whether_a_user_matched(db) -> None:
+async def test_updates_report_whether_a_user_matched(db: Database) -> None:
     """lock, expiry and delete return False for an unknown key and True for a known one."""
     store = PgUserStore(db)
     username = name()
@@ -47,7 +48,7 @@ async def test_updates_report_whether_a_user_matched(db) -> None:
     assert await store.get(username) is None
 
 
-async def test_delete_cascades_to_passwords(db) -> None:
+async def test_delete_cascades_to_passwords(db: Database) -> None:
     """Deleting a user deletes their passwords."""
     store = PgUserStore(db)
     username = name()
