@@ -47,6 +47,12 @@ def safe_dsn(dsn: str) -> str:
     return f"{host}{port}{parts.path or ''}"
 
 
+def cannot_listen(address: str, what: str, cause: OSError) -> OSError:
+    """The one error of a listener that cannot bind: "cannot listen on ADDRESS (WHAT): REASON"."""
+    reason = cause.strerror or str(cause)
+    return OSError(cause.errno, f"cannot listen on {address} ({what}): {reason}")
+
+
 def check_listenable(address: str, what: str) -> None:
     """Raise OSError("cannot listen on ADDRESS (WHAT): REASON") when HOST:PORT cannot be bound,
     e.g. a port already in use, before a server library tries and logs its own lines about it
@@ -74,6 +80,4 @@ def check_listenable(address: str, what: str) -> None:
             failures.append(exc)
     in_use = [f for f in failures if f.errno == errno.EADDRINUSE]
     if in_use or (failures and len(failures) >= len(infos)):
-        first = (in_use or failures)[0]
-        reason = first.strerror or str(first)
-        raise OSError(first.errno, f"cannot listen on {address} ({what}): {reason}")
+        raise cannot_listen(address, what, (in_use or failures)[0])

@@ -357,7 +357,8 @@ def listening_checked(settings: Settings) -> Iterator[None]:
 
 @contextlib.contextmanager
 def serving_metrics(address: str | None) -> Iterator[None]:
-    """The Prometheus listener, bound first: a busy port stops start-up before anything else."""
+    """The Prometheus listener, bound before the database is opened: a busy port stops
+    start-up in one line."""
     if address is None:
         yield
         return

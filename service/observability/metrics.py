@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.addresses import cannot_listen
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # go-grpc-prometheus's default buckets are Prometheus's; these reach down to a JWKS read and
@@ -208,8 +210,7 @@ class MetricsServer:
                 int(port), addr=host.strip("[]"), registry=registry
             )
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise OSError(exc.errno, f"cannot listen on {address} (metrics): {reason}") from None
+            raise cannot_listen(address, "metrics", exc) from None
 
     @property
     def port(self) -> int:
