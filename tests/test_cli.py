@@ -148,10 +148,9 @@ def wait_for_port(port: int, server: subprocess.Popen[str], deadline: float = 60
     raise AssertionError("server did not start")
 
 
-@contextmanager
-def serve(env: dict[str, str], ended: dict[str, Any] | None = None) -> Iterator[tuple[int, int]]:
-    """`python -m service serve` on free loopback ports; yields (gRPC port, REST port). On exit,
-    SIGTERM; `ended` (if given) then holds the run's `out`, `err` and `returncode`."""
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], int, int]:
+    """`python -m service serve` started on free loopback ports: (process, gRPC port, REST
+    port). The caller waits for the ports and ends the process."""
     grpc_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"],
@@ -164,6 +163,14 @@ def serve(env: dict[str, str], ended: dict[str, Any] | None = None) -> Iterator[
         stderr=subprocess.PIPE,
         text=True,
     )
+    return server, grpc_port, http_port
+
+
+@contextmanager
+def serve(env: dict[str, str], ended: dict[str, Any] | None = None) -> Iterator[tuple[int, int]]:
+    """`python -m service serve` on free loopback ports; yields (gRPC port, REST port). On exit,
+    SIGTERM; `ended` (if given) then holds the run's `out`, `err` and `returncode`."""
+    server, grpc_port, http_port = start_serve(env)
     try:
         wait_for_port(grpc_port, server)
         wait_for_port(http_port, server)
@@ -252,18 +259,7 @@ async def test_sigterm_lets_in_flight_calls_finish(env: dict[str, str]) -> None:
     slow = {**env, "AUTHSVC_ARGON2_TIME_COST": "6", "AUTHSVC_ARGON2_MEMORY_KIB": "131072"}
     made = cli(slow, "user", "create", "slowpoke", "--password-stdin", stdin="pw")
     assert made.returncode == 0, made.stderr
-    port, http_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"],
-        env={
-            **slow,
-            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}",
-            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, port, http_port = start_serve(slow)
     try:
         wait_for_port(port, server)
         wait_for_port(http_port, server)
