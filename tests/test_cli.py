@@ -196,18 +196,7 @@ async def test_embedded_database_shared_by_cli_and_server(tmp_path: Path) -> Non
     assert made.returncode == 0, made.stderr
     assert not (data / "postgres" / "postmaster.pid").exists()  # the CLI stopped what it started
 
-    port, http_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"],
-        env={
-            **env,
-            "AUTHSVC_GRPC_ADDR": f"127.0.0.1:{port}",
-            "AUTHSVC_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, port, http_port = start_serve(env)
     try:
         wait_for_port(port, server)
         made = cli(env, "user", "create", "bob", "--password-stdin", stdin="bob pw")
