@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--limit",
-        type=_positive,
+        type=_event_limit,
         default=LIST_LIMIT_DEFAULT,
         metavar="N",
         help=f"at most N events (default {LIST_LIMIT_DEFAULT})",
@@ -251,10 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The most events one `authsvc audit` prints (a bound, so that a typo cannot ask PostgreSQL for
+# more than int64 holds).
 LIMIT_MAX = 1_000_000
 
 
-def _positive(raw: str) -> int:
+def _event_limit(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
