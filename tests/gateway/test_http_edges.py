@@ -110,6 +110,27 @@ async def test_a_body_that_stalls_is_408_within_the_calls_deadline(gateway_url: 
     assert b"Connection: close" in answer and b'"error_code": "request_timeout"' in answer
 
 
+async def test_a_body_sent_slowly_within_the_deadline_is_served(gateway_url: str) -> None:
+    """The other side of the 408: a body that arrives in parts, all within the call's deadline,
+    is read and answered (here 401: no such user), not cut off."""
+    body = b'{"username": "nobody-slow", "password": "not it 1"}'
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: 5S\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10],
+    )
+    try:
+        await asyncio.sleep(0.5)
+        writer.write(body[10:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+
+
 async def test_client_gone_mid_body_is_not_an_unexpected_error(
     gateway_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
