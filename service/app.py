@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from service.addresses import check_listenable, safe_dsn, with_port
+from service.apidocs.discovery import Discovery
 from service.config import Settings
 from service.domain.audit import SERVER_SOURCE, Auditor, AuditPolicy
 from service.domain.authenticator import Authenticator
@@ -29,7 +30,7 @@ from service.domain.users import UserAdmin
 from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
-from service.gateway.server import Discovery, run_gateway, serving_gateway
+from service.gateway.server import run_gateway, serving_gateway
 from service.observability import metrics, startup, tracing
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server

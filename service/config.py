@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from service.addresses import is_loopback, split_address
+from service.client_address import IPNetwork
 from service.domain.audit import AuditPolicy
 from service.domain.password_lists import HISTORY_DEFAULT, MAX_PASSWORDS_DEFAULT
 from service.domain.password_policy import PasswordPolicy
@@ -27,7 +28,6 @@ from service.domain.token_lifetime import TTL_DEFAULT, TTL_MAX, TTL_MIN
 from service.domain.tokens import LEEWAY_DEFAULT
 
 T = TypeVar("T")
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):

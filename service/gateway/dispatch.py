@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from service.gateway.client_address import ClientAddress, auth_context
+from service.client_address import ClientAddress
 from service.gateway.errors import RpcFailure
 from service.observability import tracing
 
@@ -240,3 +240,19 @@ class InProcessContext:
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         await self.abort(status.code, status.details, status.trailing_metadata)
+
+
+def auth_context(peercert: Any) -> dict[str, list[bytes]]:
+    """What grpc's `ServicerContext.auth_context()` gives for a verified TLS client certificate
+    (`ssl.SSLSocket.getpeercert()`), {} when there is none."""
+    if not peercert:
+        return {}
+    subject = peercert.get("subject", ())
+    names = [value.encode() for rdn in subject for key, value in rdn if key == "commonName"]
+    sans = [value.encode() for _, value in peercert.get("subjectAltName", ())]
+    context = {"transport_security_type": [b"ssl"]}
+    if names:
+        context["x509_common_name"] = names
+    if sans:
+        context["x509_subject_alternative_name"] = sans
+    return context

@@ -3,7 +3,7 @@
 Only `authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id`
 when 1..128 printable ASCII characters, else a new one) become metadata, so a client cannot set
 `grpc-*` or any other; the request id comes back on every answer. The client's address reaches
-the servicer as resolved by client_address.py, never from its own header. Each call has a
+the servicer as resolved by service/client_address.py, never from its own header. Each call has a
 deadline: `timeout` (10 s), or the client's shorter `Grpc-Timeout`, as grpc-gateway reads it.
 Reply metadata becomes no header but a servicer's `cache-control` (the JWKS).
 
@@ -24,7 +24,6 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -37,9 +36,10 @@ from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
 from service.addresses import split_address
+from service.apidocs.discovery import Discovery, discovery_handlers
 from service.apidocs.openapi import openapi_document
 from service.apidocs.swagger_ui import swagger_ui_handlers
-from service.gateway.client_address import IPNetwork, client_address
+from service.client_address import IPNetwork, client_address
 from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, Dispatcher
 from service.gateway.errors import (
     GatewayError,
@@ -70,24 +70,8 @@ _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone: only the access log sees it
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
-DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
-JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
-INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """What the discovery documents (OpenID Connect Discovery 1.0, RFC 8414) say: the tokens'
-    `iss` and algorithm, and the public base URL of the absolute `jwks_uri` and
-    `introspection_endpoint` (None: the request's scheme and Host)."""
-
-    issuer: str
-    algorithm: str
-    public_url: str | None = None
-    max_age: int = 3600
 
 
 class Gateway:
@@ -110,7 +94,7 @@ class Gateway:
         X-Forwarded-For / Forwarded name the client; `discovery`: serve the OpenID / RFC 8414
         documents."""
         routes = build_routes(service_files()) if routes is None else routes
-        self._dispatcher, self._routes, self._discovery = dispatcher, list(routes), discovery
+        self._dispatcher, self._routes = dispatcher, list(routes)
         self.body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
         self._in_flight: set[asyncio.Task[Any]] = set()  # cancelled, and answered 503, by expire
@@ -121,7 +105,7 @@ class Gateway:
             "/readyz": self._readyz,
             "/openapi.json": self._openapi_json,
             **swagger_ui_handlers(),
-            **{path: self._discovery_json for path in DISCOVERY_PATHS if discovery},
+            **(discovery_handlers(discovery, self._routes) if discovery else {}),
         }
         for route in self._routes:  # the gateway's own paths win: a route there is unreachable
             if route.template.text in self._builtins:
@@ -296,30 +280,6 @@ class Gateway:
             serving = health_pb2.HealthCheckResponse.ServingStatus
             message = f"gRPC server is {serving.Name(reply.status)}"
         return json_response({"status": "unavailable", "message": message}, 503)
-
-    async def _discovery_json(self, request: web.Request) -> web.Response:
-        """The discovery document: only what is true of authsvc (no OAuth authorization or
-        token endpoint, so none is named)."""
-        assert self._discovery is not None
-        base = self._discovery.public_url
-        if base is None:
-            if not _HOST.fullmatch(request.host):
-                raise bad_request("the Host header is not a host name or address")
-            base = f"{request.scheme}://{request.host}"
-        paths = {
-            r.method.full_name: r.template.text
-            for r in self._routes
-            if r.http_method in ("GET", "POST")
-        }
-        document: dict[str, Any] = {"issuer": self._discovery.issuer}
-        if JWKS_METHOD in paths:
-            document["jwks_uri"] = base + paths[JWKS_METHOD]
-        if INTROSPECTION_METHOD in paths:
-            document["introspection_endpoint"] = base + paths[INTROSPECTION_METHOD]
-            document["introspection_endpoint_auth_methods_supported"] = ["none"]
-        document["id_token_signing_alg_values_supported"] = [self._discovery.algorithm]
-        cache = f"public, max-age={self._discovery.max_age}"
-        return json_response(document, headers={"Cache-Control": cache})
 
 
 def response_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from authsvc.v1 import (
     token_service_pb2_grpc,
 )
 
-from service.config import IPNetwork
+from service.client_address import IPNetwork
 from service.domain.authenticator import Authenticator
 from service.domain.authorization import AuthorizationService
 from service.domain.models import IssuedToken, Principal, SigningKey, VerifiedToken

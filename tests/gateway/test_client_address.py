@@ -7,7 +7,8 @@ import ipaddress
 
 import pytest
 
-from service.gateway.client_address import ClientAddress, auth_context, client_address
+from service.client_address import ClientAddress, client_address
+from service.gateway.dispatch import auth_context
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 PROXY = ("10.0.0.2", 4431)

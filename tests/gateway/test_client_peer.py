@@ -18,8 +18,8 @@ import grpc
 import pytest
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 
+from service.client_address import IPNetwork
 from service.config import TlsFiles
-from service.gateway.client_address import IPNetwork
 from service.gateway.dispatch import ChannelDispatcher, Dispatcher, InProcessDispatcher
 from service.gateway.server import serving_gateway
 from service.tls import grpc_server_credentials, https_context

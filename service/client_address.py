@@ -1,10 +1,11 @@
-"""Who the REST client is: its address, as gRPC would name it, and its TLS certificate.
+"""Who the client of a call is: its IP address, on either transport (the one proxy-chain walk).
 
-The client is the TCP peer, unless that peer is a trusted proxy (`AUTHSVC_TRUSTED_PROXIES`): then
-it is the right-most address of `X-Forwarded-For` (else of RFC 7239 `Forwarded: for=`) that is
-not itself a trusted proxy; entries left of it were written by whoever the client says it is and
-are never believed; when every entry is trusted, the left-most is the client. A header that
-cannot be read, or an entry that is no address (`unknown`, `_hidden`), means the direct peer.
+The client is the TCP peer, unless that peer is a trusted proxy (`AUTHSVC_TRUSTED_PROXIES`): then it
+is the right-most address of `X-Forwarded-For` (the REST header, or gRPC `x-forwarded-for` metadata;
+else RFC 7239 `Forwarded: for=`) that is not itself a trusted proxy; entries left of it were written
+by whoever the client says it is and are never believed; when every entry is trusted, the left-most
+is the client. A header that cannot be read, or an entry that is no address (`unknown`, `_hidden`),
+means the direct peer.
 
 By hand, in small pure functions: aiohttp's `request.forwarded` skips a malformed part and
 carries on, so it cannot tell "malformed" from "absent".
@@ -16,7 +17,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,19 +115,3 @@ def client_address(
         if not any(ip in network for network in trusted):
             break
     return direct if ip is None else ClientAddress(ip, 0)
-
-
-def auth_context(peercert: Any) -> dict[str, list[bytes]]:
-    """What grpc's `ServicerContext.auth_context()` gives for a verified TLS client certificate
-    (`ssl.SSLSocket.getpeercert()`), {} when there is none."""
-    if not peercert:
-        return {}
-    subject = peercert.get("subject", ())
-    names = [value.encode() for rdn in subject for key, value in rdn if key == "commonName"]
-    sans = [value.encode() for _, value in peercert.get("subjectAltName", ())]
-    context = {"transport_security_type": [b"ssl"]}
-    if names:
-        context["x509_common_name"] = names
-    if sans:
-        context["x509_subject_alternative_name"] = sans
-    return context
