@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
 from service.gateway.errors import BASIC_CHALLENGE
 from service.gateway.routes import ErrorStyle, Route, build_routes, is_scalar, service_files
-from service.gateway.transcoding import INT_RANGES, WRAPPERS, is_map
+from service.gateway.transcoding import INT_RANGES
 
 F = FieldDescriptor
 OPENAPI_VERSION = "3.0.3"
@@ -61,30 +61,12 @@ _GATEWAY_REASONS: Final[dict[int, tuple[str, ...]]] = {
 _TYPES: Final = {
     F.CPPTYPE_STRING: "string",
     F.CPPTYPE_BOOL: "boolean",
-    F.CPPTYPE_FLOAT: "number",
-    F.CPPTYPE_DOUBLE: "number",
     **dict.fromkeys(INT_RANGES, "integer"),
 }
 _FORMATS: Final = {
     F.CPPTYPE_INT32: "int32",
     F.CPPTYPE_UINT32: "int64",
     F.CPPTYPE_INT64: "int64",
-    F.CPPTYPE_FLOAT: "float",
-    F.CPPTYPE_DOUBLE: "double",
-}
-_WELL_KNOWN: Final[dict[str, dict[str, Any]]] = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
-    "google.protobuf.FieldMask": {"type": "string"},
-    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
-    "google.protobuf.Value": {"nullable": True},
-    "google.protobuf.ListValue": {"type": "array", "items": {}},
-    "google.protobuf.Any": {
-        "type": "object",
-        "properties": {"@type": {"type": "string"}},
-        "required": ["@type"],
-        "additionalProperties": True,
-    },
 }
 
 
@@ -124,11 +106,7 @@ class _Schemas:
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         schema: dict[str, Any]
-        if is_map(field):
-            assert field.message_type is not None
-            value = field.message_type.fields_by_name["value"]
-            schema = {"type": "object", "additionalProperties": self.value(value)}
-        elif field.is_repeated:
+        if field.is_repeated:
             schema = {"type": "array", "items": self.value(field)}
         else:
             schema = self.value(field)
@@ -145,23 +123,13 @@ class _Schemas:
     def value(self, field: FieldDescriptor) -> dict[str, Any]:
         """The schema of one value of the field (an item, for repeated fields)."""
         if field.message_type is not None:
-            return self.message_value(field.message_type)
+            return self.ref(field.message_type)
         return _scalar_schema(field)
-
-    def message_value(self, message: Descriptor) -> dict[str, Any]:
-        name = message.full_name
-        if name in _WELL_KNOWN:
-            return dict(_WELL_KNOWN[name])
-        if name in WRAPPERS:
-            return _scalar_schema(message.fields_by_name["value"])
-        return self.ref(message)
 
 
 def _scalar_schema(field: FieldDescriptor) -> dict[str, Any]:
     if field.enum_type is not None:
         return {"type": "string", "enum": list(field.enum_type.values_by_name)}
-    if field.type == F.TYPE_BYTES:
-        return {"type": "string", "format": "byte"}
     kind = field.cpp_type
     schema: dict[str, Any] = {"type": _TYPES[kind]}
     if kind in _FORMATS:

@@ -4,10 +4,12 @@ RPC is served with no change here.
 
 What is served of google/api/http.proto: get/put/post/delete/patch; templates of literal
 segments and single-segment variables `{field}` (a top-level scalar field), with an optional
-`:verb`; `body: "*"` or no body. Anything else (`*`, `**`, `{name=shelves/*}`, `{a.b}`, a custom
-method, `body: "field"`, `response_body`, `additional_bindings`) is refused here, never served
-wrongly. A template is one regular expression over the raw, still percent-encoded path: by hand,
-as aiohttp's router knows no `:verb`, and google-api-core's `path_template` binds no values.
+`:verb`; `body: "*"` or no body; messages of the kinds transcoding.py serves. Anything else (`*`,
+`**`, `{name=shelves/*}`, `{a.b}`, a custom method, `body: "field"`, `response_body`,
+`additional_bindings`, a map, bytes, floating point, a google.protobuf type) is refused here,
+never served wrongly. A template is one regular expression over the raw, still percent-encoded
+path: by hand, as aiohttp's router knows no `:verb`, and google-api-core's `path_template` binds
+no values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, MethodDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    FileDescriptor,
+    MethodDescriptor,
+)
 from google.protobuf.message import Message
 
 # The proto package whose `*_service_pb2` modules the gateway serves.
@@ -31,6 +38,11 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 _LITERAL = re.compile(r"[^/{}*:=]+")
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _UNSUPPORTED = (("**", "'**'"), ("=", "a sub-template variable"), (".", "a nested field path"))
+_UNSERVED_TYPES = {
+    FieldDescriptor.TYPE_BYTES: "bytes",
+    FieldDescriptor.TYPE_FLOAT: "float",
+    FieldDescriptor.TYPE_DOUBLE: "double",
+}
 
 
 class RouteError(ValueError):
@@ -100,8 +112,28 @@ class Route:
 
 
 def is_scalar(found: FieldDescriptor) -> bool:
-    """A field a path segment or query value can set: no message (map, wrapper...), no bytes."""
+    """A field a path segment or query value can set: no message, no bytes."""
     return found.message_type is None and found.type != FieldDescriptor.TYPE_BYTES
+
+
+def _unserved(message: Descriptor, seen: set[str]) -> str | None:
+    """A field of `message`, or of a message in it, of a kind transcoding.py does not serve."""
+    seen.add(message.full_name)
+    for found in message.fields:
+        inner = found.message_type
+        if inner is None:
+            kind = _UNSERVED_TYPES.get(found.type)
+        elif inner.GetOptions().map_entry:
+            kind = "a map"
+        elif inner.full_name.startswith("google.protobuf."):
+            kind = inner.full_name
+        elif inner.full_name not in seen and (deeper := _unserved(inner, seen)):
+            return deeper
+        else:
+            kind = None
+        if kind is not None:
+            return f"{found.full_name} ({kind})"
+    return None
 
 
 def service_files(package: str = SERVICE_PACKAGE) -> list[FileDescriptor]:
@@ -162,6 +194,9 @@ def _route(method: MethodDescriptor) -> Route:
         found = request.fields_by_name.get(name)
         if found is None or found.is_repeated or not is_scalar(found):
             raise RouteError(f"{where}: {{{name}}} names no singular scalar field")
+    for message in (request, method.output_type):
+        if (field := _unserved(message, set())) is not None:
+            raise RouteError(f"{where}: field {field} not supported")
     extensions: Any = options.Extensions
     style = extensions[http_options_pb2.error_body_style]
     status = style == http_options_pb2.ERROR_BODY_STYLE_STATUS

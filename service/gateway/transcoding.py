@@ -5,21 +5,22 @@ strict pass in front of it; request bodies are decoded here too (UTF-8, no key t
 integer, `true` for a number, an enum's number, proto names, `null`) and words its errors for
 programmers. So the request's JSON is first checked against the descriptor, refusing with the
 field's name: an unknown field (known by `json_name` only: the seeds' `new_password`,
-`userName`), a wrong type, `null` (but for google.protobuf.Value), an integer out of range or with
-a fraction, an enum not by name, two members of one oneof, an unpaired surrogate, bad base64, and
-a missing `(google.api.field_behavior) = REQUIRED` field. Path variables and query parameters
-(top-level scalar fields by JSON or proto name, repeated for repeated fields; one naming no field
-is ignored, as grpc-gateway does) are text turned into JSON values and folded into the same dict,
-the path last.
-Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires` is a number).
+`userName`), a wrong type, `null`, an integer out of range or with a fraction, an enum not by
+name, two members of one oneof, an unpaired surrogate, and a missing
+`(google.api.field_behavior) = REQUIRED` field. Path variables and query parameters (top-level
+scalar fields by JSON or proto name, repeated for repeated fields; one naming no field is
+ignored, as grpc-gateway does) are text turned into JSON values and folded into the same dict,
+the path last. Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires`
+is a number).
+
+The messages hold strings, bools, integers, enums, messages of those and repeated fields:
+routes.py refuses an RPC with any other kind (maps, bytes, floating point, google.protobuf
+types) when the routes are built.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -27,7 +28,7 @@ from typing import Any, Final, cast
 from urllib.parse import unquote
 
 from google.api import field_behavior_pb2
-from google.protobuf import json_format, message_factory
+from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -35,33 +36,18 @@ from service.gateway.errors import GatewayError
 from service.gateway.routes import Route, is_scalar
 
 F = FieldDescriptor
-WRAPPERS: Final = frozenset(
-    f"google.protobuf.{kind}Value"
-    for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
-)
-# Types with a JSON form of their own, parsed by json_format.
-WELL_KNOWN: Final = WRAPPERS | {
-    f"google.protobuf.{n}"
-    for n in ("Timestamp", "Duration", "FieldMask", "Any", "Struct", "Value", "ListValue")
-}
 INT_RANGES: Final = {
     F.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
     F.CPPTYPE_UINT32: (0, 2**32 - 1),
     F.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
     F.CPPTYPE_UINT64: (0, 2**64 - 1),
 }
-FLOAT_LIMITS: Final = {
-    F.CPPTYPE_FLOAT: 3.4028234663852886e38,
-    F.CPPTYPE_DOUBLE: 1.7976931348623157e308,
-}
-_EXPECTED: Final[dict[int, tuple[type | tuple[type, ...], str]]] = {
+_EXPECTED: Final[dict[int, tuple[type, str]]] = {
     F.CPPTYPE_STRING: (str, "a string"),
     F.CPPTYPE_BOOL: (bool, "true or false"),
     F.CPPTYPE_ENUM: (str, "an enum name"),
-    **dict.fromkeys(FLOAT_LIMITS, ((int, float), "a number")),
     **dict.fromkeys(INT_RANGES, (int, "an integer")),
 }
-_SPECIAL_FLOATS: Final = frozenset({"NaN", "Infinity", "-Infinity"})  # ProtoJSON's spellings
 _BOOL_TEXT: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -146,18 +132,6 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {f.json_name: f for f in descriptor.fields}
 
 
-def is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.GetOptions().map_entry
-
-
-def _accepts_null(field: FieldDescriptor) -> bool:
-    kind = field.message_type or field.enum_type
-    return kind is not None and kind.full_name in (
-        "google.protobuf.Value",
-        "google.protobuf.NullValue",
-    )
-
-
 def _object(
     descriptor: Descriptor, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
@@ -185,69 +159,37 @@ def _object(
 
 
 def _field(field: FieldDescriptor, value: Any, where: str) -> Any:
-    """A field's JSON value: a map (its keys left to json_format), a list or one value."""
-    if value is None and not _accepts_null(field):
-        raise TranscodeError(f"field {where!r} must not be null")
-    if is_map(field) or field.is_repeated:
-        kind = dict if is_map(field) else list
-        if not isinstance(value, kind):
-            raise TranscodeError(
-                f"field {where!r} must be a JSON {'object' if kind is dict else 'array'}"
-            )
-        if isinstance(value, dict):
-            item = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
-            return {k: _value(item, v, f"{where}[{k!r}]") for k, v in value.items()}
-        return [_value(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return _value(field, value, where)
+    """A field's JSON value: a list (repeated fields) or one value."""
+    if value is None or not field.is_repeated:
+        return _value(field, value, where)
+    if not isinstance(value, list):
+        raise TranscodeError(f"field {where!r} must be a JSON array")
+    return [_value(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 def _value(field: FieldDescriptor, value: Any, where: str, label: str = "") -> Any:
     """One value of `field` (an item, for a repeated one), checked and made canonical."""
     label = label or f"field {where!r}"
-    message, kind, enum = field.message_type, field.cpp_type, field.enum_type
     if value is None:
-        if _accepts_null(field):
-            return None
         raise TranscodeError(f"{label} must not be null")
-    if message is not None:
-        if message.full_name in WELL_KNOWN:  # json_format checks these forms
-            try:
-                json_format.ParseDict(value, message_factory.GetMessageClass(message)())
-            except (json_format.ParseError, TypeError, ValueError, AttributeError):
-                raise TranscodeError(f"{label} is not a valid {message.full_name}") from None
-            return value
+    if field.message_type is not None:
         if not isinstance(value, dict):
             raise TranscodeError(f"{label} must be a JSON object")
-        return _object(message, value, where)
+        return _object(field.message_type, value, where)
+    kind, enum = field.cpp_type, field.enum_type
     if kind in INT_RANGES and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if kind in FLOAT_LIMITS and isinstance(value, str) and value in _SPECIAL_FLOATS:
-        return value
     types, what = _EXPECTED[kind]
     if enum is not None:
         what = "one of: " + ", ".join(enum.values_by_name)
-    elif field.type == F.TYPE_BYTES:
-        what = "a base64 string"
     valid = isinstance(value, types) and (kind == F.CPPTYPE_BOOL or not isinstance(value, bool))
     if not valid or (enum is not None and value not in enum.values_by_name):
         raise TranscodeError(f"{label} must be {what}")
-    if field.type == F.TYPE_BYTES:  # json_format skips characters outside the alphabet
-        standard = value.replace("-", "+").replace("_", "/")
-        try:
-            data = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise TranscodeError(f"{label} must be {what}") from None
-        return base64.urlsafe_b64encode(data).decode()
     if kind == F.CPPTYPE_STRING and re.search("[\ud800-\udfff]", value):
         raise TranscodeError(f"{label} is not valid UTF-8 text")
     low, high = INT_RANGES.get(kind, (0, 0))
     if kind in INT_RANGES and not low <= value <= high:
         raise TranscodeError(f"{label} must be between {low} and {high}")
-    if kind in FLOAT_LIMITS:
-        number = float(value) if abs(value) < 2**1024 else math.inf
-        if not math.isfinite(number) or abs(number) > FLOAT_LIMITS[kind]:
-            raise TranscodeError(f"{label} is out of range")
-        return number
     return value
 
 
@@ -291,40 +233,23 @@ def _from_text(field: FieldDescriptor, text: str, label: str) -> Any:
         if not re.fullmatch(r"-?[0-9]+", text):
             raise TranscodeError(f"{label} must be an integer")
         return int(text)
-    if kind in FLOAT_LIMITS and text not in _SPECIAL_FLOATS:
-        try:
-            return float(text)
-        except ValueError:
-            raise TranscodeError(f"{label} must be a number") from None
-    return text  # strings, enums and special floats stay text
+    return text  # strings and enums stay text
 
 
 def message_to_json(message: Message) -> Any:
     """The JSON value (for json.dumps) of a reply."""
-    descriptor = cast(Descriptor, message.DESCRIPTOR)
     data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return _numbers(descriptor, data)
+    return _numbers(cast(Descriptor, message.DESCRIPTOR), data)
 
 
-def _numbers(descriptor: Descriptor | None, data: Any, kind: int = F.CPPTYPE_MESSAGE) -> Any:
+def _numbers(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
     """`data` with 64-bit integers as JSON numbers (json_format prints them as strings)."""
-    if descriptor is None or descriptor.full_name in (
-        "google.protobuf.Int64Value",
-        "google.protobuf.UInt64Value",
-    ):
-        wide = descriptor is not None or kind in (F.CPPTYPE_INT64, F.CPPTYPE_UINT64)
-        return int(data) if wide and isinstance(data, str) else data
-    if descriptor.full_name in WELL_KNOWN or not isinstance(data, dict):
-        return data
     for field in descriptor.fields:
         if (value := data.get(field.json_name)) is None:
             continue
-        item = field.message_type.fields_by_name["value"] if is_map(field) else field  # type: ignore[union-attr]
-        inner, kind = item.message_type, item.cpp_type
-        if is_map(field):
-            data[field.json_name] = {k: _numbers(inner, v, kind) for k, v in value.items()}
-        elif field.is_repeated:
-            data[field.json_name] = [_numbers(inner, v, kind) for v in value]
-        else:
-            data[field.json_name] = _numbers(inner, value, kind)
+        inner = field.message_type
+        if inner is None and field.cpp_type not in (F.CPPTYPE_INT64, F.CPPTYPE_UINT64):
+            continue
+        convert: Any = int if inner is None else (lambda v, inner=inner: _numbers(inner, v))
+        data[field.json_name] = [convert(v) for v in value] if field.is_repeated else convert(value)
     return data

@@ -116,22 +116,31 @@ def test_a_path_bound_twice_is_refused(library_file) -> None:
         build_routes([library_file, library_file])
 
 
-def refused_file(rule: http_pb2.HttpRule, streaming: bool = False) -> FileDescriptor:
+def refused_file(
+    rule: http_pb2.HttpRule, streaming: bool = False, data_kind: int = 12
+) -> FileDescriptor:
     """A file of one RPC, refused.v1.Refused.Do, annotated with `rule`; its request has a
-    string `name`, bytes `data` and a message `inner`."""
+    string `name`, `data` of `data_kind` (bytes; a message kind is a map<string, string>) and a
+    message `inner`."""
     proto = descriptor_pb2.FileDescriptorProto(
         name="refused.proto", package="refused.v1", syntax="proto3"
     )
     request = proto.message_type.add(name="Request")
     field = descriptor_pb2.FieldDescriptorProto
+    entry = request.nested_type.add(name="DataEntry")
+    entry.options.map_entry = True
+    for number, name in enumerate(("key", "value"), start=1):
+        entry.field.add(name=name, json_name=name, number=number, type=field.TYPE_STRING)
     for number, (name, kind) in enumerate(
-        [("name", field.TYPE_STRING), ("data", field.TYPE_BYTES), ("inner", field.TYPE_MESSAGE)],
+        [("name", field.TYPE_STRING), ("data", data_kind), ("inner", field.TYPE_MESSAGE)],
         start=1,
     ):
         added = request.field.add(name=name, json_name=name, number=number, type=kind)
         added.label = field.LABEL_OPTIONAL
-        if kind == field.TYPE_MESSAGE:
+        if name == "inner":
             added.type_name = ".refused.v1.Request"
+        elif kind == field.TYPE_MESSAGE:
+            added.type_name, added.label = ".refused.v1.Request.DataEntry", field.LABEL_REPEATED
     method = proto.service.add(name="Refused").method.add(
         name="Do", input_type=".refused.v1.Request", output_type=".refused.v1.Request"
     )
@@ -171,6 +180,25 @@ def test_unsupported_rule_features_are_refused(rule: http_pb2.HttpRule, feature:
     with pytest.raises(RouteError) as refused:
         build_routes([refused_file(rule)])
     assert "refused.v1.Refused.Do" in str(refused.value) and feature in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [
+        (descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT, "float"),
+        (descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE, "double"),
+        (descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, "a map"),
+    ],
+)
+def test_an_unserved_message_kind_is_refused(kind: int, named: str) -> None:
+    """A request or reply holding a kind the transcoder does not serve (bytes, floating point, a
+    map; here in the request) is a start-up error naming the field, never served wrongly."""
+    bytes_field = r"refused\.v1\.Refused\.Do: field refused\.v1\.Request\.data \(bytes\)"
+    rule = http_pb2.HttpRule(post="/v1/x", body="*")
+    with pytest.raises(RouteError, match=bytes_field):
+        build_routes([refused_file(rule)])
+    with pytest.raises(RouteError, match=rf"refused\.v1\.Request\.data \({named}\) not supported"):
+        build_routes([refused_file(rule, data_kind=kind)])
 
 
 def test_a_streaming_rpc_is_refused() -> None:

@@ -24,17 +24,13 @@ def book_class(library_file: FileDescriptor) -> type[Message]:
 
 
 def test_reply_prints_every_field_with_int64_as_numbers(library_file) -> None:
-    """Defaults are printed ("available": false, "tags": []); int64, uint64, Int64Value and map
-    values are JSON numbers; enums are names; json names are used."""
-    book = book_class(library_file)(
-        name="shelves/1/books/2", pages=2**40, counts={"a": 2**53 + 1}, serial=2**64 - 1
-    )
-    book.copies.value = -7
+    """Defaults are printed ("available": false, "tags": []); int64 and uint64 are JSON numbers;
+    enums are names; json names are used."""
+    book = book_class(library_file)(name="shelves/1/books/2", pages=2**40, serial=2**64 - 1)
     out = message_to_json(book)
-    assert out["pages"] == 2**40 and out["counts"] == {"a": 2**53 + 1}
-    assert out["serial"] == 2**64 - 1 and out["copies"] == -7
+    assert out["pages"] == 2**40 and out["serial"] == 2**64 - 1
     assert out["available"] is False and out["tags"] == [] and out["genre"] == "GENRE_UNSPECIFIED"
-    assert out["rating"] == 0 and out["cover"] == "" and out["title"] == ""
+    assert out["title"] == ""
     assert "isbn" not in out and "author" not in out  # fields with presence, unset
 
 
@@ -98,7 +94,6 @@ def test_query_parameters_for_a_bodyless_route(library_routes) -> None:
         ([("pageSize", "1"), ("pageSize", "2")], "more than once"),
         ([("pageSize", "2147483648")], "between"),
         ([("genres", "1")], "must be one of"),
-        ([("since", "2024-01-02T03:04:05Z")], "only top-level scalar fields"),
         ([("author", "x")], "only top-level scalar fields"),
         ([("author.displayName", "Ann")], "only top-level scalar fields"),
     ],
@@ -120,17 +115,13 @@ def test_bad_query_parameters(library_routes, query: list[tuple[str, str]], frag
         ({"pages": "12"}, "must be an integer"),
         ({"pages": 2**63}, "between"),
         ({"serial": -1}, "between"),
-        ({"weight": 1e39}, "out of range"),
-        ({"rating": True}, "must be a number"),
-        ({"cover": "not base64!"}, "base64"),
-        ({"counts": {"a": "x"}}, "must be an integer"),
-        ({"counts": []}, "JSON object"),
+        ({"pages": True}, "must be an integer"),
+        ({"pages": 1.5}, "must be an integer"),
         ({"tags": "a"}, "JSON array"),
         ({"tags": [None]}, "must not be null"),
         ({"editors": [{"born": "x"}]}, "editors[0].born"),
         ({"author": {"displayName": 1}}, "author.displayName"),
         ({"author": {"display_name": "x"}}, "unknown field 'author.display_name'"),
-        ({"published": "not a time"}, "Timestamp"),
         ({"genre": 1}, "must be one of"),
     ],
 )
@@ -141,27 +132,11 @@ def test_bad_bodies(library_routes, body: dict[str, Any], fragment: str) -> None
         build_request(route, {}, [], body)
 
 
-def test_well_known_and_special_values(library_routes) -> None:
-    """Timestamps, wrappers, base64url bytes, integral floats and "NaN" parse as ProtoJSON."""
+def test_integral_numbers_fill_integer_fields(library_routes) -> None:
+    """A JSON number with no fraction (3.0) is an integer, as ProtoJSON reads it."""
     route = route_for(library_routes, "POST", "/v1/books")
-    request: Any = build_request(
-        route,
-        {},
-        [],
-        {
-            "title": "T",
-            "published": "2024-01-02T03:04:05Z",
-            "copies": 5,
-            "cover": "_-8",
-            "pages": 3.0,
-            "rating": "NaN",
-            "counts": {"x": 1},
-        },
-    )
-    assert request.published.seconds == 1704164645
-    assert request.copies.value == 5 and request.cover == b"\xff\xef"
-    assert request.pages == 3 and request.rating != request.rating
-    assert dict(request.counts) == {"x": 1}
+    request: Any = build_request(route, {}, [], {"title": "T", "pages": 3.0})
+    assert request.pages == 3
 
 
 def test_empty_body_leaves_the_request_empty(library_routes) -> None:
@@ -176,14 +151,3 @@ def test_bad_percent_encoding_in_path(library_routes) -> None:
     route = route_for(library_routes, "GET", "/v1/books/{name}")
     with pytest.raises(TranscodeError, match="UTF-8"):
         build_request(route, {"name": "%FF"}, [])
-
-
-@pytest.mark.parametrize(
-    ("cover", "expected"),
-    [("/+8=", b"\xff\xef"), ("_-8", b"\xff\xef"), ("AA==", b"\x00"), ("", b"")],
-)
-def test_bytes_in_either_base64_alphabet(library_routes, cover: str, expected: bytes) -> None:
-    """Bytes take standard or URL-safe base64, padded or not, and decode to the same bytes."""
-    route = route_for(library_routes, "POST", "/v1/books")
-    request: Any = build_request(route, {}, [], {"title": "T", "cover": cover})
-    assert request.cover == expected

@@ -80,3 +80,12 @@ def test_mtls_identity_wins_over_the_address() -> None:
     )
     cn_only = {"x509_common_name": [b"billing"]}
     assert call_source(Context("ipv4:192.0.2.8:1", auth=cn_only), ()) == "mtls:billing"
+
+
+def test_the_chain_is_walked_as_the_rest_gateway_walks_it() -> None:
+    """The one walk of service/client_address.py: a bracketed IPv6 hop with a port is read, and
+    a chain of trusted proxies only names its left-most hop."""
+    bracketed = Context("ipv4:10.1.2.3:1", [("x-forwarded-for", "[2001:db8::7]:8080")])
+    assert call_source(bracketed, PROXY) == "ip:2001:db8::/64"
+    proxies_only = Context("ipv4:10.1.2.3:1", [("x-forwarded-for", "10.9.9.9, 10.1.1.1")])
+    assert call_source(proxies_only, PROXY) == "ip:10.9.9.9"
