@@ -1,21 +1,19 @@
 """How the gateway reaches the servicers: in process, or over a gRPC channel (grpc-gateway's
 `Register...HandlerServer` and `Register...HandlerFromEndpoint`).
 
-`authsvc serve` dispatches in process: the servicer's method is awaited with an
-`InProcessContext` (the part of `grpc.aio.ServicerContext` the servicers use, with its semantics),
-in a task of its own (its own context variables, as each gRPC call has), cancelled at the
-deadline. `authsvc gateway --grpc-target` calls a server elsewhere over a channel and tells it
-the client's address in `x-forwarded-for` metadata. Either way a failure is an `RpcFailure`
-(code, details, trailing metadata) for errors.py, so both answer alike.
-"""
+`authsvc serve` dispatches in process: the servicer's method is awaited as grpc.aio would
+(service/rpc/in_process.py), in a task of its own (its own context variables, as each gRPC call
+has), cancelled at the deadline. `authsvc gateway --grpc-target` calls a server elsewhere over a
+channel and tells it the client's address in `x-forwarded-for` metadata. Either way a failure is
+an `RpcFailure` (code, details, trailing metadata) for errors.py, so both answer alike."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
@@ -24,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from service.client_address import ClientAddress
 from service.gateway.errors import RpcFailure
 from service.observability import tracing
+from service.rpc.in_process import Handler, InProcessAbort, InProcessContext, serve
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +107,6 @@ class ChannelDispatcher:
         return reply, tuple(initial or ())
 
 
-Handler = Callable[[Message, "InProcessContext"], Any]
-
-
 class InProcessDispatcher:
     """Awaits the servicers' methods directly. `servicers` maps a service's full proto name
     (`authsvc.v1.AuthService`, `grpc.health.v1.Health`) to the object whose methods, named as
@@ -143,11 +139,14 @@ class InProcessDispatcher:
         end = loop.time() + seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
         # call has its server span, as the gRPC server's interceptor gives a network call.
-        context = InProcessContext(tracing.inject(metadata), end, caller)
+        peer = caller.address.grpc_peer() if caller.address else "unknown"
+        transport = caller.transport
+        peercert = transport.get_extra_info("peercert") if transport is not None else None
+        context = InProcessContext(tracing.inject(metadata), end, peer, peercert)
         deadline = asyncio.timeout_at(end)
         try:
             async with deadline:  # a cancelled wait cancels the task, and waits for it
-                call = tracing.in_process(_serve(handler, request, context, path), path, context)
+                call = tracing.in_process(serve(handler, request, context, path), path, context)
                 reply = await loop.create_task(call)
         except TimeoutError:
             if not deadline.expired():
@@ -156,103 +155,3 @@ class InProcessDispatcher:
         except InProcessAbort as abort:
             raise RpcFailure(abort.code.name, abort.details, abort.trailing_metadata) from None
         return reply, context.sent_initial_metadata
-
-
-async def _serve(handler: Handler, request: Message, context: InProcessContext, path: str) -> Any:
-    """One call as grpc.aio runs it: a reply is OK unless the servicer set another code; an
-    exception but an abort is logged and becomes UNKNOWN (or the code the servicer set)."""
-    try:
-        reply = await handler(request, context)
-    except InProcessAbort:
-        raise
-    except Exception as exc:
-        log.exception("Unexpected [%s] raised by servicer method [%s]", type(exc).__name__, path)
-        code = context.code() or grpc.StatusCode.UNKNOWN
-        code = grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
-        details = f"Unexpected {type(exc)}: {exc}"
-        raise InProcessAbort(code, details, context.trailing_metadata()) from None
-    code = context.code()
-    if code is not None and code is not grpc.StatusCode.OK:
-        raise InProcessAbort(code, context.details() or "", context.trailing_metadata())
-    return reply
-
-
-class InProcessAbort(Exception):
-    """A servicer ended its call with a status (grpc.aio's `AbortError`)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Metadata) -> None:
-        super().__init__(code, details)
-        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
-
-
-class InProcessContext:
-    """One in-process call's context. `peer()` is the REST client as gRPC names a peer,
-    `auth_context()` its TLS certificate as gRPC reports one."""
-
-    in_process = True  # the call came through the gateway, which logs it (observability/calls.py)
-
-    def __init__(self, metadata: Metadata, deadline: float, caller: Caller) -> None:
-        self._metadata, self._deadline, self._caller = metadata, deadline, caller
-        self._code: grpc.StatusCode | None = None
-        self._details: str | None = None
-        self._trailing: Metadata = ()
-        self.sent_initial_metadata: Metadata = ()
-
-    def invocation_metadata(self) -> Metadata:
-        return self._metadata
-
-    def peer(self) -> str:
-        return self._caller.address.grpc_peer() if self._caller.address else "unknown"
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        transport = self._caller.transport
-        return auth_context(transport.get_extra_info("peercert") if transport else None)
-
-    def time_remaining(self) -> float:
-        return max(0.0, self._deadline - asyncio.get_running_loop().time())
-
-    async def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, Any]]) -> None:
-        self.sent_initial_metadata = tuple(initial_metadata)
-
-    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, Any]]) -> None:
-        self._trailing = tuple(trailing_metadata)
-
-    def trailing_metadata(self) -> Metadata:
-        return self._trailing
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def set_details(self, details: str) -> None:
-        self._details = details
-
-    def code(self) -> grpc.StatusCode | None:
-        return self._code
-
-    def details(self) -> str | None:
-        return self._details
-
-    async def abort(
-        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()
-    ) -> NoReturn:
-        # As grpc.aio: empty trailing metadata keeps what set_trailing_metadata set.
-        raise InProcessAbort(code, details, tuple(trailing_metadata) or self._trailing)
-
-    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
-        await self.abort(status.code, status.details, status.trailing_metadata)
-
-
-def auth_context(peercert: Any) -> dict[str, list[bytes]]:
-    """What grpc's `ServicerContext.auth_context()` gives for a verified TLS client certificate
-    (`ssl.SSLSocket.getpeercert()`), {} when there is none."""
-    if not peercert:
-        return {}
-    subject = peercert.get("subject", ())
-    names = [value.encode() for rdn in subject for key, value in rdn if key == "commonName"]
-    sans = [value.encode() for _, value in peercert.get("subjectAltName", ())]
-    context = {"transport_security_type": [b"ssl"]}
-    if names:
-        context["x509_common_name"] = names
-    if sans:
-        context["x509_subject_alternative_name"] = sans
-    return context

@@ -8,7 +8,6 @@ import ipaddress
 import pytest
 
 from service.client_address import ClientAddress, client_address
-from service.gateway.dispatch import auth_context
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 PROXY = ("10.0.0.2", 4431)
@@ -146,18 +145,3 @@ def test_a_peer_that_is_not_an_address_is_none() -> None:
     """No IP peer (a Unix socket): no address, no error."""
     assert client_address(None, [], [], PROXIES) is None
     assert client_address(("/run/sock", 0), [], [], PROXIES) is None
-
-
-def test_auth_context_of_a_certificate() -> None:
-    """A verified client certificate gives gRPC's auth context keys; none gives {}."""
-    cert = {
-        "subject": ((("countryName", "XX"),), (("commonName", "client-a"),)),
-        "subjectAltName": (("DNS", "client-a.internal"), ("IP Address", "127.0.0.1")),
-    }
-    assert auth_context(cert) == {
-        "transport_security_type": [b"ssl"],
-        "x509_common_name": [b"client-a"],
-        "x509_subject_alternative_name": [b"client-a.internal", b"127.0.0.1"],
-    }
-    assert auth_context(None) == {}
-    assert auth_context({}) == {}
