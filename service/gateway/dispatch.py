@@ -103,7 +103,7 @@ class ChannelDispatcher:
             initial = await call.initial_metadata()
         except grpc.aio.AioRpcError as exc:
             trailing = exc.trailing_metadata() or ()
-            raise RpcFailure(exc.code().name, exc.details(), trailing) from None
+            raise RpcFailure(exc.code(), exc.details(), trailing) from None
         return reply, tuple(initial or ())
 
 
@@ -134,7 +134,7 @@ class InProcessDispatcher:
     ) -> tuple[Message, Metadata]:
         handler = self._handlers.get(path)
         if handler is None:  # as a gRPC server answers for a service it does not have
-            raise RpcFailure("UNIMPLEMENTED", "Method not found!", ())
+            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
@@ -151,7 +151,7 @@ class InProcessDispatcher:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded", ()) from None
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ()) from None
         except InProcessAbort as abort:
-            raise RpcFailure(abort.code.name, abort.details, abort.trailing_metadata) from None
+            raise RpcFailure(abort.code, abort.details, abort.trailing_metadata) from None
         return reply, context.sent_initial_metadata

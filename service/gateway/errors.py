@@ -18,16 +18,17 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from service.errors import ERROR_DOMAIN, HTTP_STATUS
 from service.gateway.routes import ErrorStyle
 
 log = logging.getLogger(__name__)
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 BASIC_CHALLENGE = 'Basic realm="authsvc", charset="UTF-8"'
 # What a client is told of a status with no ErrorInfo of ours (its text is for operators).
 _LIBRARY_MESSAGES = {
@@ -61,13 +62,26 @@ def bad_request(message: str) -> GatewayError:
 
 
 class RpcFailure(Exception):
-    """A call that ended with a status other than OK: what the gateway needs of it."""
+    """A call that ended with a status other than OK, read as a grpc call is (so that
+    grpcio-status's `rpc_status.from_call` reads its rich status)."""
 
     def __init__(
-        self, code: str, details: str | None, trailing_metadata: Iterable[tuple[str, str | bytes]]
+        self,
+        code: grpc.StatusCode,
+        details: str | None,
+        trailing_metadata: Iterable[tuple[str, str | bytes]],
     ) -> None:
-        super().__init__(code)  # a grpc.StatusCode name, e.g. "UNAUTHENTICATED"
-        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+        super().__init__(code.name)
+        self._code, self._details, self._trailing = code, details, tuple(trailing_metadata)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str | None:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._trailing
 
 
 def json_response(
@@ -98,26 +112,24 @@ def error_response(
 
 def rpc_error_response(failure: RpcFailure, style: ErrorStyle, request_id: str) -> web.Response:
     """The HTTP answer for a failed gRPC call."""
-    status = HTTP_STATUS.get(failure.code, 500)
+    code = failure.code().name
+    status = HTTP_STATUS.get(code, 500)
     reason, message, retry_after = _decode_status(failure)
     if reason is None:
-        reason = failure.code.lower()
-        message = _LIBRARY_MESSAGES.get(failure.code, "internal error")
+        reason, message = code.lower(), _LIBRARY_MESSAGES.get(code, "internal error")
     if status >= 500:
-        log.warning(
-            "gRPC call failed: %s %r (request id %s)", failure.code, failure.details, request_id
-        )
+        log.warning("gRPC call failed: %s %r (request id %s)", code, failure.details(), request_id)
     headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-    return error_response(status, reason, message or failure.details or "", style, headers)
+    return error_response(status, reason, message or failure.details() or "", style, headers)
 
 
 def _decode_status(failure: RpcFailure) -> tuple[str | None, str | None, int | None]:
     """(reason in lower case, message, Retry-After seconds) from the status details, if any."""
-    raw = next((v for k, v in failure.trailing_metadata if k == STATUS_DETAILS_KEY), None)
-    status = status_pb2.Status()
     try:
-        status.ParseFromString(raw if isinstance(raw, bytes) else b"")
-    except DecodeError:
+        status = rpc_status.from_call(failure)
+    except (ValueError, TypeError, DecodeError):  # not a status, or not this call's
+        return None, None, None
+    if status is None:
         return None, None, None
     reason: str | None = None
     retry_after: int | None = None
@@ -128,4 +140,4 @@ def _decode_status(failure: RpcFailure) -> tuple[str | None, str | None, int | N
         elif detail.Unpack(retry):
             delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
             retry_after = max(0, math.ceil(delay))
-    return reason, (status.message or failure.details) if reason else None, retry_after
+    return reason, (status.message or failure.details()) if reason else None, retry_after

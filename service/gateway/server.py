@@ -272,7 +272,7 @@ class Gateway:
                 HEALTH_CHECK, check, (), self._ready_timeout, self._caller(request)
             )
         except RpcFailure as failure:
-            message = f"gRPC health check failed: {failure.code}"
+            message = f"gRPC health check failed: {failure.code().name}"
         else:
             assert isinstance(reply, health_pb2.HealthCheckResponse)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:

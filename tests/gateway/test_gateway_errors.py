@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiohttp
+import grpc
 import pytest
 from authsvc.v1 import auth_service_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -394,7 +395,7 @@ async def test_encoded_path_does_not_match_a_literal(http: aiohttp.ClientSession
 
 def _failure(error: AuthError) -> RpcFailure:
     status = error_status(error, "rid")
-    return RpcFailure(status.code.name, status.details, status.trailing_metadata)
+    return RpcFailure(status.code, status.details, status.trailing_metadata)
 
 
 def test_retry_info_becomes_retry_after_rounded_up() -> None:
@@ -417,7 +418,9 @@ def test_status_style_body_carries_the_http_status() -> None:
 
 def test_status_without_error_info_gets_a_fixed_message() -> None:
     """A status made by the gRPC library keeps its code but not its text."""
-    failure = RpcFailure("UNAVAILABLE", "failed to connect to all addresses; 10.1.2.3:50051", ())
+    failure = RpcFailure(
+        grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; 10.1.2.3:50051", ()
+    )
     response = rpc_error_response(failure, ErrorStyle.ERROR_CODE, "rid")
     assert response.status == 503
     assert response.text is not None and "10.1.2.3" not in response.text
