@@ -47,6 +47,18 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return infos[0]
 
 
+def retry_delay(error: object) -> float | None:
+    """The RetryInfo delay a failed call carries, in seconds, or None."""
+    assert isinstance(error, grpc.aio.AioRpcError), error
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return None
+
+
 async def authorize(
     channel: grpc.aio.Channel, username: str, password: str, /, **fields: object
 ) -> auth_service_pb2.AuthorizeResponse:

@@ -26,8 +26,6 @@ from typing import Any
 import grpc
 import pytest
 from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from service import app
 from service.config import Argon2Parameters, Settings
@@ -37,7 +35,7 @@ from service.domain.throttle import ThrottlePolicy
 from service.domain.usernames import username_key
 from service.errors import INVALID_CREDENTIALS_MESSAGE
 from service.store.db import Database
-from tests.support import basic, error_info, new_user, serving
+from tests.support import basic, error_info, new_user, retry_delay, serving
 from tests.test_cli import env_with, free_port, wait_for_port
 
 DEFAULTS = Settings()
@@ -135,18 +133,6 @@ def reason(result: object) -> str:
     if result.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return result.code().name
     return error_info(result).reason
-
-
-def retry_delay(error: object) -> float | None:
-    """The RetryInfo delay a failed call carries, in seconds, or None."""
-    assert isinstance(error, grpc.aio.AioRpcError), error
-    status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-    return None
 
 
 def assert_refused(result: object, delay: float, elapsed: float) -> float:

@@ -17,7 +17,6 @@ import asyncpg
 import grpc
 import pytest
 from authsvc.v1 import password_service_pb2, password_service_pb2_grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from service import app
 from service.config import Settings
@@ -25,7 +24,7 @@ from service.errors import AuthError, Reason
 from service.gateway.server import serving_gateway
 from service.store.db import RETRY_AFTER_SECONDS
 from tests.conftest import with_database
-from tests.support import authorize, basic, error_info, new_user
+from tests.support import authorize, basic, error_info, new_user, retry_delay
 
 
 @dataclass
@@ -94,18 +93,6 @@ async def set_read_only(stack: Stack, read_only: bool) -> None:
         await stack.admin.execute(
             f'ALTER DATABASE "{stack.database}" RESET default_transaction_read_only'
         )
-
-
-def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    """The RetryInfo delay a failed call carries, in seconds (None without one)."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    info = error_details_pb2.RetryInfo()
-                    detail.Unpack(info)
-                    return info.retry_delay.ToMilliseconds() / 1000
-    return None
 
 
 async def add_password(stack: Stack, username: str, password: str, new: str) -> None:
