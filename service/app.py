@@ -30,7 +30,7 @@ from service.domain.users import UserAdmin
 from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError
 from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
-from service.gateway.server import run_gateway, serving_gateway
+from service.http_server import run_gateway, serving_gateway
 from service.observability import metrics, startup, tracing
 from service.rpc.health import HealthServicer
 from service.rpc.server import Servicers, build_grpc_server

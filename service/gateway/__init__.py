@@ -1,4 +1,5 @@
 """The HTTP/JSON gateway, a gRPC client of the server in the manner of grpc-gateway's runtime:
-`routes.py` (the mux, compiled from the `google.api.http` options), `transcoding.py` (the
-marshaler, around protobuf's json_format), `errors.py` (the one error handler), `server.py` (the
-aiohttp application), `dispatch.py` (in process, or over a channel)."""
+`routes.py` (the route table, compiled from the `google.api.http` options), `mux.py` (the handler
+that routes, calls and answers), `transcoding.py` (the marshaler, around protobuf's json_format),
+`errors.py` (the one error handler), `dispatch.py` (in process, or over a channel). The listener
+that serves it is service/http_server.py."""

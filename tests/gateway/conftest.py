@@ -18,7 +18,7 @@ from grpc_tools import protoc
 from service import app
 from service.config import Settings
 from service.gateway.routes import Route, build_routes
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 
 TESTDATA = Path(__file__).parent / "testdata"
 

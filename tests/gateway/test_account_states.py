@@ -10,7 +10,7 @@ import pytest
 
 from service import app
 from service.config import Settings
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.store.db import Database
 from tests.gateway.helpers import basic_auth
 from tests.support import new_user, serving_services

@@ -21,7 +21,7 @@ from authsvc.v1 import auth_service_pb2, auth_service_pb2_grpc
 from service.client_address import IPNetwork
 from service.config import TlsFiles
 from service.gateway.dispatch import ChannelDispatcher, Dispatcher, InProcessDispatcher
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.tls import grpc_server_credentials, https_context
 from tests.pki import make_pki
 

@@ -17,7 +17,7 @@ import pytest
 from service import app
 from service.apidocs.discovery import DISCOVERY_PATHS
 from service.config import ConfigError, Settings, load_settings
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from tests.gateway.helpers import basic_auth, json_of
 from tests.support import new_user
 

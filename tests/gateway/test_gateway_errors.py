@@ -20,8 +20,9 @@ from service.config import Settings
 from service.errors import AuthError, Reason
 from service.gateway.dispatch import ChannelDispatcher
 from service.gateway.errors import GatewayError, RpcFailure, rpc_error_response
+from service.gateway.mux import call_metadata
 from service.gateway.routes import ErrorStyle, build_routes, service_files
-from service.gateway.server import call_metadata, serving_gateway
+from service.http_server import serving_gateway
 from service.rpc.status import error_status
 from tests.gateway.helpers import basic_auth, json_of
 from tests.support import new_user
@@ -284,7 +285,7 @@ async def test_unexpected_error_is_500_and_logged(
         replace(r, request_class=_Exploding) if r.template.text == AUTHORIZE else r  # type: ignore[arg-type]
         for r in build_routes(service_files())
     ]
-    caplog.set_level(logging.ERROR, logger="service.gateway.server")
+    caplog.set_level(logging.ERROR, logger="service.gateway.mux")
     async with (
         serving_gateway(
             app.in_process_gateway(app.build_servicers(services, settings)),

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2_grpc
 
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.rpc.health import HealthServicer
 from service.store.db import Database, create_pool
 from tests.gateway.helpers import json_of

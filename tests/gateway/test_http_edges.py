@@ -16,7 +16,7 @@ import pytest
 
 from service import app
 from service.config import Settings
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.store.db import Database
 from tests.support import new_user
 
@@ -192,7 +192,8 @@ async def test_header_errors_are_one_json_4xx_with_no_echo(
         if [r for r in caplog.records if r.name == "authsvc.access"]:
             break
         await asyncio.sleep(0.02)
-    (line,) = [r for r in caplog.records if r.name in ("authsvc.access", "service.gateway.server")]
+    ours = ("authsvc.access", "service.http_server", "service.gateway.mux")
+    (line,) = [r for r in caplog.records if r.name in ours]
     assert line.name == "authsvc.access" and line.exc_info is None
     assert getattr(line, "status", None) == str(status) and getattr(line, "request_id", "")
     assert "QUxBRERJTjpPUEVOU0VTQU1F" not in line.getMessage()

@@ -21,7 +21,7 @@ from service import app, request_context
 from service.config import Settings
 from service.gateway.dispatch import InProcessDispatcher
 from service.gateway.routes import Route, build_routes, service_files
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.rpc.health import HealthServicer
 from service.store.db import Database, create_pool
 from tests.gateway.helpers import json_of

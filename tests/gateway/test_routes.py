@@ -18,7 +18,7 @@ from service.gateway.routes import (
     parse_template,
     service_files,
 )
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from tests.gateway.helpers import json_of
 
 

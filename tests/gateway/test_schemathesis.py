@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from service import app
 from service.apidocs.openapi import openapi_document
 from service.config import Settings
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 
 USERNAME, PASSWORD = "schemathesis", "fuzz me"
 MAX_EXAMPLES = 40

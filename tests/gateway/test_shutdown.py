@@ -11,7 +11,7 @@ import aiohttp
 from authsvc.v1 import token_service_pb2
 
 from service.gateway.dispatch import InProcessDispatcher
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 
 
 class SlowTokens:

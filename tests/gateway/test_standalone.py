@@ -111,7 +111,7 @@ async def test_mtls_applies_to_rest_too(grpc_target: str, services: app.Services
     import ssl
 
     from service.gateway.dispatch import ChannelDispatcher
-    from service.gateway.server import serving_gateway
+    from service.http_server import serving_gateway
     from service.tls import https_context
 
     pki = make_pki(tmp_path)

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2_grpc
 from service import app
 from service.config import Settings, TlsFiles
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.rpc.health import HealthServicer
 from service.tls import grpc_server_credentials, https_context
 from tests.gateway.helpers import json_of

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import app
 from service.config import Settings
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.observability import metrics
 from service.store.db import Database
 from tests.gateway.helpers import basic_auth

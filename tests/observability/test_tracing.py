@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from service import app
 from service.config import Settings
 from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.observability import tracing
 from tests.gateway.helpers import basic_auth
 from tests.support import authorize, basic

@@ -26,7 +26,7 @@ from service import app
 from service.config import Settings
 from service.domain.models import AuditEvent
 from service.domain.usernames import username_key
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.store.db import Database
 from tests.gateway.helpers import basic_auth
 from tests.support import basic, error_info, new_user, serving

@@ -17,7 +17,7 @@ from authsvc.v1 import token_service_pb2 as pb
 from service import app
 from service.config import ConfigError, Settings, load_settings
 from service.errors import AuthError, Reason
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.store.db import Database
 from tests.support import authorize, serving
 from tests.test_cli import cli, env_with

@@ -27,7 +27,7 @@ from service import app
 from service.config import Settings
 from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError, Reason
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from tests.support import authorize, error_info, new_user
 
 DB_TIMEOUT = 2.0

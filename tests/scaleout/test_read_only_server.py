@@ -21,7 +21,7 @@ from authsvc.v1 import password_service_pb2, password_service_pb2_grpc
 from service import app
 from service.config import Settings
 from service.errors import AuthError, Reason
-from service.gateway.server import serving_gateway
+from service.http_server import serving_gateway
 from service.store.db import RETRY_AFTER_SECONDS
 from tests.conftest import with_database
 from tests.support import authorize, basic, error_info, new_user, retry_delay

@@ -1,4 +1,4 @@
-"""The aiohttp application: one handler that routes by the table, calls the RPC, answers JSON.
+"""The gateway's mux (grpc-gateway's ServeMux): routes by the table, calls the RPC, answers JSON.
 
 Only `authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id`
 when 1..128 printable ASCII characters, else a new one) become metadata, so a client cannot set
@@ -11,8 +11,7 @@ Bodies are at most `body_limit` bytes (64 KiB; Content-Length and the bytes read
 body cannot slip past: 413). An empty body is `{}` whatever its Content-Type (the newer Redis
 contract posts Basic credentials and nothing else); a non-empty one must be JSON in UTF-8
 (`application/json`, `application/*+json` or no Content-Type): curl's default form encoding is
-415 rather than a guess. A connection whose request head takes over `header_timeout` (slowloris)
-is closed; one aiohttp cannot parse is a JSON 400/431 that echoes nothing of it.
+415 rather than a guess. service/http_server.py serves it over aiohttp.
 """
 
 from __future__ import annotations
@@ -20,25 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.typedefs import Middleware
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
 from grpc_health.v1 import health_pb2
 from multidict import CIMultiDictProxy
 
-from service.addresses import split_address
-from service.apidocs.discovery import Discovery, discovery_handlers
-from service.apidocs.openapi import openapi_document
-from service.apidocs.swagger_ui import swagger_ui_handlers
 from service.client_address import IPNetwork, client_address
 from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, Dispatcher
 from service.gateway.errors import (
@@ -51,25 +39,19 @@ from service.gateway.errors import (
 )
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
 from service.gateway.transcoding import build_request, message_to_json, parse_json
-from service.observability.http import ROUTE, AccessLogger
+from service.observability.http import ROUTE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-DEFAULT_HEADER_TIMEOUT = 10.0  # nginx's client_header_timeout is 60 s; small heads need less
-# How long the unread rest of a refused body is drained before the connection closes: enough
-# for the client to read the answer (aiohttp's default is 10 s).
-LINGERING_SECONDS = 1.0
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_MAX = 128
 # The gRPC wire format of a deadline (PROTOCOL-HTTP2.md): "1S", "500m", ...
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone: only the access log sees it
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,33 +68,30 @@ class Gateway:
         timeout: float = DEFAULT_TIMEOUT,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
         trusted_proxies: Sequence[IPNetwork] = (),
-        discovery: Discovery | None = None,
+        paths: Mapping[str, Handler] | None = None,
     ) -> None:
         """`dispatcher`: an `InProcessDispatcher` (`authsvc serve`) or a `ChannelDispatcher`
         (`authsvc gateway`); `routes`: by default every annotated authsvc.v1 RPC; `timeout`
         and `ready_timeout` (/readyz) in seconds; `trusted_proxies`: the peers whose
-        X-Forwarded-For / Forwarded name the client; `discovery`: serve the OpenID / RFC 8414
-        documents."""
+        X-Forwarded-For / Forwarded name the client; `paths`: more GET handlers by exact path
+        (grpc-gateway's `HandlePath`), beside /healthz and /readyz."""
         routes = build_routes(service_files()) if routes is None else routes
         self._dispatcher, self._routes = dispatcher, list(routes)
         self.body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
         self._in_flight: set[asyncio.Task[Any]] = set()  # cancelled, and answered 503, by expire
         self._expired = False
-        self._openapi = openapi_document(self._routes)
-        self._builtins: dict[str, Handler] = {
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
-            "/openapi.json": self._openapi_json,
-            **swagger_ui_handlers(),
-            **(discovery_handlers(discovery, self._routes) if discovery else {}),
-        }
+        self._builtins = {"/healthz": self._healthz, "/readyz": self._readyz, **(paths or {})}
         for route in self._routes:  # the gateway's own paths win: a route there is unreachable
             if route.template.text in self._builtins:
                 raise ValueError(f"{route.method.full_name}: {route.template.text} is reserved")
 
     def __str__(self) -> str:
         return str(self._dispatcher)
+
+    @property
+    def routes(self) -> list[Route]:
+        return self._routes
 
     async def open(self) -> None:
         methods = {r.grpc_path: (r.request_class, r.response_class) for r in self._routes}
@@ -262,9 +241,6 @@ class Gateway:
     async def _healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
-    async def _openapi_json(self, request: web.Request) -> web.Response:
-        return json_response(self._openapi)
-
     async def _readyz(self, request: web.Request) -> web.Response:
         check = health_pb2.HealthCheckRequest(service="")
         try:
@@ -309,129 +285,3 @@ def _request_id(request: web.Request) -> str:
     if 0 < len(given) <= REQUEST_ID_MAX and _printable_ascii(given):
         return given
     return uuid.uuid4().hex
-
-
-class _RequestHandler(RequestHandler):
-    """aiohttp's connection handler, with a deadline for a request's head (aiohttp has none), and
-    answering a request it cannot parse as the gateway answers: one JSON 400 (431 for an
-    oversized line) logged as one line, echoing nothing (aiohttp's own text quotes the start of
-    the offending header, which may be an Authorization header)."""
-
-    header_timeout = DEFAULT_HEADER_TIMEOUT
-    _head_timer: asyncio.TimerHandle | None = None
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._messages or self._request_in_progress:
-            self._stop_head_timer()
-        elif data and self._head_timer is None:
-            self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._messages or self._request_in_progress:
-            return
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        log.info("closed a connection from %s: request headers not received in time", peer)
-        self.force_close()
-        if self.transport is not None:
-            self.transport.close()
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> StreamResponse:
-        if not isinstance(exc, HttpProcessingError):
-            return super().handle_error(request, status, exc, message)
-        status, reason, text = 400, "bad_request", "malformed HTTP request"
-        if isinstance(exc, LineTooLong):
-            status, reason, text = 431, "header_too_large", "a request header line is too long"
-        # Its one line is the access log's, under a request id of its own (the head that could
-        # not be read may hold none).
-        response = error_response(status, reason, text, ErrorStyle.ERROR_CODE)
-        response.headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
-        response.force_close()
-        return response
-
-
-class _Server(web.Server):
-    """aiohttp's Server names its handler class in `__call__`, with no option to choose another."""
-
-    header_timeout = DEFAULT_HEADER_TIMEOUT
-
-    def __call__(self) -> RequestHandler:
-        handler = _RequestHandler(self, loop=self._loop, **self._kwargs)
-        handler.header_timeout = self.header_timeout
-        return handler
-
-
-@asynccontextmanager
-async def serving_gateway(
-    dispatcher: Dispatcher,
-    http_addr: str,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    middlewares: Sequence[Middleware] = (),
-    **options: Any,
-) -> AsyncIterator[int]:
-    """Serve the gateway on `http_addr` ("HOST:PORT"; port 0 picks one), over HTTPS with
-    `ssl_context`, while the block runs; yields the bound port. On exit, stops accepting, lets
-    requests in flight finish within `shutdown_timeout` seconds, then answers those left 503.
-    `middlewares`: tracing's, when on; `options` go to `Gateway`."""
-    host, port = split_address(http_addr)
-    gateway = Gateway(dispatcher, **options)
-    app = web.Application(client_max_size=gateway.body_limit, middlewares=list(middlewares))
-    app.router.add_route("*", "/{path:.*}", gateway.handle)
-    runner = web.AppRunner(
-        app,
-        shutdown_timeout=shutdown_timeout,
-        access_log_format=ACCESS_LOG_FORMAT,
-        access_log_class=AccessLogger,
-        lingering_time=LINGERING_SECONDS,
-        # A client that hangs up cancels its call, as in gRPC: a login still queued for its hash
-        # is dropped, not checked for nobody (one already hashing is finished and recorded).
-        handler_cancellation=True,
-    )
-    await runner.setup()
-    assert runner.server is not None
-    runner.server.__class__ = _Server
-    runner.server.header_timeout = header_timeout  # type: ignore[attr-defined]
-    await gateway.open()
-    try:
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
-        await site.start()
-        bound = runner.addresses[0][1]
-        scheme = "https" if ssl_context is not None else "http"
-        log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
-        yield int(bound)
-    finally:
-        # aiohttp waits `shutdown_timeout` for the handlers, then closes their connections
-        # with no answer: the gateway answers them first.
-        timer = asyncio.get_running_loop().call_later(shutdown_timeout, gateway.expire)
-        try:
-            await runner.cleanup()
-        finally:
-            timer.cancel()
-            await gateway.close()
-
-
-async def run_gateway(
-    dispatcher: Dispatcher, http_addr: str, stop: asyncio.Event, **options: Any
-) -> None:
-    """Serve the gateway until `stop` is set (`authsvc gateway`); options as `serving_gateway`."""
-    async with serving_gateway(dispatcher, http_addr, **options):
-        await stop.wait()
