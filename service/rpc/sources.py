@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import grpc
 
+from service.addresses import split_address
 from service.client_address import IPAddress, IPNetwork, client_address
 
 FORWARDED_FOR_KEY = "x-forwarded-for"
@@ -26,11 +27,11 @@ IPV6_PREFIX = 64
 
 def _peer(peer: str) -> tuple[str, int] | None:
     """(host, port) of a gRPC peer string: `ipv4:1.2.3.4:5`, `ipv6:[::1]:5` (or `%5B::1%5D:5`)."""
-    kind, _, rest = unquote(peer).partition(":")
-    host, _, port = rest.rpartition(":")
-    if kind not in ("ipv4", "ipv6") or not port.isdigit():
+    kind, _, address = unquote(peer).partition(":")
+    try:
+        return split_address(address) if kind in ("ipv4", "ipv6") else None
+    except ValueError:
         return None
-    return host.strip("[]"), int(port)
 
 
 def source_key(address: IPAddress | None) -> str:
