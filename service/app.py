@@ -364,7 +364,7 @@ def serving_metrics(address: str | None) -> Iterator[None]:
         yield
         return
     server = metrics.MetricsServer(address)
-    log.info("metrics serving on %s:%d (GET /metrics)", address.rpartition(":")[0], server.port)
+    log.info("metrics serving on %s (GET /metrics)", with_port(address, server.port))
     try:
         yield
     finally:

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.addresses import cannot_listen
+from service.addresses import cannot_listen, split_address
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -204,11 +204,9 @@ class MetricsServer:
     """`GET /metrics` on `host:port` (prometheus-client's own HTTP server, in a thread)."""
 
     def __init__(self, address: str, registry: CollectorRegistry = REGISTRY) -> None:
-        host, _, port = address.rpartition(":")
+        host, port = split_address(address)
         try:
-            self._server, self._thread = start_http_server(
-                int(port), addr=host.strip("[]"), registry=registry
-            )
+            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             raise cannot_listen(address, "metrics", exc) from None
 

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import grpc
 from aiohttp import web
@@ -45,6 +46,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from service.addresses import split_address
 from service.config import ConfigError
 from service.domain.passwords import Argon2Parameters
 from service.observability.http import ROUTE
@@ -281,10 +283,11 @@ async def _in_process_span(
         RPC_METHOD: method,
         RPC_GRPC_STATUS_CODE: grpc.StatusCode.OK.value[0],
     }
-    peer = str(context.peer())
-    if peer.startswith(("ipv4:", "ipv6:")):
-        ip, _, port = peer.partition(":")[2].rpartition(":")
-        attributes.update({"net.peer.ip": ip.strip("[]"), "net.peer.port": port})
+    kind, _, peer = unquote(str(context.peer())).partition(":")
+    if kind in ("ipv4", "ipv6"):
+        with contextlib.suppress(ValueError):  # no port: no peer attributes
+            ip, port = split_address(peer)
+            attributes.update({"net.peer.ip": ip, "net.peer.port": str(port)})
     with tracer.start_as_current_span(
         path,
         context=propagate.extract(carrier),
