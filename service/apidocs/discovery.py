@@ -19,7 +19,7 @@ from service.gateway.routes import Route
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
 INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ def discovery_handlers(
     async def document(request: web.Request) -> web.Response:
         base = discovery.public_url
         if base is None:
-            if not _HOST.fullmatch(request.host):
+            host = _HOST.fullmatch(request.host)
+            if host is None or int(host[1] or 0) > 65535:
                 raise bad_request("the Host header is not a host name or address")
             base = f"{request.scheme}://{request.host}"
         body: dict[str, Any] = {"issuer": discovery.issuer}
