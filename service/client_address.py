@@ -57,10 +57,9 @@ def parse_ip(text: str) -> IPAddress | None:
 
 def _node_ip(node: str) -> IPAddress | None:
     """The address of one hop: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`, `[2001:db8::1]:80`."""
-    if node.startswith("["):
+    if node.startswith("["):  # IPv6 only, IPv4-mapped ones too: [::ffff:192.0.2.1]:80
         found = _V6_BRACKETS.fullmatch(node)
-        ip = parse_ip(found[1]) if found else None
-        return ip if ip is not None and ip.version == 6 else None
+        return parse_ip(found[1]) if found and ":" in found[1] else None
     found = _V4_PORT.fullmatch(node)
     return parse_ip(found[1] if found else node)
 

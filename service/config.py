@@ -246,15 +246,20 @@ def _upstream_tls(ca: Path | None, cert: Path | None, key: Path | None) -> Upstr
 
 
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
-    """Comma-separated IP addresses or CIDR networks ("10.0.0.0/8, 192.0.2.7, ::1")."""
-    networks = []
+    """Comma-separated IP addresses or CIDR networks ("10.0.0.0/8, 192.0.2.7, ::1"); an
+    IPv4-mapped IPv6 network is its IPv4 network, as a mapped peer is read as IPv4."""
+    networks: list[IPNetwork] = []
     for item in raw.split(","):
         if not item.strip():
             continue
         try:
-            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            network = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
             raise ValueError(f"not an IP address or network: {item.strip()!r}") from None
+        mapped = network.network_address.ipv4_mapped if network.version == 6 else None
+        if mapped is not None and network.prefixlen >= 96:
+            network = ipaddress.ip_network((mapped, network.prefixlen - 96))
+        networks.append(network)
     return tuple(networks)
 
 

@@ -24,7 +24,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from service.addresses import split_address
+from service.addresses import split_address, with_port
 from service.apidocs.discovery import Discovery, discovery_handlers
 from service.apidocs.openapi import openapi_document
 from service.apidocs.swagger_ui import swagger_ui_handlers
@@ -160,7 +160,7 @@ async def serving_gateway(
         await site.start()
         bound = runner.addresses[0][1]
         scheme = "https" if ssl_context is not None else "http"
-        log.info("gateway serving %s on %s:%d -> %s", scheme, host, bound, dispatcher)
+        log.info("gateway serving %s on %s -> %s", scheme, with_port(http_addr, bound), dispatcher)
         yield int(bound)
     finally:
         # aiohttp waits `shutdown_timeout` for the handlers, then closes their connections

@@ -64,6 +64,13 @@ def test_x_forwarded_for_ipv6() -> None:
     assert resolve(("fd00::1", 443), ["[2001:db8::2]:8080, fd00::9"]) == "ipv6:[2001:db8::2]:0"
 
 
+def test_a_bracketed_ipv4_mapped_hop_is_its_ipv4_address() -> None:
+    """`[::ffff:198.51.100.7]:80` names 198.51.100.7 (the proxy is not made the client);
+    `[198.51.100.7]` is no IPv6 address: the direct peer."""
+    assert resolve(PROXY, ["[::ffff:198.51.100.7]:80"]) == "ipv4:198.51.100.7:0"
+    assert resolve(PROXY, ["[198.51.100.7]"]) == "ipv4:10.0.0.2:4431"
+
+
 def test_x_forwarded_for_wins_over_forwarded() -> None:
     """With both headers, X-Forwarded-For is read."""
     assert resolve(PROXY, ["198.51.100.7"], ["for=198.51.100.8"]) == "ipv4:198.51.100.7:0"

@@ -107,6 +107,13 @@ def test_trusted_proxies_are_networks_and_none_by_default() -> None:
     assert [str(n) for n in proxies.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
 
 
+def test_an_ipv4_mapped_trusted_proxy_is_its_ipv4_network() -> None:
+    """A proxy written IPv4-mapped (::ffff:10.0.0.0/104) is trusted when it calls, as a mapped
+    peer is read as its IPv4 address."""
+    proxies = load_settings({"AUTHSVC_TRUSTED_PROXIES": "::ffff:10.0.0.0/104, ::ffff:192.0.2.7"})
+    assert [str(n) for n in proxies.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32"]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

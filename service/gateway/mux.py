@@ -89,10 +89,6 @@ class Gateway:
     def __str__(self) -> str:
         return str(self._dispatcher)
 
-    @property
-    def routes(self) -> list[Route]:
-        return self._routes
-
     async def open(self) -> None:
         methods = {r.grpc_path: (r.request_class, r.response_class) for r in self._routes}
         await self._dispatcher.open({**methods, HEALTH_CHECK: HEALTH_CLASSES})

@@ -112,7 +112,8 @@ class Route:
 
 
 def is_scalar(found: FieldDescriptor) -> bool:
-    """A field a path segment or query value can set: no message, no bytes."""
+    """A field a path segment or query value can set: no message, no bytes (so that a path
+    variable on bytes is refused as one, before the field kind is)."""
     return found.message_type is None and found.type != FieldDescriptor.TYPE_BYTES
 
 

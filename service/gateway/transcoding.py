@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Any, Final, cast
 from urllib.parse import unquote
 
@@ -112,7 +112,7 @@ def build_request(
         data[field.json_name] = _leaf(field, [text], f"path parameter {name!r}")
     try:
         return json_format.ParseDict(data, route.request_class())
-    except json_format.ParseError:  # what the strict pass leaves to json_format (map keys)
+    except json_format.ParseError:  # nothing the strict pass lets through, but be sure
         raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
 
 
@@ -250,6 +250,6 @@ def _numbers(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
         inner = field.message_type
         if inner is None and field.cpp_type not in (F.CPPTYPE_INT64, F.CPPTYPE_UINT64):
             continue
-        convert: Any = int if inner is None else (lambda v, inner=inner: _numbers(inner, v))
+        convert: Any = int if inner is None else partial(_numbers, inner)
         data[field.json_name] = [convert(v) for v in value] if field.is_repeated else convert(value)
     return data

@@ -85,8 +85,8 @@ async def test_urls_follow_the_host_header(base_url: str) -> None:
 
 @pytest.mark.parametrize("host", ["a b@evil", "a.com:99999"])
 async def test_a_bad_host_header_is_refused(base_url: str, host: str) -> None:
-    """A Host that is no host name (or has no port number) cannot make a URL: a JSON 400, not a
-    document with it."""
+    """A Host that is no host name (or has a port over 65535) cannot make a URL: a JSON 400, not
+    a document with it."""
     status, _, body = await fetch(base_url + DISCOVERY_PATHS[1], {"Host": host})
     assert status == 400
     assert body["error_code"] == "invalid_argument"

@@ -96,7 +96,7 @@ async def test_unexpected_servicer_error_is_500_logged_not_echoed(
 ) -> None:
     """A servicer exception (not an abort) is logged and answered 500 internal, with no detail,
     as grpc.aio makes it UNKNOWN."""
-    caplog.set_level(logging.ERROR, logger="service.gateway.dispatch")
+    caplog.set_level(logging.ERROR, logger="service.rpc.in_process")
     async with (
         in_process({AUTH_SERVICE: FailingAuth("raise")}) as url,
         aiohttp.ClientSession() as http,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
 from google.protobuf.descriptor import FileDescriptor
 from yarl import URL
 
@@ -199,6 +199,46 @@ def test_an_unserved_message_kind_is_refused(kind: int, named: str) -> None:
         build_routes([refused_file(rule)])
     with pytest.raises(RouteError, match=rf"refused\.v1\.Request\.data \({named}\) not supported"):
         build_routes([refused_file(rule, data_kind=kind)])
+
+
+def test_an_unserved_kind_deep_in_a_reply_is_refused() -> None:
+    """The reply is checked too, through nested messages: a google.protobuf.Timestamp inside a
+    message of the reply is named."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="reply.proto",
+        package="reply.v1",
+        syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto"],
+    )
+    field = descriptor_pb2.FieldDescriptorProto
+    proto.message_type.add(name="Request")
+    inner = proto.message_type.add(name="Inner")
+    inner.field.add(
+        name="at",
+        json_name="at",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        type_name=".google.protobuf.Timestamp",
+        label=field.LABEL_OPTIONAL,
+    )
+    reply = proto.message_type.add(name="Reply")
+    reply.field.add(
+        name="inner",
+        json_name="inner",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        type_name=".reply.v1.Inner",
+        label=field.LABEL_REPEATED,
+    )
+    method = proto.service.add(name="Replies").method.add(
+        name="Get", input_type=".reply.v1.Request", output_type=".reply.v1.Reply"
+    )
+    method.options.Extensions[annotations_pb2.http].CopyFrom(http_pb2.HttpRule(get="/v1/r"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    with pytest.raises(RouteError, match=r"reply\.v1\.Inner\.at \(google\.protobuf\.Timestamp\)"):
+        build_routes([pool.FindFileByName("reply.proto")])
 
 
 def test_a_streaming_rpc_is_refused() -> None:
