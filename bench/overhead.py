@@ -41,6 +41,7 @@ from bench.pgstats import bench_postgres  # noqa: E402
 from bench.run import KEYCLOAK, USERS, Cost, basic, clients, create_users, server  # noqa: E402
 
 CONCURRENCY = 8
+TICK = os.sysconf("SC_CLK_TCK")  # utime/stime unit
 
 
 def thread_stats(pid: int) -> dict[int, dict[str, Any]]:
@@ -61,6 +62,7 @@ def thread_stats(pid: int) -> dict[int, dict[str, Any]]:
             "comm": comm,
             "cpu_ns": cpu_ns,
             "minflt": int(fields[7]),
+            "stime_ns": int(fields[12]) * 1_000_000_000 // TICK,
             "vcsw": int(status["voluntary_ctxt_switches"]),
             "ivcsw": int(status["nonvoluntary_ctxt_switches"]),
         }
@@ -124,10 +126,10 @@ def per_thread_delta(
 ) -> dict[str, dict[str, float]]:
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for tid, a in after.items():
-        b = before.get(tid, {"cpu_ns": 0, "minflt": 0, "vcsw": 0, "ivcsw": 0})
+        b = before.get(tid, {"cpu_ns": 0, "minflt": 0, "stime_ns": 0, "vcsw": 0, "ivcsw": 0})
         g = groups[group(pid, tid, a["comm"])]
         g["threads"] += 1
-        for key in ("cpu_ns", "minflt", "vcsw", "ivcsw"):
+        for key in ("cpu_ns", "minflt", "stime_ns", "vcsw", "ivcsw"):
             g[key] += a[key] - b[key]
     return groups
 
@@ -263,8 +265,8 @@ def report(name: str, w: dict[str, Any], lone: dict[str, float]) -> None:
         f"\n{name}: {ok} OK in {w['elapsed_s']:.1f} s ({w['ok_per_s']:.1f}/s), errors {w['errors']}"
     )
     print(
-        f"  {'thread group':<22} {'n':>3} {'CPU ms/login':>13} {'minflt/login':>13}"
-        f" {'vol cs/login':>13} {'invol cs/login':>15}"
+        f"  {'thread group':<22} {'n':>3} {'CPU ms/login':>13} {'of it kernel':>13}"
+        f" {'minflt/login':>13} {'vol cs/login':>13} {'invol cs/login':>15}"
     )
     total = 0.0
     hash_ms = 0.0
@@ -276,7 +278,8 @@ def report(name: str, w: dict[str, Any], lone: dict[str, float]) -> None:
         if d["cpu_ns"] == 0 and d["minflt"] == 0:
             continue
         print(
-            f"  {g:<22} {int(d['threads']):>3} {ms:>13.3f} {d['minflt'] / ok:>13.1f}"
+            f"  {g:<22} {int(d['threads']):>3} {ms:>13.3f} {d['stime_ns'] / 1e6 / ok:>13.3f}"
+            f" {d['minflt'] / ok:>13.1f}"
             f" {d['vcsw'] / ok:>13.2f} {d['ivcsw'] / ok:>15.2f}"
         )
     print(f"  {'server total':<22} {'':>3} {total:>13.3f}")
@@ -311,6 +314,10 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
                     await c.grpc_login(header)
                     await c.rest_login(header)
                 specs = {"grpc": c.go_grpc_login(right), "rest": c.go_rest_login(right)}
+                if args.policy:  # A/B: every thread of the server (serve makes them SCHED_BATCH)
+                    policy = {"batch": os.SCHED_BATCH, "other": os.SCHED_OTHER}[args.policy]
+                    for tid in thread_stats(pid):
+                        os.sched_setscheduler(tid, policy, os.sched_param(0))
                 threads = thread_stats(pid)
                 print("server threads:", sorted(t["comm"] for t in threads.values()))
                 lone1 = await asyncio.to_thread(lone_verifies, cost, 1, 3.0)
@@ -350,6 +357,11 @@ def main() -> int:
         help="argon2id t=1, m=64 KiB: the event loop is then the bottleneck (for profiles)",
     )
     parser.add_argument("--py-spy", type=Path, default=None, help="py-spy profiles into DIR")
+    parser.add_argument(
+        "--policy",
+        choices=("batch", "other"),
+        help="set every server thread's scheduling policy after the warm-up (A/B runs)",
+    )
     parser.add_argument("--trace", type=Path, default=None, help="perf trace -s into DIR")
     parser.add_argument("--perf", type=Path, default=None, help="perf record (cpu-clock) into DIR")
     args = parser.parse_args()
