@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -138,6 +139,13 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
             ):
                 c = Clients(srv, channel, ses)  # type: ignore[arg-type]
                 login = c.grpc_login if args.transport == "grpc" else c.rest_login
+                if args.transport == "grpc-health":  # the floor: a call that does nothing
+                    health = health_pb2_grpc.HealthStub(channel)
+
+                    async def login(_: str) -> str:
+                        await health.Check(health_pb2.HealthCheckRequest())
+                        return "OK"
+
                 for i in range(2 * CONCURRENCY):
                     assert await login(right[i % USERS]) == "OK"
                 await callgrind_control("-z", str(proc.pid))
@@ -171,7 +179,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logins", type=int, default=400)
-    parser.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
+    parser.add_argument("--transport", choices=("grpc", "rest", "grpc-health"), default="grpc")
     parser.add_argument("--env", action="append", default=[], help="K=V for the server (ablations)")
     parser.add_argument(
         "--cprofile",
