@@ -10,7 +10,8 @@ functions of the busiest ones. Valgrind runs one thread at a time, so how the th
 differs from a real run (fewer logins batched per event-loop wakeup): compare runs of this
 script with each other, not with the CPU times of bench/overhead.py.
 
-Usage: .venv/bin/python bench/callgrind.py [--logins 400] [--transport grpc|rest] [--out DIR]
+Usage: .venv/bin/python bench/callgrind.py [--logins 300] [--transport grpc|rest|grpc-health]
+    [--env K=V] [--cprofile] [--out DIR]
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--logins", type=int, default=400)
+    parser.add_argument("--logins", type=int, default=300)
     parser.add_argument("--transport", choices=("grpc", "rest", "grpc-health"), default="grpc")
     parser.add_argument("--env", action="append", default=[], help="K=V for the server (ablations)")
     parser.add_argument(
