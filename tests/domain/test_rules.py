@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import jwt
 import pytest
 
 from service.domain.passwords import check_password
-from service.domain.signing_keys import generate_signing_key, thumbprint
+from service.domain.signing_keys import (
+    ActiveKey,
+    generate_signing_key,
+    load_private_key,
+    thumbprint,
+)
 from service.domain.token_lifetime import check_ttl
+from service.domain.tokens import TOKEN_TYPE, compact_jws
 from service.domain.usernames import check_new_username, check_username, username_key
 from service.errors import AuthError, Reason
 
@@ -81,6 +88,23 @@ def test_kid_is_the_rfc7638_thumbprint(algorithm: str) -> None:
     assert key.kid == thumbprint(key.public_jwk)
     assert key.public_jwk["alg"] == algorithm and key.public_jwk["use"] == "sig"
     assert "d" not in key.public_jwk
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256", "Ed25519", "EdDSA"])
+def test_tokens_are_what_pyjwt_encodes(algorithm: str) -> None:
+    """compact_jws gives PyJWT's header and payload segments, and a signature PyJWT verifies."""
+    key = generate_signing_key(algorithm, datetime.now(UTC))
+    active = ActiveKey(key, load_private_key(key, None))
+    claims = {"iss": "i", "aud": "a", "sub": "1", "username": "n\u00e9", "iat": 1, "exp": 2}
+    ours = compact_jws(claims, active)
+    pyjwt = jwt.encode(
+        claims, active.private, algorithm=algorithm, headers={"kid": key.kid, "typ": TOKEN_TYPE}
+    )
+    assert ours.split(".")[:2] == pyjwt.split(".")[:2]
+    public = active.private.public_key()
+    options = {"verify_exp": False, "verify_iat": False}
+    decoded = jwt.decode(ours, public, [algorithm], audience="a", options=options)
+    assert decoded == claims
 
 
 def test_rfc7638_example_thumbprint() -> None:
