@@ -314,7 +314,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
                     await c.grpc_login(header)
                     await c.rest_login(header)
                 specs = {"grpc": c.go_grpc_login(right), "rest": c.go_rest_login(right)}
-                if args.policy:  # A/B: every thread of the server (serve makes them SCHED_BATCH)
+                if args.policy:  # A/B: every thread of the server, as `chrt --batch 0` would
                     policy = {"batch": os.SCHED_BATCH, "other": os.SCHED_OTHER}[args.policy]
                     for tid in thread_stats(pid):
                         os.sched_setscheduler(tid, policy, os.sched_param(0))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import importlib.metadata
 import json
@@ -399,29 +398,12 @@ def user_command(args: argparse.Namespace) -> Action:
     return simple
 
 
-def batch_scheduling() -> None:
-    """Make `serve` a batch job for Linux's scheduler (SCHED_BATCH, which the threads and
-    processes it starts later inherit: the hash workers, gRPC's threads, an embedded
-    PostgreSQL). A thread that wakes up then waits for the running one's time slice instead of
-    preempting it: under load the event loop wakes less often and handles more events each
-    time, and the hash workers are interrupted less. Measured with bench/overhead.py at
-    Keycloak's cost (`--policy other` against `batch`, 6 pairs on the shared 2-core machine):
-    0.2-0.45 ms less CPU per login beyond the hash, the hash workers' involuntary context
-    switches halved, the event loop's wake-ups per login down by a quarter. An idle core still
-    runs a woken thread at once; nothing else changes. Where the call is refused, nothing
-    happens."""
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
-            batch_scheduling()
             uvloop.run(app.serve(settings))
         elif args.command == "gateway":
             check_upstream(settings, args.grpc_target)

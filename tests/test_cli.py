@@ -355,19 +355,3 @@ def test_a_name_with_several_addresses_is_busy_when_one_is_in_use() -> None:
         with pytest.raises(OSError, match=r"\(gRPC\): Address already in use"):
             check_listenable(f"localhost:{port}", "gRPC")
     check_listenable(f"localhost:{port}", "gRPC")
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's SCHED_BATCH only")
-def test_serve_runs_as_a_batch_job(env: dict[str, str]) -> None:
-    """`serve` and every thread it runs are SCHED_BATCH for the scheduler (batch_scheduling)."""
-    server, grpc_port, http_port = start_serve(env)
-    try:
-        wait_for_port(grpc_port, server)
-        wait_for_port(http_port, server)
-        threads = [int(task.name) for task in Path(f"/proc/{server.pid}/task").iterdir()]
-        assert len(threads) > 1
-        assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_BATCH}
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=60)
-    assert server.returncode == 0
