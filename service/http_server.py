@@ -53,6 +53,12 @@ class _RequestHandler(RequestHandler):
     header_timeout = DEFAULT_HEADER_TIMEOUT
     _head_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A new connection's first head is due within the timeout, as nginx counts it: one
+        # that sends nothing at all is closed too, not only one that stalls mid-head.
+        self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self._messages or self._request_in_progress:

@@ -121,7 +121,7 @@ class Gateway:
             response = error_response(
                 error.status, error.reason, error.message, error.style or style, error.headers
             )
-            if error.status in (408, 413):  # the rest of the body is not wanted
+            if error.status in (408, 413, 415):  # the rest of the body is not wanted
                 response.force_close()
         except asyncio.CancelledError:
             if not self._expired:  # aiohttp cancelled the handler, and the call: nobody to answer
@@ -202,14 +202,24 @@ class Gateway:
         return Caller(address, transport)
 
     async def _read_json(self, request: web.Request, seconds: float) -> Any:
-        """The parsed JSON body; {} when it is empty. A client gone mid-body is 499, which only
-        the access log sees; a body that has not arrived within the call's `seconds` is 408."""
+        """The parsed JSON body; {} when it is empty. A body that has not arrived within the
+        call's `seconds` is 408. A client gone mid-body cancels its handler (aiohttp's
+        handler_cancellation); should the read see the connection end first, it is 499, which
+        only the access log sees."""
         limit = self.body_limit
         too_large = GatewayError(
             413, "payload_too_large", f"the request body is larger than {limit} bytes"
         )
         if (request.content_length or 0) > limit:
             raise too_large
+        # A compressed body is refused unread, as grpc-gateway's net/http never decodes one:
+        # aiohttp's decoders answer an undecodable deflate body with no end (the read waits for
+        # the deadline) and are where a decompression bomb would go off.
+        coding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+        if coding not in ("identity", ""):
+            raise GatewayError(
+                415, "unsupported_media_type", "send the request body without Content-Encoding"
+            )
         try:
             async with asyncio.timeout(seconds):
                 raw = await request.read()  # at most client_max_size (the limit), however sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import threading
@@ -318,3 +319,55 @@ async def test_grpc_timeout_header_sets_the_calls_deadline(
         async with http.post("/v1/users/authorize", json=body, headers={"Grpc-Timeout": bad}) as r:
             assert r.status == 400
             assert (await r.json())["error_code"] == "invalid_argument"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [("gzip", b"abcd"), ("deflate", b"abcd"), ("gzip", gzip.compress(b"{}"))],
+    ids=["bad-gzip", "bad-deflate", "gzip"],
+)
+async def test_a_compressed_body_is_415_unread(
+    gateway_url: str, encoding: str, body: bytes
+) -> None:
+    """A body under any Content-Encoding, decodable or not, sent after the head, is a JSON 415
+    at once: not a 500 (bad gzip), not a wait for the deadline (bad deflate)."""
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Encoding: "
+        + encoding.encode()
+        + b"\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode(),
+    )
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(0.2)
+        writer.write(body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 415 "), answer[:80]
+    assert b'"error_code": "unsupported_media_type"' in answer and b"Connection: close" in answer
+    assert time.monotonic() - started < 3
+
+
+async def test_an_identity_content_encoding_is_read(http: aiohttp.ClientSession) -> None:
+    """The other side: `Content-Encoding: identity` is no encoding; the body is read (401)."""
+    body = json.dumps({"username": "nobody-identity", "password": "not it 1"})
+    headers = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    async with http.post("/v1/users/authorize", data=body, headers=headers) as response:
+        assert response.status == 401
+
+
+async def test_a_connection_that_sends_nothing_is_closed(quick_header_gateway: str) -> None:
+    """A connection opened and left silent is closed after the header timeout, as one that
+    trickles its head is: idle sockets cannot pile up."""
+    reader, writer = await raw_request(quick_header_gateway, b"")
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    assert time.monotonic() - started < 3
