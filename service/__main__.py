@@ -32,7 +32,7 @@ from service.domain.models import AuditEvent
 from service.domain.signing_keys import KeyUnreadableError
 from service.embedded_postgres import EmbeddedPostgresError
 from service.errors import AuthError
-from service.observability.logs import configure_logging
+from service.observability.logs import configure_logging, text_field
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -266,21 +266,12 @@ def _event_limit(raw: str) -> int:
     return value
 
 
-def _field(text: str) -> str:
-    """`text` as one token of a line: quoted with escapes (as JSON writes it) when it holds a
-    space, a quote or anything not printable, so a typed name (a login's, or a client's request
-    id) cannot pass for other fields, another line, or text running the other way."""
-    if text and text.isprintable() and not any(ch in text for ch in ' "=\\'):
-        return text
-    return json.dumps(text)
-
-
 def event_line(event: AuditEvent) -> str:
     """One event as one line of text: time, kind, user, source, request id, detail."""
     at = event.at.astimezone(UTC).isoformat(timespec="seconds") if event.at else "-"
     line = (
-        f"{at} {event.kind:<22} {_field(event.username) if event.username else '-'}"
-        f" source={_field(event.source)} request_id={_field(event.request_id)}"
+        f"{at} {event.kind:<22} {text_field(event.username) if event.username else '-'}"
+        f" source={text_field(event.source)} request_id={text_field(event.request_id)}"
     )
     return f"{line} {json.dumps(event.detail)[1:-1]}" if event.detail else line
 

@@ -10,6 +10,7 @@ path or its query, and no header is.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, TextIO
@@ -21,13 +22,22 @@ CALL_FIELDS = ("transport", "method", "status", "reason", "duration_ms", "reques
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def text_field(text: str) -> str:
+    """`text` as one token of a text line: quoted with escapes (as JSON writes it) when it holds
+    a space, a quote, `=` or anything not printable, so a typed value (a login's name, a client's
+    request id) cannot pass for other fields, another line, or text running the other way."""
+    if text and text.isprintable() and not any(ch in text for ch in ' "=\\'):
+        return text
+    return json.dumps(text)
+
+
 class _TextFormatter(logging.Formatter):
-    """The classic line, then the call's fields as key=value."""
+    """The classic line, then the call's fields as key=value (values as `text_field` writes)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = [
-            f"{name}={getattr(record, name)}"
+            f"{name}={text_field(str(getattr(record, name)))}"
             for name in CALL_FIELDS
             if getattr(record, name, None) not in (None, "")
         ]
