@@ -19,7 +19,10 @@ from service.gateway.routes import Route
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 JWKS_METHOD = "authsvc.v1.TokenService.GetJwks"
 INTROSPECTION_METHOD = "authsvc.v1.TokenService.VerifyToken"
-_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+# A host name of RFC 1123 labels (an IPv4 address is one too), or an IPv6 address in brackets;
+# then an optional port.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"({_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def discovery_handlers(
         base = discovery.public_url
         if base is None:
             host = _HOST.fullmatch(request.host)
-            if host is None or int(host[1] or 0) > 65535:
+            if host is None or len(host[1]) > 253 or not 0 < int(host[2] or 80) <= 65535:
                 raise bad_request("the Host header is not a host name or address")
             base = f"{request.scheme}://{request.host}"
         body: dict[str, Any] = {"issuer": discovery.issuer}
