@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -99,10 +99,45 @@ class _RequestHandler(RequestHandler):
             status, reason, text = 431, "header_too_large", "a request header line is too long"
         # Its one line is the access log's, under a request id of its own (the head that could
         # not be read may hold none).
-        response = error_response(status, reason, text, ErrorStyle.ERROR_CODE)
-        response.headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
+        response = _with_request_id(error_response(status, reason, text, ErrorStyle.ERROR_CODE))
         response.force_close()
         return response
+
+
+@web.middleware
+async def _json_refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What aiohttp's router refuses before the gateway sees it (a CONNECT's authority, an
+    `OPTIONS *`) is answered in the gateway's JSON, not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as refused:
+        if refused.status < 400:
+            raise
+        reason = refused.reason.lower().replace(" ", "_")
+        return _with_request_id(
+            error_response(refused.status, reason, refused.reason, ErrorStyle.ERROR_CODE)
+        )
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` as aiohttp answers it; any other expectation a JSON 417 (aiohttp's
+    own is plain text, and its handler is the only hook for it)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        message = "only Expect: 100-continue is understood"
+        response = error_response(417, "expectation_failed", message, ErrorStyle.ERROR_CODE)
+        response.force_close()
+        return _with_request_id(response)
+    if request.version == HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not the body's
+    return None
+
+
+def _with_request_id(response: web.Response) -> web.Response:
+    """An answer made before the gateway's handler, under a request id of its own."""
+    response.headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
+    return response
 
 
 class _Server(web.Server):
@@ -144,8 +179,10 @@ async def serving_gateway(
     paths = {"/openapi.json": openapi_json, **swagger_ui_handlers()}
     paths.update(discovery_handlers(discovery, routes) if discovery else {})
     gateway = Gateway(dispatcher, routes=routes, paths=paths, **options)
-    app = web.Application(client_max_size=gateway.body_limit, middlewares=list(middlewares))
-    app.router.add_route("*", "/{path:.*}", gateway.handle)
+    app = web.Application(
+        client_max_size=gateway.body_limit, middlewares=[*middlewares, _json_refusals]
+    )
+    app.router.add_route("*", "/{path:.*}", gateway.handle, expect_handler=_expect)
     runner = web.AppRunner(
         app,
         shutdown_timeout=shutdown_timeout,

@@ -371,3 +371,53 @@ async def test_a_connection_that_sends_nothing_is_closed(quick_header_gateway: s
     finally:
         writer.close()
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (
+            b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nExpect: banana\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            417,
+        ),
+    ],
+    ids=["connect", "options-star", "expect"],
+)
+async def test_what_aiohttp_refuses_is_answered_in_json(
+    gateway_url: str, head: bytes, status: int
+) -> None:
+    """Requests refused before the gateway's handler (no route can match them, an expectation
+    nobody meets) still get a JSON error body with a request id."""
+    reader, writer = await raw_request(gateway_url, head)
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.readuntil(b"}"), 5)
+    finally:
+        writer.close()
+    assert status_line.startswith(f"HTTP/1.1 {status} ".encode()), status_line
+    assert b"application/json" in headers and b"X-Request-Id" in headers
+    assert json.loads(body)["error_code"]
+
+
+async def test_expect_100_continue_is_still_met(gateway_url: str) -> None:
+    """The other side: `Expect: 100-continue` gets its interim 100, then the answer (401)."""
+    body = b'{"username": "nobody-expect", "password": "not it 1"}'
+    reader, writer = await raw_request(
+        gateway_url,
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode(),
+    )
+    try:
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    assert answer.startswith(b"HTTP/1.1 401 ")
