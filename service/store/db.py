@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -62,6 +63,10 @@ _STALE_CONNECTION = (
 
 # How long a caller is told to wait before retrying when the database is unavailable.
 RETRY_AFTER_SECONDS = 1.0
+
+# With less of the caller's time left than this, no database work starts (not even a pool
+# acquisition): no statement could come back in time.
+MIN_WORK_SECONDS = 0.001
 
 
 def is_stale_connection(exc: BaseException) -> bool:
@@ -136,6 +141,12 @@ async def create_pool(
         ) from exc
 
 
+def deadline_exceeded() -> AuthError:
+    """The caller's deadline ran out: its own doing, not the database's, so DEADLINE_EXCEEDED
+    without a retry hint, and no warning (a tiny deadline is not a database alarm)."""
+    return AuthError(Reason.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
 def _cause(exc: BaseException) -> str:
     """Why a connection failed, in words: the server's own message, or the socket error's."""
     if isinstance(exc, asyncpg.PostgresError):
@@ -166,18 +177,32 @@ class Database:
     gateway's deadline passed first: 504 instead of 503). Here a wait that runs out closes the
     connection at once instead (PostgreSQL ends the backend when it notices), and the caller
     gets UNAVAILABLE within the timeout.
+
+    Closing is for the database's timeout only. A caller's deadline shorter than it does not
+    close anything: a single statement (`_one`) runs in a task of its own, bounded by the
+    database timeout alone, which gives the connection back when the statement ends; the caller
+    is answered DEADLINE_EXCEEDED at its deadline. Otherwise any caller, with a 1 ms deadline,
+    would make us close a connection per call (and PostgreSQL fork a backend for the next one).
     """
 
     def __init__(self, pool: asyncpg.Pool, timeout: float, *, dsn: str | None = None) -> None:
         self.pool = pool
         self.dsn = dsn  # for a connection of its own outside the pool (LISTEN)
         self._timeout = timeout
+        # Statements whose caller stopped waiting, kept referenced until they end.
+        self._running: set[asyncio.Task[Any]] = set()
 
     def timeout(self) -> float:
+        """The next wait's bound: the database timeout, or the caller's time left if shorter.
+        DEADLINE_EXCEEDED if that time is (nearly) spent: then nothing is started."""
         left = request_context.remaining(self._timeout)
-        if left <= 0:
-            raise AuthError(Reason.UNAVAILABLE, "deadline exceeded before the database answered")
+        if left < MIN_WORK_SECONDS:
+            raise deadline_exceeded()
         return left
+
+    def _bound_by_caller(self, budget: float) -> bool:
+        """True when the wait given `budget` ran out on the caller's deadline, not the timeout."""
+        return budget < self._timeout
 
     async def ping(self) -> None:
         """Raise AuthError(UNAVAILABLE) unless the database answers a trivial query."""
@@ -185,9 +210,15 @@ class Database:
 
     async def _acquire(self) -> asyncpg.Connection:
         # Our own timeout, not asyncpg's `timeout=`, which wraps the wait in a task of its own.
+        budget = self.timeout()
         with database_errors():
-            async with asyncio.timeout(self.timeout()):
-                return await self.pool.acquire()
+            try:
+                async with asyncio.timeout(budget):
+                    return await self.pool.acquire()
+            except TimeoutError:
+                if self._bound_by_caller(budget):
+                    raise deadline_exceeded() from None
+                raise
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -222,12 +253,46 @@ class Database:
 
     async def _one(self, run: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """One statement on a connection of its own: the login path's shape, kept lean (one
-        acquisition, one timer for the statement)."""
+        task, one acquisition, one timer for the statement, one for the caller's deadline).
+
+        The caller only waits for a task that acquires, runs the statement and gives the
+        connection back, bounded by the database timeout alone. When the caller's deadline
+        passes or the call is cancelled, that task runs on and the connection goes back to the
+        pool: neither a connection being opened by the pool nor one mid-statement is closed
+        (asyncpg's own cancel would even open one more, to send PostgreSQL a cancel request)."""
+        self.timeout()  # a (nearly) spent deadline: DEADLINE_EXCEEDED, the pool untouched
+        end = request_context.deadline.get()
+        work = asyncio.create_task(self._on_own_time(run, end))
+        self._running.add(work)
+        work.add_done_callback(self._ended)
+        try:
+            if end is None:
+                return await asyncio.shield(work)
+            async with asyncio.timeout(end - time.monotonic()):
+                return await asyncio.shield(work)
+        except TimeoutError:
+            raise deadline_exceeded() from None
+        finally:
+            if not work.done():
+                work.add_done_callback(_abandoned)
+
+    async def _on_own_time(
+        self, run: Callable[[asyncpg.Connection], Awaitable[T]], end: float | None
+    ) -> T:
+        # The task's own copy of the context: the database timeout alone bounds what follows.
+        request_context.deadline.set(None)
         raw = await self._acquire()
         try:
+            if end is not None and time.monotonic() >= end:
+                raise deadline_exceeded()  # its caller has gone: not worth a statement
             return await Connection(raw, self).bounded(lambda: run(raw))
         finally:
             await self._release(raw)
+
+    def _ended(self, statement: asyncio.Task[Any]) -> None:
+        self._running.discard(statement)
+        if not statement.cancelled():
+            statement.exception()  # retrieved, so asyncio does not report it if no one waits
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self._one(lambda raw: raw.fetch(sql, *args))
@@ -237,6 +302,16 @@ class Database:
 
     async def execute(self, sql: str, *args: Any) -> str:
         return await self._one(lambda raw: raw.execute(sql, *args))
+
+
+def _abandoned(statement: asyncio.Task[Any]) -> None:
+    """The end of a statement whose caller stopped waiting: a database failure was logged by
+    `database_errors`; a bug, which would otherwise reach no one, is logged here."""
+    if statement.cancelled():
+        return
+    exc = statement.exception()
+    if exc is not None and not isinstance(exc, (AuthError, UniqueViolation)):
+        log.error("statement failed after its caller had gone", exc_info=exc)
 
 
 class Connection:
@@ -252,15 +327,19 @@ class Connection:
     async def bounded(self, statement: Callable[[], Awaitable[T]]) -> T:
         """Run `statement()` within the caller's time; when that runs out (or the call is
         cancelled), close the connection rather than wait for PostgreSQL to acknowledge a
-        cancel it may never read."""
+        cancel it may never read. (A transaction's connection is closed on the caller's
+        deadline too: its rollback and release would have to wait for the statement. Only
+        `_one`, the anonymous callers' path, keeps its connection.)"""
+        budget = self._db.timeout()
         with database_errors():
-            budget = self._db.timeout()
             try:
                 async with asyncio.timeout(budget):
                     return await statement()
-            except (TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError) as exc:
                 self._terminated = True
                 self.raw.terminate()
+                if isinstance(exc, TimeoutError) and self._db._bound_by_caller(budget):
+                    raise deadline_exceeded() from None
                 raise
             except Exception as exc:
                 if is_stale_connection(exc):

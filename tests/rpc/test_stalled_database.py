@@ -1,8 +1,8 @@
 """A stalled database (PostgreSQL frozen with SIGSTOP, as a hung host or a network partition
 looks) costs a caller at most the database timeout, or its deadline if shorter: the answer is
-UNAVAILABLE (503 over REST), nothing is logged as an unhandled task, and once the database
-resumes the service works again. The server here is a dedicated embedded PostgreSQL, so that
-freezing it stops no other test."""
+UNAVAILABLE (503 over REST), or DEADLINE_EXCEEDED when the caller's deadline comes first;
+nothing is logged as an unhandled task, and once the database resumes the service works again.
+The server here is a dedicated embedded PostgreSQL, so that freezing it stops no other test."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ import grpc
 import pytest
 from authsvc.v1 import token_service_pb2, token_service_pb2_grpc
 
-from service import app
+from service import app, request_context
 from service.config import Settings
 from service.embedded_postgres import EmbeddedPostgres
 from service.errors import AuthError, Reason
 from service.http_server import serving_gateway
+from service.store.db import Database, create_pool
 from tests.support import authorize, error_info, new_user
 
 DB_TIMEOUT = 2.0
@@ -126,15 +127,75 @@ async def test_calls_answer_unavailable_within_the_database_timeout(stack: Stack
         assert elapsed < DB_TIMEOUT + SLACK, elapsed
 
 
-async def test_a_shorter_deadline_gets_unavailable_before_it_passes(stack: Stack) -> None:
-    """A caller whose deadline (1 s) is shorter than the database timeout gets UNAVAILABLE, not
-    DEADLINE_EXCEEDED: the server gives up on the database in time to say why."""
+async def test_a_shorter_deadline_gets_deadline_exceeded_before_it_passes(stack: Stack) -> None:
+    """A caller whose deadline (1 s) is shorter than the database timeout hears, before it
+    passes, that its deadline ran out (DEADLINE_EXCEEDED, reason DEADLINE_EXCEEDED): not
+    UNAVAILABLE, since a database that has not answered within a caller's deadline is not known
+    to be down (with a 1 ms deadline any healthy one would be called down)."""
     user = await new_user(stack.services, "pw")
     token = (await authorize(stack.channel, user.username, "pw")).access_token
     with frozen(stack.pg):
         elapsed, error = await timed(verify(stack.channel, token, timeout=1.0))
-    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+    assert error_info(error).reason == "DEADLINE_EXCEEDED"
     assert elapsed < 1.0
+
+
+@contextlib.asynccontextmanager
+async def one_connection(stack: Stack) -> AsyncIterator[Database]:
+    """A Database of one connection on the stalled server: the one every statement uses."""
+    pool = await create_pool(stack.settings.database_url, 1, 1, DB_TIMEOUT)
+    try:
+        yield Database(pool, DB_TIMEOUT)
+    finally:
+        await pool.close()
+
+
+async def backend_pid(db) -> int:
+    row = await db.fetchrow("SELECT pg_backend_pid()")
+    return row[0]
+
+
+async def backend_alive(db, pid: int) -> bool:
+    return await db.fetchrow("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid) is not None
+
+
+async def test_a_stalled_statement_is_closed_on_the_database_timeout(stack: Stack) -> None:
+    """With no shorter deadline, a statement the stalled database does not answer is UNAVAILABLE
+    within the database timeout, and its connection is closed (its backend ends once resumed)."""
+    async with one_connection(stack) as db:
+        pid = await backend_pid(db)
+        with frozen(stack.pg):
+            started = time.monotonic()
+            with pytest.raises(AuthError) as caught:
+                await db.fetchrow("SELECT pg_backend_pid()")
+            assert time.monotonic() - started < DB_TIMEOUT + SLACK
+        assert caught.value.reason == Reason.UNAVAILABLE
+        for _ in range(50):
+            if not await backend_alive(db, pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not await backend_alive(db, pid)
+
+
+async def test_a_stalled_statement_outlives_a_shorter_caller_deadline(stack: Stack) -> None:
+    """A caller whose deadline passes while the stalled database has its statement is answered
+    DEADLINE_EXCEEDED at that deadline; the connection is not closed: once the database resumes
+    the statement ends and the same connection serves the next one."""
+    async with one_connection(stack) as db:
+        pid = await backend_pid(db)
+        with frozen(stack.pg):
+            token = request_context.deadline.set(time.monotonic() + 0.5)
+            try:
+                started = time.monotonic()
+                with pytest.raises(AuthError) as caught:
+                    await db.fetchrow("SELECT pg_backend_pid()")
+            finally:
+                request_context.deadline.reset(token)
+            assert time.monotonic() - started < 0.5 + SLACK
+        assert caught.value.reason == Reason.DEADLINE_EXCEEDED
+        # The one connection: this waits for the abandoned statement to give it back.
+        assert await backend_pid(db) == pid
 
 
 async def test_service_works_again_after_the_database_resumes(stack: Stack) -> None:

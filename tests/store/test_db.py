@@ -1,11 +1,16 @@
 """The contract of `store/db.py`, the one place asyncpg's failures become the service's errors:
-a duplicate is a store fact (UniqueViolation naming the constraint), an unreachable database or a
-spent deadline is UNAVAILABLE, and anything else (a bug) is not disguised as either."""
+a duplicate is a store fact (UniqueViolation naming the constraint), an unreachable database is
+UNAVAILABLE, the caller's spent deadline DEADLINE_EXCEEDED (closing no connection), and anything
+else (a bug) is not disguised as any of these."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import pytest
@@ -62,15 +67,89 @@ async def test_an_unreachable_database_is_unavailable() -> None:
     assert caught.value.reason is Reason.UNAVAILABLE
 
 
-async def test_a_spent_deadline_is_unavailable_before_any_query(db: Database) -> None:
-    """With the caller's deadline already past, no statement is sent: UNAVAILABLE at once."""
-    token = request_context.deadline.set(time.monotonic() - 1)
+@contextmanager
+def deadline_in(seconds: float) -> Iterator[None]:
+    """The caller's deadline `seconds` from now, set as the transport sets it."""
+    token = request_context.deadline.set(time.monotonic() + seconds)
     try:
-        with pytest.raises(AuthError) as caught:
-            await db.fetch("SELECT 1")
+        yield
     finally:
         request_context.deadline.reset(token)
-    assert caught.value.reason is Reason.UNAVAILABLE
+
+
+class UntouchablePool:
+    """Stands in for the pool where it must not be used at all."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the pool was touched ({name})")
+
+
+@pytest.mark.parametrize("left", [-1.0, 0.0005])
+async def test_a_spent_deadline_is_deadline_exceeded_before_the_pool(left: float) -> None:
+    """With the caller's deadline past or nearly so, nothing is started, not even a pool
+    acquisition: DEADLINE_EXCEEDED at once (the caller's doing, not the database's)."""
+    db = Database(UntouchablePool(), 5.0)  # type: ignore[arg-type]
+    for transaction in (False, True):
+        with deadline_in(left), pytest.raises(AuthError) as caught:
+            if transaction:
+                async with db.transaction():
+                    pass
+            else:
+                await db.fetch("SELECT 1")
+        assert caught.value.reason is Reason.DEADLINE_EXCEEDED
+        assert caught.value.grpc_code == "DEADLINE_EXCEEDED" and caught.value.retry_after is None
+
+
+@pytest.fixture
+async def fixed_pool(database_url: str) -> AsyncIterator[Database]:
+    """A Database on a pool of exactly two connections: one closed would show as a new one."""
+    pool = await create_pool(database_url, 2, 2, 5.0)
+    try:
+        yield Database(pool, 5.0)
+    finally:
+        await pool.close()
+
+
+async def sessions_and_backends(db: Database) -> tuple[int, list[int]]:
+    """pg_stat_database.sessions of this database, and its backends' pids."""
+    row = await db.fetchrow(
+        "SELECT (SELECT sessions FROM pg_stat_database WHERE datname = current_database()),"
+        " array(SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " ORDER BY pid)"
+    )
+    assert row is not None
+    return row[0], list(row[1])
+
+
+async def test_tiny_deadlines_leave_the_connections_alone(
+    db: Database, fixed_pool: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many calls whose deadline (1 to 5 ms) passes while they wait for the pool or mid-statement
+    all answer DEADLINE_EXCEEDED, log no database warning, and close no connection: the same
+    backends serve the database afterwards, no session was opened, and a normal call right
+    after answers at once."""
+    caplog.set_level(logging.INFO, logger="service.store.db")
+    await fixed_pool.fetch("SELECT 1")
+    before = await sessions_and_backends(db)
+    for i in range(60):
+        with deadline_in(0.001 + (i % 5) / 1000), pytest.raises(AuthError) as caught:
+            # Longer than any of the deadlines: the caller gives up mid-statement, or waiting
+            # for a connection the ones before still use.
+            await fixed_pool.fetchrow("SELECT pg_sleep(0.02)")
+        assert caught.value.reason is Reason.DEADLINE_EXCEEDED
+    started = time.monotonic()
+    with deadline_in(5.0):
+        assert (await fixed_pool.fetchrow("SELECT 1 AS one")) == (1,)
+    assert time.monotonic() - started < 1.0
+    for _ in range(100):  # the abandoned statements finish, their connections come back
+        if fixed_pool.pool.get_idle_size() == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert fixed_pool.pool.get_idle_size() == 2
+    await asyncio.sleep(1.1)  # a backend reports its session at most once a second
+    assert await sessions_and_backends(db) == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
 
 
 async def test_a_live_database_answers(db: Database) -> None:
