@@ -70,8 +70,9 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 
 # The server stops waiting for the database this share of the caller's time before its deadline
-# (at most DEADLINE_MARGIN_MAX seconds), so the caller is told why (UNAVAILABLE) while it still
-# listens, instead of only seeing its deadline pass.
+# (at most DEADLINE_MARGIN_MAX seconds), so the caller is answered (DEADLINE_EXCEEDED: its time
+# ran out before the database's timeout did) while it still listens, instead of only seeing its
+# deadline pass.
 DEADLINE_MARGIN_SHARE = 0.2
 DEADLINE_MARGIN_MAX = 0.5
 
