@@ -59,6 +59,21 @@ def retry_delay(error: object) -> float | None:
     return None
 
 
+async def sessions_and_backends(
+    db: Database, application_name: str | None = None
+) -> tuple[int, set[int]]:
+    """pg_stat_database.sessions of the test database, and the pids of its backends (of one
+    application, when named)."""
+    row = await db.fetchrow(
+        "SELECT (SELECT sessions FROM pg_stat_database WHERE datname = current_database()),"
+        " array(SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND ($1::text IS NULL OR application_name = $1))",
+        application_name,
+    )
+    assert row is not None
+    return row[0], set(row[1])
+
+
 async def authorize(
     channel: grpc.aio.Channel, username: str, password: str, /, **fields: object
 ) -> auth_service_pb2.AuthorizeResponse:

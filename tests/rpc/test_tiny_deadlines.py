@@ -24,20 +24,9 @@ from service import app
 from service.config import Settings
 from service.http_server import serving_gateway
 from service.store.db import Database
-from tests.support import authorize, basic, new_user
+from tests.support import authorize, basic, new_user, sessions_and_backends
 
 CALLS = 60
-
-
-async def sessions_and_backends(db: Database) -> tuple[int, set[int]]:
-    """pg_stat_database.sessions of the test database, and the pids of the service's backends."""
-    row = await db.fetchrow(
-        "SELECT (SELECT sessions FROM pg_stat_database WHERE datname = current_database()),"
-        " array(SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = 'authsvc')"
-    )
-    assert row is not None
-    return row[0], set(row[1])
 
 
 async def settled(db: Database) -> None:
@@ -75,7 +64,7 @@ async def test_tiny_deadlines_close_no_connection(
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http,
     ):
         await settled(db)
-        sessions, backends = await sessions_and_backends(db)
+        sessions, backends = await sessions_and_backends(db, "authsvc")
         codes: list[str] = []
         for _ in range(CALLS):
             for call in (
@@ -114,7 +103,7 @@ async def test_tiny_deadlines_close_no_connection(
         assert time.monotonic() - started < 1.0
 
     await settled(db)
-    sessions_after, backends_after = await sessions_and_backends(db)
+    sessions_after, backends_after = await sessions_and_backends(db, "authsvc")
     # No connection was closed; a session opened since is one the pool grew by and still has.
     assert backends <= backends_after
     assert sessions_after - sessions == len(backends_after - backends)

@@ -18,6 +18,7 @@ import pytest
 from service import request_context
 from service.errors import AuthError, Reason
 from service.store.db import Database, UniqueViolation, create_pool
+from tests.support import sessions_and_backends
 
 TABLE = "db_contract_items"
 
@@ -108,17 +109,6 @@ async def fixed_pool(database_url: str) -> AsyncIterator[Database]:
         yield Database(pool, 5.0)
     finally:
         await pool.close()
-
-
-async def sessions_and_backends(db: Database) -> tuple[int, list[int]]:
-    """pg_stat_database.sessions of this database, and its backends' pids."""
-    row = await db.fetchrow(
-        "SELECT (SELECT sessions FROM pg_stat_database WHERE datname = current_database()),"
-        " array(SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " ORDER BY pid)"
-    )
-    assert row is not None
-    return row[0], list(row[1])
 
 
 async def test_tiny_deadlines_leave_the_connections_alone(
