@@ -123,14 +123,15 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue` as aiohttp answers it; any other expectation a JSON 417 (aiohttp's
     own is plain text, and its handler is the only hook for it)."""
     expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version < HttpVersion11:  # HTTP/1.0 has no Expect: ignored, as aiohttp does
+        return None
     if expect.lower() != "100-continue":
         message = "only Expect: 100-continue is understood"
         response = error_response(417, "expectation_failed", message, ErrorStyle.ERROR_CODE)
         response.force_close()
         return _with_request_id(response)
-    if request.version == HttpVersion11:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim answer is not the body's
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not the body's
     return None
 
 

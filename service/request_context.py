@@ -1,7 +1,8 @@
 """Per-request context that crosses layers without becoming a parameter of every call.
 
-The transport sets the RPC's deadline here; the store derives every pool-acquire and query timeout
-from it, so a query never outlives the call that asked for it (asyncpg waits forever otherwise).
+The transport sets the RPC's deadline here; the store bounds every pool acquire and query by it (or
+by the database timeout, if shorter), since asyncpg waits forever otherwise. A single statement
+already sent when its caller stops waiting runs on within the database timeout alone.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from authsvc.v1 import auth_service_pb2, password_service_pb2, token_service_pb2
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio
 
-from service.errors import AuthError
+from service.errors import AuthError, Reason
 from service.observability import calls
 from service.rpc.status import request_id_of, set_deadline
 
@@ -129,6 +129,8 @@ class HealthServicer(aio.HealthServicer):
             status = ServingStatus.SERVING
             problem = ""
         except AuthError as exc:
+            if exc.reason is Reason.DEADLINE_EXCEEDED:
+                return  # the caller's own deadline cut it short: that says nothing of the database
             status, problem = ServingStatus.NOT_SERVING, exc.message
         except Exception:  # a health check answers; it never fails the call
             log.exception("health probe failed")

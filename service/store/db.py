@@ -1,9 +1,10 @@
 """The pool, and the one place asyncpg's failures become the service's errors.
 
-Every acquire and every query gets a timeout derived from the caller's deadline (see
-`request_context`), because asyncpg's `acquire()` and queries otherwise wait forever when the
-database stalls. Connection-level failures become UNAVAILABLE (retryable); anything else is a bug
-and propagates as such.
+Every acquire and every query gets a timeout, the database timeout or the caller's deadline if
+shorter (see `request_context`), because asyncpg's `acquire()` and queries otherwise wait forever
+when the database stalls; a single statement whose caller stops waiting runs on within the
+database timeout alone (`_one`). Connection-level failures become UNAVAILABLE (retryable);
+anything else is a bug and propagates as such.
 
 A server that is read-only (a primary demoted, or a standby, during a failover: SQLSTATE
 25006), shutting down or gone (class 57P, class 08) is a fault of the moment too: UNAVAILABLE
@@ -67,6 +68,9 @@ RETRY_AFTER_SECONDS = 1.0
 # With less of the caller's time left than this, no database work starts (not even a pool
 # acquisition): no statement could come back in time.
 MIN_WORK_SECONDS = 0.001
+# Statements whose caller has gone that may run on or wait for a connection; beyond it, one still
+# waiting stops (a flood of short deadlines cannot queue work without bound).
+MAX_ORPHANS = 100
 
 
 def is_stale_connection(exc: BaseException) -> bool:
@@ -189,8 +193,9 @@ class Database:
         self.pool = pool
         self.dsn = dsn  # for a connection of its own outside the pool (LISTEN)
         self._timeout = timeout
-        # Statements whose caller stopped waiting, kept referenced until they end.
+        # Statements under way, kept referenced until they end; those whose caller has gone.
         self._running: set[asyncio.Task[Any]] = set()
+        self._orphans: set[asyncio.Task[Any]] = set()
 
     def timeout(self) -> float:
         """The next wait's bound: the database timeout, or the caller's time left if shorter.
@@ -230,9 +235,10 @@ class Database:
 
     async def _release(self, raw: asyncpg.Connection) -> None:
         """Give the connection back; the pool resets it first (one round trip), within what is
-        left of the caller's time. If that fails, asyncpg closes the connection and the pool
-        opens another when needed; the caller, whose statements all succeeded, is not told.
-        (A connection closed after a timeout has gone back to the pool already: a no-op.)"""
+        left of the caller's time (of the database timeout, for a statement run on its own). If
+        that fails, asyncpg closes the connection and the pool opens another when needed; the
+        caller, whose statements all succeeded, is not told. (A connection closed after a
+        timeout has gone back to the pool already: a no-op.)"""
         left = max(request_context.remaining(self._timeout), MIN_RELEASE_SECONDS)
         try:
             await self.pool.release(raw, timeout=left)
@@ -262,7 +268,8 @@ class Database:
         (asyncpg's own cancel would even open one more, to send PostgreSQL a cancel request)."""
         self.timeout()  # a (nearly) spent deadline: DEADLINE_EXCEEDED, the pool untouched
         end = request_context.deadline.get()
-        work = asyncio.create_task(self._on_own_time(run, end))
+        acquired = asyncio.Event()
+        work = asyncio.create_task(self._on_own_time(run, end, acquired))
         self._running.add(work)
         work.add_done_callback(self._ended)
         try:
@@ -271,17 +278,33 @@ class Database:
             async with asyncio.timeout(end - time.monotonic()):
                 return await asyncio.shield(work)
         except TimeoutError:
+            self._abandon(work, acquired)
             raise deadline_exceeded() from None
-        finally:
-            if not work.done():
-                work.add_done_callback(_abandoned)
+        except asyncio.CancelledError:
+            self._abandon(work, acquired)
+            raise
+
+    def _abandon(self, work: asyncio.Task[Any], acquired: asyncio.Event) -> None:
+        """Its caller stops waiting for `work`, which runs on (its end reported by `_abandoned`),
+        unless MAX_ORPHANS others do already and it is still waiting for a connection: then it
+        stops waiting (a connection the pool was opening for it is closed: under a flood of
+        short deadlines only, and at most the pool's size of them)."""
+        if len(self._orphans) >= MAX_ORPHANS and not acquired.is_set():
+            work.cancel()
+        self._orphans.add(work)
+        work.add_done_callback(self._orphans.discard)
+        work.add_done_callback(_abandoned)
 
     async def _on_own_time(
-        self, run: Callable[[asyncpg.Connection], Awaitable[T]], end: float | None
+        self,
+        run: Callable[[asyncpg.Connection], Awaitable[T]],
+        end: float | None,
+        acquired: asyncio.Event,
     ) -> T:
         # The task's own copy of the context: the database timeout alone bounds what follows.
         request_context.deadline.set(None)
         raw = await self._acquire()
+        acquired.set()
         try:
             if end is not None and time.monotonic() >= end:
                 raise deadline_exceeded()  # its caller has gone: not worth a statement

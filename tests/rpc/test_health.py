@@ -5,6 +5,7 @@ Watch streams the status and its changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,6 +103,26 @@ async def test_watch_streams_the_change_when_the_database_goes(
         assert second.status == NOT_SERVING
         stream.cancel()
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_tiny_deadline_does_not_mark_the_replica_not_serving(
+    pg_dsn, settings: Settings, caplog
+) -> None:
+    """A Check whose own deadline (1 ms) is too short to ask the database answers, or times out,
+    but does not turn the replica NOT_SERVING for its watchers (a load balancer): anyone may
+    send one. The database is still checked by the next Check with time to spare."""
+    caplog.set_level(logging.INFO)
+    async with server_on_own_database(pg_dsn, settings, "health_tiny") as (channel, _, _admin):
+        stream = health(channel).Watch(request("authsvc.v1.AuthService"), timeout=30)
+        assert (await asyncio.wait_for(stream.read(), 5)).status == SERVING
+        for _ in range(20):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await health(channel).Check(request(), timeout=0.001)
+        assert (await health(channel).Check(request())).status == SERVING
+        with pytest.raises(asyncio.TimeoutError):  # nothing new was streamed to the watcher
+            await asyncio.wait_for(stream.read(), 0.5)
+        stream.cancel()
+    assert not [r for r in caplog.records if "NOT_SERVING" in r.getMessage()]
 
 
 async def test_watch_of_an_unknown_service_says_so(channel: grpc.aio.Channel) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from service import request_context
 from service.errors import AuthError, Reason
-from service.store.db import Database, UniqueViolation, create_pool
+from service.store.db import MAX_ORPHANS, Database, UniqueViolation, create_pool
 from tests.support import sessions_and_backends
 
 TABLE = "db_contract_items"
@@ -173,3 +173,25 @@ async def test_a_connection_whose_backend_was_ended_is_unavailable_then_replaced
     finally:
         await admin.close()
         await pool.close()
+
+
+async def test_work_left_by_callers_who_gave_up_is_bounded(fixed_pool: Database) -> None:
+    """With both connections busy, 200 callers giving up after 2 ms leave at most MAX_ORPHANS
+    statements waiting on (the rest stop waiting); once the pool is free they drain, and a
+    normal call answers."""
+    busy = [asyncio.create_task(fixed_pool.fetch("SELECT pg_sleep(2)")) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    for _ in range(200):
+        with deadline_in(0.002), pytest.raises(AuthError):
+            await fixed_pool.fetchrow("SELECT 1")
+    await asyncio.sleep(0)  # the cancelled waits end
+    waiting = [t for t in fixed_pool._orphans if not t.done()]
+    assert len(waiting) <= MAX_ORPHANS
+    await asyncio.gather(*busy)
+    for _ in range(100):
+        if not fixed_pool._orphans:
+            break
+        await asyncio.sleep(0.05)
+    assert not fixed_pool._orphans
+    with deadline_in(5.0):
+        assert (await fixed_pool.fetchrow("SELECT 1 AS one")) == (1,)
