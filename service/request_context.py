@@ -13,6 +13,17 @@ from contextvars import ContextVar
 # The metadata key (and, as X-Request-Id, the HTTP header) carrying a call's request id: the one
 # definition, read by the gRPC transport and the gateway.
 REQUEST_ID_KEY = "x-request-id"
+REQUEST_ID_MAX = 128
+
+
+def given_request_id(value: object) -> str | None:
+    """A caller's request id, if it is one we pass on and log: 1..128 printable ASCII characters
+    with no space (so that it cannot pass for other fields of a text log line); else None, and
+    the call gets a new one."""
+    if not isinstance(value, str) or not 0 < len(value) <= REQUEST_ID_MAX:
+        return None
+    return value if all("!" <= char <= "~" for char in value) else None
+
 
 # Absolute deadline on the time.monotonic() clock, or None for "no deadline".
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)

@@ -40,6 +40,7 @@ from service.gateway.errors import (
 from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
 from service.gateway.transcoding import build_request, message_to_json, parse_json
 from service.observability.http import ROUTE
+from service.request_context import given_request_id
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_MAX = 128
 # The gRPC wire format of a deadline (PROTOCOL-HTTP2.md): "1S", "500m", ...
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -287,7 +287,5 @@ def _printable_ascii(value: str) -> bool:
 
 
 def _request_id(request: web.Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "").strip()
-    if 0 < len(given) <= REQUEST_ID_MAX and _printable_ascii(given):
-        return given
-    return uuid.uuid4().hex
+    given = given_request_id(request.headers.get(REQUEST_ID_HEADER, "").strip())
+    return uuid.uuid4().hex if given is None else given

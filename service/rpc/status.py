@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from service import request_context
 from service.errors import ERROR_DOMAIN, AuthError, Reason, invalid_argument
 from service.observability import calls
-from service.request_context import REQUEST_ID_KEY
+from service.request_context import REQUEST_ID_KEY, given_request_id
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def error_status(error: AuthError, request_id: str) -> grpc.Status:
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's `x-request-id` (1..128 characters), else a new one."""
+    """The caller's `x-request-id` (as `given_request_id` takes one), else a new one."""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+        if key == REQUEST_ID_KEY and (given := given_request_id(value)) is not None:
+            return given
     return uuid.uuid4().hex
 
 

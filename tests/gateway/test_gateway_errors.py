@@ -339,9 +339,14 @@ async def test_request_id_is_generated_when_absent(http: aiohttp.ClientSession) 
     assert ids[0] != ids[1]
 
 
-@pytest.mark.parametrize("given", ["x" * 129, "tab\there", "ünïcode"], ids=["long", "ctl", "utf8"])
+@pytest.mark.parametrize(
+    "given",
+    ["x" * 129, "tab\there", "ünïcode", "abc status=200 peer=10.9.9.9"],
+    ids=["long", "ctl", "utf8", "space"],
+)
 async def test_invalid_request_id_is_replaced(http: aiohttp.ClientSession, given: str) -> None:
-    """An X-Request-Id over 128 characters or not printable ASCII is replaced by a new one."""
+    """An X-Request-Id over 128 characters, not printable ASCII or holding a space (which could
+    pass for other fields of a log line) is replaced by a new one."""
     raw = given.encode().decode("latin-1")
     async with http.post(AUTHORIZE, headers={"X-Request-Id": raw}) as response:
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])

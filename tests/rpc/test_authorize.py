@@ -256,6 +256,22 @@ async def test_request_id_is_echoed(channel: grpc.aio.Channel, services: app.Ser
     assert ("x-request-id", "rid-42") in tuple(await call.trailing_metadata())
 
 
+async def test_a_request_id_with_a_space_is_replaced(
+    channel: grpc.aio.Channel, services: app.Services
+) -> None:
+    """An x-request-id holding a space (it could pass for other fields of a log line) is not
+    passed on: the call gets a new one, as over REST."""
+    user = await new_user(services, "pw")
+    stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+    forged = "rid status=OK"
+    call = stub.Authorize(
+        pb.AuthorizeRequest(), metadata=(*basic(user.username, "pw"), ("x-request-id", forged))
+    )
+    await call
+    given = dict(await call.trailing_metadata())["x-request-id"]
+    assert given != forged and len(given) == 32
+
+
 async def test_old_argon2_parameters_are_rehashed_on_login(
     channel: grpc.aio.Channel, services: app.Services, db: Database
 ) -> None:
