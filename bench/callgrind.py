@@ -22,7 +22,6 @@ import contextlib
 import glob
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -189,11 +188,10 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "callgrind")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="authsvc-callgrind-"))
-    try:
-        asyncio.run(main_async(args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(
+        prefix="authsvc-callgrind-", ignore_cleanup_errors=True
+    ) as workdir:
+        asyncio.run(main_async(args, Path(workdir)))
     return 0
 
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -368,11 +367,10 @@ def main() -> int:
     for out in (args.py_spy, args.perf, args.trace):
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="authsvc-overhead-"))
-    try:
-        asyncio.run(main_async(args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(
+        prefix="authsvc-overhead-", ignore_cleanup_errors=True
+    ) as workdir:
+        asyncio.run(main_async(args, Path(workdir)))
     return 0
 
 
