@@ -10,7 +10,6 @@ an `RpcFailure` (code, details, trailing metadata) for errors.py, so both answer
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,8 +22,6 @@ from service.client_address import ClientAddress
 from service.gateway.errors import RpcFailure
 from service.observability import tracing
 from service.rpc.in_process import Handler, InProcessAbort, InProcessContext, serve
-
-log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 Methods = Mapping[str, tuple[type[Message], type[Message]]]  # path -> request, reply classes

@@ -1,10 +1,11 @@
 """The gateway's mux (grpc-gateway's ServeMux): routes by the table, calls the RPC, answers JSON.
 
 Only `authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id`
-when 1..128 printable ASCII characters, else a new one) become metadata, so a client cannot set
-`grpc-*` or any other; the request id comes back on every answer. The client's address reaches
-the servicer as resolved by service/client_address.py, never from its own header. Each call has a
-deadline: `timeout` (10 s), or the client's shorter `Grpc-Timeout`, as grpc-gateway reads it.
+when `given_request_id` takes it: 1..128 printable ASCII characters, no space; else a new one)
+become metadata, so a client cannot set `grpc-*` or any other; the request id comes back on
+every answer. The client's address reaches the servicer as resolved by service/client_address.py,
+never from its own header. Each call has a deadline: `timeout` (10 s), or the client's shorter
+`Grpc-Timeout`, as grpc-gateway reads it.
 Reply metadata becomes no header but a servicer's `cache-control` (the JWKS).
 
 Bodies are at most `body_limit` bytes (64 KiB; Content-Length and the bytes read, so a chunked

@@ -265,7 +265,8 @@ class Database:
         connection back, bounded by the database timeout alone. When the caller's deadline
         passes or the call is cancelled, that task runs on and the connection goes back to the
         pool: neither a connection being opened by the pool nor one mid-statement is closed
-        (asyncpg's own cancel would even open one more, to send PostgreSQL a cancel request)."""
+        (asyncpg's own cancel would even open one more, to send PostgreSQL a cancel request),
+        within the MAX_ORPHANS bound of `_abandon`."""
         self.timeout()  # a (nearly) spent deadline: DEADLINE_EXCEEDED, the pool untouched
         end = request_context.deadline.get()
         acquired = asyncio.Event()
