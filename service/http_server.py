@@ -198,7 +198,7 @@ async def serving_gateway(
     assert runner.server is not None
     runner.server.__class__ = _Server
     runner.server.header_timeout = header_timeout  # type: ignore[attr-defined]
-    await gateway.open()
+    await dispatcher.open()
     try:
         site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
@@ -214,7 +214,7 @@ async def serving_gateway(
             await runner.cleanup()
         finally:
             timer.cancel()
-            await gateway.close()
+            await dispatcher.close()
 
 
 async def run_gateway(

@@ -40,9 +40,7 @@ def discovery_handlers(
     discovery: Discovery, routes: Sequence[Route]
 ) -> dict[str, Callable[[web.Request], Awaitable[web.Response]]]:
     """{path: GET handler} of both documents, which are the same."""
-    paths = {
-        r.method.full_name: r.template.text for r in routes if r.http_method in ("GET", "POST")
-    }
+    paths = {r.method.full_name: r.path for r in routes if r.http_method in ("GET", "POST")}
 
     async def document(request: web.Request) -> web.Response:
         base = discovery.public_url

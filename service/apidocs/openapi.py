@@ -23,7 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from service.errors import GRPC_CODE, HTTP_STATUS, Reason
 from service.gateway.errors import BASIC_CHALLENGE
-from service.gateway.routes import ErrorStyle, Route, build_routes, is_scalar, service_files
+from service.gateway.routes import ErrorStyle, Route, build_routes, service_files
 from service.gateway.transcoding import INT_RANGES
 
 F = FieldDescriptor
@@ -86,12 +86,10 @@ class _Schemas:
             self.components[message.full_name] = self.message(message)
         return {"$ref": SCHEMA_PREFIX + message.full_name}
 
-    def message(self, message: Descriptor, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
+    def message(self, message: Descriptor) -> dict[str, Any]:
         properties: dict[str, Any] = {}
         required: list[str] = []
         for field in message.fields:
-            if field.name in omit:
-                continue
             properties[field.json_name] = self.field(field)
             behaviors = _behaviors(field)
             if field_behavior_pb2.REQUIRED in behaviors or (
@@ -255,30 +253,6 @@ def _security(route: Route) -> list[dict[str, list[str]]] | None:
     return None
 
 
-def _path_parameter(route: Route, name: str) -> dict[str, Any]:
-    schema = _scalar_schema(route.method.input_type.fields_by_name[name])
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
-    """The top-level scalar fields of a route without a body that its path does not set."""
-    parameters: list[dict[str, Any]] = []
-    for field in [] if route.body else route.method.input_type.fields:
-        behaviors = _behaviors(field)
-        if field.name in route.template.variables or not is_scalar(field):
-            continue
-        if field_behavior_pb2.OUTPUT_ONLY in behaviors:
-            continue
-        schema = schemas.field(field)
-        parameter: dict[str, Any] = {"name": field.json_name, "in": "query", "schema": schema}
-        if field_behavior_pb2.REQUIRED in behaviors:
-            parameter["required"] = True
-        if field.is_repeated:
-            parameter.update(style="form", explode=True)
-        parameters.append(parameter)
-    return parameters
-
-
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     method = route.method
     request = method.input_type
@@ -288,17 +262,11 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         "summary": f"{method.containing_service.name}.{method.name}",
         "description": f"Calls the gRPC method `{method.full_name}`.",
     }
-    parameters = [_path_parameter(route, name) for name in route.template.variables]
-    parameters += _query_parameters(route, schemas)
-    if parameters:
-        operation["parameters"] = parameters
     if route.body:
-        bound = frozenset(route.template.variables)
-        body = schemas.message(request, bound) if bound else schemas.ref(request)
         operation["requestBody"] = {
             "description": "JSON; an empty body is the same as {}.",
             "required": False,
-            "content": {JSON: {"schema": body}},
+            "content": {JSON: {"schema": schemas.ref(request)}},
         }
     operation["responses"] = {
         "200": {
@@ -362,7 +330,7 @@ def openapi_document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        path = paths.setdefault(route.template.text, {})
+        path = paths.setdefault(route.path, {})
         path[route.http_method.lower()] = _operation(route, schemas)
     paths.update(_builtin_paths())
     services = sorted({r.method.containing_service.name for r in routes})

@@ -5,28 +5,23 @@
 (service/rpc/in_process.py), in a task of its own (its own context variables, as each gRPC call
 has), cancelled at the deadline. `authsvc gateway --grpc-target` calls a server elsewhere over a
 channel and tells it the client's address in `x-forwarded-for` metadata. Either way a failure is
-an `RpcFailure` (code, details, trailing metadata) for errors.py, so both answer alike."""
+grpc.aio's `AioRpcError`, so both answer alike."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 
 from service.client_address import ClientAddress
-from service.gateway.errors import RpcFailure
 from service.observability import tracing
-from service.rpc.in_process import Handler, InProcessAbort, InProcessContext, serve
+from service.rpc.in_process import InProcessAbort, InProcessContext, serve
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-Methods = Mapping[str, tuple[type[Message], type[Message]]]  # path -> request, reply classes
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-HEALTH_CLASSES = (health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
 # Come back quickly after the server restarts; the default backoff reaches two minutes.
 _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 500),
@@ -44,15 +39,28 @@ class Caller:
 
 
 class Dispatcher(Protocol):
-    async def open(self, methods: Methods) -> None: ...
+    async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def call(
-        self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
+        self,
+        path: str,
+        request: Message,
+        reply_class: type[Message],
+        metadata: Metadata,
+        seconds: float,
+        caller: Caller,
     ) -> tuple[Message, Metadata]:
-        """The reply and its initial metadata within `seconds`; `RpcFailure` otherwise."""
+        """The reply and its initial metadata within `seconds`; `AioRpcError` otherwise."""
         ...
+
+
+def rpc_failure(
+    code: grpc.StatusCode, details: str, trailing: Iterable[tuple[str, str | bytes]] = ()
+) -> grpc.aio.AioRpcError:
+    """A failed call as grpc.aio raises it, for one that did not go over a channel."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
 
 
 class ChannelDispatcher:
@@ -72,16 +80,12 @@ class ChannelDispatcher:
     def __str__(self) -> str:
         return f"gRPC {self.target}"
 
-    async def open(self, methods: Methods) -> None:
+    async def open(self) -> None:
         if self._credentials is None:
             channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
             channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-        self._channel = channel
-        self._calls = {
-            path: channel.unary_unary(path, request.SerializeToString, reply.FromString)
-            for path, (request, reply) in methods.items()
-        }
+        self._channel, self._calls = channel, {}
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -89,19 +93,25 @@ class ChannelDispatcher:
             self._channel = None
 
     async def call(
-        self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
+        self,
+        path: str,
+        request: Message,
+        reply_class: type[Message],
+        metadata: Metadata,
+        seconds: float,
+        caller: Caller,
     ) -> tuple[Message, Metadata]:
+        assert self._channel is not None, "open() first"
+        if (stub := self._calls.get(path)) is None:
+            serialize = type(request).SerializeToString
+            stub = self._channel.unary_unary(path, serialize, reply_class.FromString)
+            self._calls[path] = stub
         if caller.address is not None:  # the address the gateway resolved, never the header;
             # the server believes it only from a peer among its trusted proxies
             metadata = (*metadata, ("x-forwarded-for", str(caller.address.ip)))
-        call = self._calls[path](request, metadata=tracing.inject(metadata), timeout=seconds)
-        try:
-            reply = await call
-            initial = await call.initial_metadata()
-        except grpc.aio.AioRpcError as exc:
-            trailing = exc.trailing_metadata() or ()
-            raise RpcFailure(exc.code(), exc.details(), trailing) from None
-        return reply, tuple(initial or ())
+        call = stub(request, metadata=tracing.inject(metadata), timeout=seconds)
+        reply = await call
+        return reply, tuple(await call.initial_metadata() or ())
 
 
 class InProcessDispatcher:
@@ -111,27 +121,29 @@ class InProcessDispatcher:
 
     def __init__(self, servicers: Mapping[str, object]) -> None:
         self._servicers = dict(servicers)
-        self._handlers: dict[str, Handler] = {}
 
     def __str__(self) -> str:
         return "in-process servicers"
 
-    async def open(self, methods: Methods) -> None:
-        self._handlers = {}
-        for path in methods:
-            service, _, name = path[1:].partition("/")
-            if callable(handler := getattr(self._servicers.get(service), name, None)):
-                self._handlers[path] = handler
+    async def open(self) -> None:
+        pass
 
     async def close(self) -> None:
-        self._handlers = {}
+        pass
 
     async def call(
-        self, path: str, request: Message, metadata: Metadata, seconds: float, caller: Caller
+        self,
+        path: str,
+        request: Message,
+        reply_class: type[Message],
+        metadata: Metadata,
+        seconds: float,
+        caller: Caller,
     ) -> tuple[Message, Metadata]:
-        handler = self._handlers.get(path)
-        if handler is None:  # as a gRPC server answers for a service it does not have
-            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())
+        service, _, name = path[1:].partition("/")
+        handler = getattr(self._servicers.get(service), name, None)
+        if not callable(handler):  # as a gRPC server answers for a method it does not have
+            raise rpc_failure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
@@ -148,7 +160,7 @@ class InProcessDispatcher:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ()) from None
+            raise rpc_failure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         except InProcessAbort as abort:
-            raise RpcFailure(abort.code, abort.details, abort.trailing_metadata) from None
+            raise rpc_failure(abort.code, abort.details, abort.trailing_metadata) from None
         return reply, context.sent_initial_metadata

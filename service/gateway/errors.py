@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -61,29 +61,6 @@ def bad_request(message: str) -> GatewayError:
     return GatewayError(400, "invalid_argument", message)
 
 
-class RpcFailure(Exception):
-    """A call that ended with a status other than OK, read as a grpc call is (so that
-    grpcio-status's `rpc_status.from_call` reads its rich status)."""
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        details: str | None,
-        trailing_metadata: Iterable[tuple[str, str | bytes]],
-    ) -> None:
-        super().__init__(code.name)
-        self._code, self._details, self._trailing = code, details, tuple(trailing_metadata)
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str | None:
-        return self._details
-
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return self._trailing
-
-
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -110,7 +87,9 @@ def error_response(
     return json_response(body, status, {**(headers or {}), **challenge})
 
 
-def rpc_error_response(failure: RpcFailure, style: ErrorStyle, request_id: str) -> web.Response:
+def rpc_error_response(
+    failure: grpc.aio.AioRpcError, style: ErrorStyle, request_id: str
+) -> web.Response:
     """The HTTP answer for a failed gRPC call."""
     code = failure.code().name
     status = HTTP_STATUS.get(code, 500)
@@ -123,7 +102,7 @@ def rpc_error_response(failure: RpcFailure, style: ErrorStyle, request_id: str) 
     return error_response(status, reason, message or failure.details() or "", style, headers)
 
 
-def _decode_status(failure: RpcFailure) -> tuple[str | None, str | None, int | None]:
+def _decode_status(failure: grpc.aio.AioRpcError) -> tuple[str | None, str | None, int | None]:
     """(reason in lower case, message, Retry-After seconds) from the status details, if any."""
     try:
         status = rpc_status.from_call(failure)

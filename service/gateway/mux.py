@@ -1,18 +1,13 @@
 """The gateway's mux (grpc-gateway's ServeMux): routes by the table, calls the RPC, answers JSON.
 
-Only `authorization` (printable ASCII, else 400) and `x-request-id` (the client's `X-Request-Id`
-when `given_request_id` takes it: 1..128 printable ASCII characters, no space; else a new one)
-become metadata, so a client cannot set `grpc-*` or any other; the request id comes back on
-every answer. The client's address reaches the servicer as resolved by service/client_address.py,
-never from its own header. Each call has a deadline: `timeout` (10 s), or the client's shorter
-`Grpc-Timeout`, as grpc-gateway reads it.
-Reply metadata becomes no header but a servicer's `cache-control` (the JWKS).
-
-Bodies are at most `body_limit` bytes (64 KiB; Content-Length and the bytes read, so a chunked
-body cannot slip past: 413). An empty body is `{}` whatever its Content-Type (the newer Redis
-contract posts Basic credentials and nothing else); a non-empty one must be JSON in UTF-8
-(`application/json`, `application/*+json` or no Content-Type): curl's default form encoding is
-415 rather than a guess. service/http_server.py serves it over aiohttp.
+A call's metadata is the request id (the client's `X-Request-Id` if `given_request_id` takes it,
+else a new one; it comes back on every answer) and `Authorization`, nothing else; its deadline
+the gateway's `timeout` or the client's shorter `Grpc-Timeout`; its caller the client as
+service/client_address.py resolves it. Of a reply's metadata only `cache-control` (the JWKS)
+becomes a header. A body is at most `body_limit` bytes however sent (413), under no
+Content-Encoding; an empty one is `{}` (the newer Redis contract posts Basic credentials and
+nothing else), any other must be JSON in UTF-8 (`application/json`, `application/*+json` or no
+Content-Type: 415 for curl's default form encoding rather than a guess).
 """
 
 from __future__ import annotations
@@ -24,15 +19,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import grpc
 from aiohttp import hdrs, web
 from grpc_health.v1 import health_pb2
+from grpc_health.v1.health_pb2 import HealthCheckResponse
 from multidict import CIMultiDictProxy
 
 from service.client_address import IPNetwork, client_address
-from service.gateway.dispatch import HEALTH_CHECK, HEALTH_CLASSES, Caller, Dispatcher
+from service.gateway.dispatch import Caller, Dispatcher
 from service.gateway.errors import (
     GatewayError,
-    RpcFailure,
     bad_request,
     error_response,
     json_response,
@@ -45,6 +41,7 @@ from service.request_context import given_request_id
 
 log = logging.getLogger(__name__)
 
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
@@ -71,31 +68,22 @@ class Gateway:
         trusted_proxies: Sequence[IPNetwork] = (),
         paths: Mapping[str, Handler] | None = None,
     ) -> None:
-        """`dispatcher`: an `InProcessDispatcher` (`authsvc serve`) or a `ChannelDispatcher`
-        (`authsvc gateway`); `routes`: by default every annotated authsvc.v1 RPC; `timeout`
-        and `ready_timeout` (/readyz) in seconds; `trusted_proxies`: the peers whose
-        X-Forwarded-For / Forwarded name the client; `paths`: more GET handlers by exact path
-        (grpc-gateway's `HandlePath`), beside /healthz and /readyz."""
-        routes = build_routes(service_files()) if routes is None else routes
-        self._dispatcher, self._routes = dispatcher, list(routes)
+        """`routes`: by default every annotated authsvc.v1 RPC; `timeout` and `ready_timeout`
+        (/readyz) in seconds; `trusted_proxies`: the peers whose X-Forwarded-For / Forwarded
+        name the client; `paths`: more GET handlers (grpc-gateway's `HandlePath`)."""
+        self._dispatcher = dispatcher
         self.body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
         self._in_flight: set[asyncio.Task[Any]] = set()  # cancelled, and answered 503, by expire
         self._expired = False
-        self._builtins = {"/healthz": self._healthz, "/readyz": self._readyz, **(paths or {})}
-        for route in self._routes:  # the gateway's own paths win: a route there is unreachable
-            if route.template.text in self._builtins:
-                raise ValueError(f"{route.method.full_name}: {route.template.text} is reserved")
-
-    def __str__(self) -> str:
-        return str(self._dispatcher)
-
-    async def open(self) -> None:
-        methods = {r.grpc_path: (r.request_class, r.response_class) for r in self._routes}
-        await self._dispatcher.open({**methods, HEALTH_CHECK: HEALTH_CLASSES})
-
-    async def close(self) -> None:
-        await self._dispatcher.close()
+        builtins = {"/healthz": self._healthz, "/readyz": self._readyz, **(paths or {})}
+        self._paths: dict[str, dict[str, Route | Handler]] = {
+            p: {"GET": h} for p, h in builtins.items()
+        }
+        for route in build_routes(service_files()) if routes is None else routes:
+            if route.path in builtins:
+                raise ValueError(f"{route.method.full_name}: {route.path} is the gateway's")
+            self._paths.setdefault(route.path, {})[route.http_method] = route
 
     def expire(self) -> None:
         """The shutdown grace has run out: every request still in hand is cancelled and answered
@@ -107,17 +95,18 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = _request_id(request)
         style = ErrorStyle.ERROR_CODE
+        response: web.StreamResponse
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
         try:
-            route, values, style = self._resolve(request)
-            if isinstance(route, str):
-                request[ROUTE] = route
-                response = await self._builtins[route](request)
+            route = self._resolve(request)
+            request[ROUTE] = request.rel_url.raw_path
+            if isinstance(route, Route):
+                style = route.error_style
+                response = await self._call(route, request, request_id)
             else:
-                request[ROUTE] = route.template.text
-                response = await self._call(route, values, request, request_id)
+                response = await route(request)
         except GatewayError as error:
             response = error_response(
                 error.status, error.reason, error.message, error.style or style, error.headers
@@ -141,42 +130,33 @@ class Gateway:
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
-    def _resolve(self, request: web.Request) -> tuple[Route | str, dict[str, str], ErrorStyle]:
-        """The route (or built-in path), its raw path values and its error style; or 404/405."""
-        path = request.rel_url.raw_path
+    def _resolve(self, request: web.Request) -> Route | Handler:
+        """The route or GET handler of `request`; or 404, or 405 naming the methods allowed."""
+        routes = self._paths.get(request.rel_url.raw_path)
+        if routes is None:
+            raise GatewayError(404, "not_found", f"no such path: {request.path}")
         method = "GET" if request.method == "HEAD" else request.method  # RFC 9110 9.3.2
-        if path in self._builtins:
-            if method == "GET":
-                return path, {}, ErrorStyle.ERROR_CODE
-            matches = []
-        else:
-            matches = [(r, v) for r in self._routes if (v := r.template.match(path)) is not None]
-            if not matches:
-                raise GatewayError(404, "not_found", f"no such path: {request.path}")
-        for route, values in matches:
-            if route.http_method == method:
-                return route, values, route.error_style
-        styles = {r.error_style for r, _ in matches}
-        methods = {r.http_method for r, _ in matches} or {"GET"}
-        allowed = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
+        if method in routes:
+            return routes[method]
+        styles = {r.error_style for r in routes.values() if isinstance(r, Route)}
+        allowed = ", ".join(sorted(routes.keys() | ({"HEAD"} if "GET" in routes else set())))
         message = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
         style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
         raise GatewayError(405, "method_not_allowed", message, {"Allow": allowed}, style=style)
 
-    async def _call(
-        self, route: Route, values: dict[str, str], request: web.Request, request_id: str
-    ) -> web.Response:
+    async def _call(self, route: Route, request: web.Request, request_id: str) -> web.Response:
         metadata = call_metadata(request.headers, request_id)
         seconds = self._deadline(request)
         end = asyncio.get_running_loop().time() + seconds
-        body = await self._read_json(request, seconds) if route.body else None
-        message = build_request(route, values, request.rel_url.query.items(), body)
+        body = await self._read_json(request, seconds) if route.body else {}
+        message = build_request(route.request_class, body)
         left = end - asyncio.get_running_loop().time()  # the body's time came out of it
+        caller = self._caller(request)
         try:
             reply, initial = await self._dispatcher.call(
-                route.grpc_path, message, metadata, left, self._caller(request)
+                route.grpc_path, message, route.response_class, metadata, left, caller
             )
-        except RpcFailure as failure:
+        except grpc.aio.AioRpcError as failure:
             return rpc_error_response(failure, route.error_style, request_id)
         return json_response(message_to_json(reply), headers=response_headers(initial))
 
@@ -249,19 +229,18 @@ class Gateway:
         return json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        check = health_pb2.HealthCheckRequest(service="")
+        check, seconds = health_pb2.HealthCheckRequest(), self._ready_timeout
         try:
             reply, _ = await self._dispatcher.call(
-                HEALTH_CHECK, check, (), self._ready_timeout, self._caller(request)
+                HEALTH_CHECK, check, HealthCheckResponse, (), seconds, self._caller(request)
             )
-        except RpcFailure as failure:
+        except grpc.aio.AioRpcError as failure:
             message = f"gRPC health check failed: {failure.code().name}"
         else:
-            assert isinstance(reply, health_pb2.HealthCheckResponse)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            assert isinstance(reply, HealthCheckResponse)
+            if reply.status == HealthCheckResponse.SERVING:
                 return json_response({"status": "ok"})
-            serving = health_pb2.HealthCheckResponse.ServingStatus
-            message = f"gRPC server is {serving.Name(reply.status)}"
+            message = f"gRPC server is {HealthCheckResponse.ServingStatus.Name(reply.status)}"
         return json_response({"status": "unavailable", "message": message}, 503)
 
 

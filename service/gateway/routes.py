@@ -1,15 +1,13 @@
-"""The route table, compiled once at start-up from the `google.api.http` options (grpc-gateway's
-`runtime.ServeMux` of compiled patterns): one route per annotated unary RPC, so a newly annotated
-RPC is served with no change here.
+"""The route table, built once at start-up from the `google.api.http` options (grpc-gateway's
+`runtime.ServeMux` of patterns): one route per annotated unary RPC, so a newly annotated RPC is
+served with no change here.
 
-What is served of google/api/http.proto: get/put/post/delete/patch; templates of literal
-segments and single-segment variables `{field}` (a top-level scalar field), with an optional
-`:verb`; `body: "*"` or no body; messages of the kinds transcoding.py serves. Anything else (`*`,
-`**`, `{name=shelves/*}`, `{a.b}`, a custom method, `body: "field"`, `response_body`,
+Served of google/api/http.proto: get/put/post/delete/patch on a path of literal segments with an
+optional `:verb`, and `body: "*"`, or no body for a request with no fields (no query string is
+read); messages of strings, bools, integers, enums, and messages and lists of those. Anything
+else (a path variable or wildcard, a custom method, `body: "field"`, `response_body`,
 `additional_bindings`, a map, bytes, floating point, a google.protobuf type) is refused here,
-never served wrongly. A template is one regular expression over the raw, still percent-encoded
-path: by hand, as aiohttp's router knows no `:verb`, and google-api-core's `path_template` binds
-no values.
+naming the RPC, never served wrongly.
 """
 
 from __future__ import annotations
@@ -24,20 +22,14 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import (
-    Descriptor,
-    FieldDescriptor,
-    FileDescriptor,
-    MethodDescriptor,
-)
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
 # The proto package whose `*_service_pb2` modules the gateway serves.
 SERVICE_PACKAGE = "authsvc.v1"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
-_LITERAL = re.compile(r"[^/{}*:=]+")
-_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_UNSUPPORTED = (("**", "'**'"), ("=", "a sub-template variable"), (".", "a nested field path"))
+# Literal segments, then an optional ":verb" (google.api.http's grammar without variables).
+_PATH = re.compile(r"((/[^/{}*:=]+)+|/)(:[^/{}*:=]+)?")
 _UNSERVED_TYPES = {
     FieldDescriptor.TYPE_BYTES: "bytes",
     FieldDescriptor.TYPE_FLOAT: "float",
@@ -46,7 +38,7 @@ _UNSERVED_TYPES = {
 
 
 class RouteError(ValueError):
-    """An HTTP rule that cannot be served (bad template, unknown field, clash): a start-up error."""
+    """An HTTP rule that cannot be served (bad path, unserved feature, clash): a start-up error."""
 
 
 class ErrorStyle(enum.Enum):
@@ -57,45 +49,11 @@ class ErrorStyle(enum.Enum):
 
 
 @dataclass(frozen=True)
-class PathTemplate:
-    text: str  # also the OpenAPI path: a variable is `{field}` in both
-    variables: tuple[str, ...]  # the top-level field names the path binds
-    regex: re.Pattern[str] = field(compare=False)
-
-    def match(self, raw_path: str) -> dict[str, str] | None:
-        """{field: raw (still percent-encoded) value} when `raw_path` matches, else None."""
-        found = self.regex.fullmatch(raw_path)
-        return None if found is None else found.groupdict()
-
-
-def parse_template(text: str) -> PathTemplate:
-    """`/v1/literal/{field}:verb`; a RouteError naming what else the template uses."""
-    path, colon, verb = text.partition(":")  # a literal has no ':', so the first one is the verb
-    if not path.startswith("/") or (colon and not _LITERAL.fullmatch(verb)):
-        raise RouteError(f"path template {text!r}: must start with '/', a verb must be a literal")
-    variables: list[str] = []
-    pattern = ""
-    for segment in path[1:].split("/") if path != "/" else []:
-        if variable := _VARIABLE.fullmatch(segment):
-            variables.append(variable[1])
-            pattern += f"/(?P<{variable[1]}>[^/]+)"
-        elif _LITERAL.fullmatch(segment):
-            pattern += "/" + re.escape(segment)
-        else:
-            what = next((name for mark, name in _UNSUPPORTED if mark in segment), "segment")
-            raise RouteError(f"path template {text!r}: {what} {segment!r} is not supported")
-    if len(set(variables)) < len(variables):
-        raise RouteError(f"path template {text!r}: a field is bound twice")
-    regex = re.compile((pattern or "/") + re.escape(colon + verb))
-    return PathTemplate(text, tuple(variables), regex)
-
-
-@dataclass(frozen=True)
 class Route:
     """The HTTP binding of one RPC."""
 
     http_method: str  # upper case: GET, PUT, POST, DELETE or PATCH
-    template: PathTemplate
+    path: str  # "/v1/tokens:verify": matched as it is, and the OpenAPI path
     body: str  # "" (no body) or "*" (the whole request)
     method: MethodDescriptor
     request_class: type[Message] = field(compare=False)
@@ -111,10 +69,65 @@ class Route:
         return f"{self.method.containing_service.name}_{self.method.name}"
 
 
-def is_scalar(found: FieldDescriptor) -> bool:
-    """A field a path segment or query value can set: no message, no bytes (so that a path
-    variable on bytes is refused as one, before the field kind is)."""
-    return found.message_type is None and found.type != FieldDescriptor.TYPE_BYTES
+def service_files(package: str = SERVICE_PACKAGE) -> list[FileDescriptor]:
+    """The file descriptors of every `*_service_pb2` module of the generated `package`."""
+    path = importlib.import_module(package).__path__
+    names = sorted(i.name for i in pkgutil.iter_modules(path) if i.name.endswith("_service_pb2"))
+    return [importlib.import_module(f"{package}.{name}").DESCRIPTOR for name in names]
+
+
+def build_routes(files: Iterable[FileDescriptor]) -> list[Route]:
+    """The HTTP binding of every annotated RPC in `files`; two on one method and path clash."""
+    routes: dict[tuple[str, str], Route] = {}
+    for file in files:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                if not method.GetOptions().HasExtension(annotations_pb2.http):
+                    continue
+                route = _route(method)
+                other = routes.setdefault((route.http_method, route.path), route)
+                if other is not route:
+                    raise RouteError(
+                        f"{route.http_method} {route.path} is bound by both "
+                        f"{other.method.full_name} and {method.full_name}"
+                    )
+    return list(routes.values())
+
+
+def _route(method: MethodDescriptor) -> Route:
+    from authsvc.v1 import http_options_pb2  # this project's option; the rest is generic
+
+    options = method.GetOptions()
+    rule = options.Extensions[annotations_pb2.http]
+    kind = rule.WhichOneof("pattern")
+    path = getattr(rule, kind) if kind in HTTP_METHODS else ""
+    request = method.input_type
+    unserved = _unserved(request, set()) or _unserved(method.output_type, set())
+    refused = {
+        "streaming": method.client_streaming or method.server_streaming,
+        f"HTTP method {rule.custom.kind or kind!r}": kind not in HTTP_METHODS,
+        f"path {path!r} (literal segments, a :verb)": path and not _PATH.fullmatch(path),
+        f'body {rule.body!r} (only "*" or none)': rule.body not in ("", "*"),
+        "no body for a request with fields": not rule.body and request.fields,
+        "response_body": rule.response_body,
+        "additional_bindings": rule.additional_bindings,
+        f"field {unserved}": unserved,
+    }
+    refusals = [what for what, found in refused.items() if found]
+    if refusals:
+        raise RouteError(f"{method.full_name}: {', '.join(refusals)} not supported")
+    extensions: Any = options.Extensions
+    style = extensions[http_options_pb2.error_body_style]
+    status = style == http_options_pb2.ERROR_BODY_STYLE_STATUS
+    return Route(
+        kind.upper(),
+        path,
+        rule.body,
+        method,
+        message_factory.GetMessageClass(request),
+        message_factory.GetMessageClass(method.output_type),
+        ErrorStyle.STATUS if status else ErrorStyle.ERROR_CODE,
+    )
 
 
 def _unserved(message: Descriptor, seen: set[str]) -> str | None:
@@ -135,78 +148,3 @@ def _unserved(message: Descriptor, seen: set[str]) -> str | None:
         if kind is not None:
             return f"{found.full_name} ({kind})"
     return None
-
-
-def service_files(package: str = SERVICE_PACKAGE) -> list[FileDescriptor]:
-    """The file descriptors of every `*_service_pb2` module of the generated `package`."""
-    path = importlib.import_module(package).__path__
-    names = sorted(i.name for i in pkgutil.iter_modules(path) if i.name.endswith("_service_pb2"))
-    return [importlib.import_module(f"{package}.{name}").DESCRIPTOR for name in names]
-
-
-def build_routes(files: Iterable[FileDescriptor]) -> list[Route]:
-    """The HTTP binding of every annotated RPC in `files`, literal-rich templates first."""
-    routes = [
-        _route(method)
-        for file in files
-        for service in file.services_by_name.values()
-        for method in service.methods
-        if method.GetOptions().HasExtension(annotations_pb2.http)
-    ]
-    seen: dict[tuple[str, str], Route] = {}
-    for route in routes:  # a template with its variable names erased: two spellings clash
-        shape = _VARIABLE.sub("*", route.template.text)
-        if (other := seen.setdefault((route.http_method, shape), route)) is not route:
-            raise RouteError(
-                f"{route.http_method} {route.template.text} is bound by both "
-                f"{other.method.full_name} and {route.method.full_name}"
-            )
-    return sorted(routes, key=_specificity)
-
-
-def _specificity(route: Route) -> tuple[int, int]:
-    """More literal segments first (/v1/users/me before /v1/users/{name}), then shorter."""
-    template = route.template
-    return len(template.variables) - template.text.count("/"), len(template.text)
-
-
-def _route(method: MethodDescriptor) -> Route:
-    from authsvc.v1 import http_options_pb2  # this project's option; the rest is generic
-
-    where = method.full_name
-    options = method.GetOptions()
-    rule = options.Extensions[annotations_pb2.http]
-    kind = rule.WhichOneof("pattern")
-    unsupported = [
-        *(["streaming"] if method.client_streaming or method.server_streaming else []),
-        *([f"HTTP method {rule.custom.kind or kind!r}"] if kind not in HTTP_METHODS else []),
-        *([f'body {rule.body!r} (only "*" or none)'] if rule.body not in ("", "*") else []),
-        *(["response_body"] if rule.response_body else []),
-        *(["additional_bindings"] if rule.additional_bindings else []),
-    ]
-    if unsupported:
-        raise RouteError(f"{where}: {', '.join(unsupported)} not supported")
-    try:
-        template = parse_template(getattr(rule, kind))
-    except RouteError as exc:
-        raise RouteError(f"{where}: {exc}") from None
-    request = method.input_type
-    for name in template.variables:
-        found = request.fields_by_name.get(name)
-        if found is None or found.is_repeated or not is_scalar(found):
-            raise RouteError(f"{where}: {{{name}}} names no singular scalar field")
-    for message in (request, method.output_type):
-        if (field := _unserved(message, set())) is not None:
-            raise RouteError(f"{where}: field {field} not supported")
-    extensions: Any = options.Extensions
-    style = extensions[http_options_pb2.error_body_style]
-    status = style == http_options_pb2.ERROR_BODY_STYLE_STATUS
-    return Route(
-        kind.upper(),
-        template,
-        rule.body,
-        method,
-        message_factory.GetMessageClass(request),
-        message_factory.GetMessageClass(method.output_type),
-        ErrorStyle.STATUS if status else ErrorStyle.ERROR_CODE,
-    )

@@ -2,30 +2,21 @@
 strict pass in front of it; request bodies are decoded here too (UTF-8, no key twice, no NaN).
 
 `json_format.ParseDict` builds the request, but it takes what the gateway refuses ("12" for an
-integer, `true` for a number, an enum's number, proto names, `null`) and words its errors for
-programmers. So the request's JSON is first checked against the descriptor, refusing with the
-field's name: an unknown field (known by `json_name` only: the seeds' `new_password`,
-`userName`), a wrong type, `null`, an integer out of range or with a fraction, an enum not by
-name, two members of one oneof, an unpaired surrogate, and a missing
-`(google.api.field_behavior) = REQUIRED` field. Path variables and query parameters (top-level
-scalar fields by JSON or proto name, repeated for repeated fields; one naming no field is
-ignored, as grpc-gateway does) are text turned into JSON values and folded into the same dict,
-the path last. Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires`
-is a number).
-
-The messages hold strings, bools, integers, enums, messages of those and repeated fields:
-routes.py refuses an RPC with any other kind (maps, bytes, floating point, google.protobuf
-types) when the routes are built.
+integer, `true` for a number, an enum's number, proto names, `null`) and its errors quote the
+value (a password, say). So the body is first checked against the descriptor, and a refusal
+names the field, never its value: an unknown field (known by `json_name` only: the seeds'
+`new_password`, `userName`), a wrong type, `null`, an integer out of range or with a fraction,
+an enum not by name, an unpaired surrogate, a missing `(google.api.field_behavior) = REQUIRED`
+field. Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from functools import cache, partial
 from typing import Any, Final, cast
-from urllib.parse import unquote
 
 from google.api import field_behavior_pb2
 from google.protobuf import json_format
@@ -33,7 +24,6 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from service.gateway.errors import GatewayError
-from service.gateway.routes import Route, is_scalar
 
 F = FieldDescriptor
 INT_RANGES: Final = {
@@ -48,7 +38,6 @@ _EXPECTED: Final[dict[int, tuple[type, str]]] = {
     F.CPPTYPE_ENUM: (str, "an enum name"),
     **dict.fromkeys(INT_RANGES, (int, "an integer")),
 }
-_BOOL_TEXT: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
 class TranscodeError(GatewayError):
@@ -84,34 +73,14 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def build_request(
-    route: Route,
-    path_values: Mapping[str, str],
-    query: Iterable[tuple[str, str]],
-    body: Any = None,
-) -> Message:
-    """The request message for `route` from the raw path values, the query parameters (routes
-    without a body) and the parsed JSON body (`{}` when the request had none)."""
-    descriptor = cast(Descriptor, route.request_class.DESCRIPTOR)
-    bound = frozenset(route.template.variables)
-    if route.body:
-        if not isinstance(body, dict):
-            raise TranscodeError("the request body must be a JSON object")
-        data = _object(descriptor, body, "", bound)
-    else:
-        data = _query(descriptor, query, bound)
-        for field in _required(descriptor):
-            if field.json_name not in data and field.name not in bound:
-                raise TranscodeError(f"missing required query parameter {field.json_name!r}")
-    for name, raw in path_values.items():
-        try:
-            text = unquote(raw, errors="strict")
-        except UnicodeDecodeError:
-            raise TranscodeError(f"path parameter {name!r} is not valid UTF-8") from None
-        field = descriptor.fields_by_name[name]
-        data[field.json_name] = _leaf(field, [text], f"path parameter {name!r}")
+def build_request(request_class: type[Message], body: Any) -> Message:
+    """The request message from its parsed JSON body (`{}` when the request had none)."""
+    descriptor = cast(Descriptor, request_class.DESCRIPTOR)
+    if not isinstance(body, dict):
+        raise TranscodeError("the request body must be a JSON object")
+    _check_object(descriptor, body, "")
     try:
-        return json_format.ParseDict(data, route.request_class())
+        return json_format.ParseDict(body, request_class())
     except json_format.ParseError:  # nothing the strict pass lets through, but be sure
         raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
 
@@ -132,53 +101,38 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {f.json_name: f for f in descriptor.fields}
 
 
-def _object(
-    descriptor: Descriptor, obj: Mapping[str, Any], where: str, exempt: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """The fields of `obj`, checked; every REQUIRED one there but those the path sets (`exempt`)."""
+def _check_object(descriptor: Descriptor, obj: Mapping[str, Any], where: str) -> None:
+    """Each field of `obj` checked, every REQUIRED one there, no two of one oneof."""
     fields = _json_fields(descriptor)
-    oneofs: dict[str, str] = {}
-    out = {}
     for key, value in obj.items():
         location = f"{where}.{key}" if where else key
-        if key not in fields:
+        if (field := fields.get(key)) is None:
             raise TranscodeError(f"unknown field {location!r}")
-        oneof = fields[key].containing_oneof
-        if oneof is not None and len(oneof.fields) > 1:
-            if oneof.name in oneofs:
-                raise TranscodeError(
-                    f"fields {oneofs[oneof.name]!r} and {location!r} exclude each other"
-                )
-            oneofs[oneof.name] = location
-        out[key] = _field(fields[key], value, location)
+        if not field.is_repeated or value is None:
+            _check_value(field, value, location)
+        elif not isinstance(value, list):
+            raise TranscodeError(f"field {location!r} must be a JSON array")
+        else:
+            for i, item in enumerate(value):
+                _check_value(field, item, f"{location}[{i}]")
     for required in _required(descriptor):
-        if required.json_name not in obj and required.name not in exempt:
+        if required.json_name not in obj:
             location = f"{where}.{required.json_name}" if where else required.json_name
             raise TranscodeError(f"missing required field {location!r}")
-    return out
 
 
-def _field(field: FieldDescriptor, value: Any, where: str) -> Any:
-    """A field's JSON value: a list (repeated fields) or one value."""
-    if value is None or not field.is_repeated:
-        return _value(field, value, where)
-    if not isinstance(value, list):
-        raise TranscodeError(f"field {where!r} must be a JSON array")
-    return [_value(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
-
-
-def _value(field: FieldDescriptor, value: Any, where: str, label: str = "") -> Any:
-    """One value of `field` (an item, for a repeated one), checked and made canonical."""
-    label = label or f"field {where!r}"
+def _check_value(field: FieldDescriptor, value: Any, where: str) -> None:
+    """One value of `field` (an item, for a repeated one): the JSON json_format should read."""
+    label = f"field {where!r}"
     if value is None:
         raise TranscodeError(f"{label} must not be null")
     if field.message_type is not None:
         if not isinstance(value, dict):
             raise TranscodeError(f"{label} must be a JSON object")
-        return _object(field.message_type, value, where)
+        return _check_object(field.message_type, value, where)
     kind, enum = field.cpp_type, field.enum_type
     if kind in INT_RANGES and isinstance(value, float) and value.is_integer():
-        value = int(value)
+        value = int(value)  # 3.0 is 3, as ProtoJSON reads it
     types, what = _EXPECTED[kind]
     if enum is not None:
         what = "one of: " + ", ".join(enum.values_by_name)
@@ -190,50 +144,7 @@ def _value(field: FieldDescriptor, value: Any, where: str, label: str = "") -> A
     low, high = INT_RANGES.get(kind, (0, 0))
     if kind in INT_RANGES and not low <= value <= high:
         raise TranscodeError(f"{label} must be between {low} and {high}")
-    return value
-
-
-def _query(
-    descriptor: Descriptor, query: Iterable[tuple[str, str]], bound: frozenset[str]
-) -> dict[str, Any]:
-    """The JSON values of the top-level scalar fields the query names (by JSON or proto name;
-    a name of no field is ignored, as grpc-gateway does, and so is one the path sets)."""
-    grouped: dict[str, list[str]] = {}
-    for key, value in query:
-        grouped.setdefault(key, []).append(value)
-    data = {}
-    for key, values in grouped.items():
-        head = key.split(".")[0]
-        field = _json_fields(descriptor).get(head) or descriptor.fields_by_name.get(head)
-        if field is None or field.name in bound:
-            continue
-        label = f"query parameter {key!r}"
-        if "." in key or not is_scalar(field):
-            raise TranscodeError(f"{label}: only top-level scalar fields are query parameters")
-        data[field.json_name] = _leaf(field, values, label)
-    return data
-
-
-def _leaf(field: FieldDescriptor, texts: Sequence[str], label: str) -> Any:
-    """The JSON value of a scalar field given as text, once or (repeated fields) more."""
-    if not field.is_repeated and len(texts) > 1:
-        raise TranscodeError(f"{label} is given more than once")
-    values = [_value(field, _from_text(field, text, label), label, label) for text in texts]
-    return values if field.is_repeated else values[0]
-
-
-def _from_text(field: FieldDescriptor, text: str, label: str) -> Any:
-    """The JSON value a path segment or query value stands for (then checked by `_value`)."""
-    kind = field.cpp_type
-    if kind == F.CPPTYPE_BOOL:
-        if text.lower() not in _BOOL_TEXT:
-            raise TranscodeError(f"{label} must be true or false")
-        return _BOOL_TEXT[text.lower()]
-    if kind in INT_RANGES:
-        if not re.fullmatch(r"-?[0-9]+", text):
-            raise TranscodeError(f"{label} must be an integer")
-        return int(text)
-    return text  # strings and enums stay text
+    return None
 
 
 def message_to_json(message: Message) -> Any:

@@ -49,7 +49,7 @@ def dead_target() -> str:
 @pytest.fixture(scope="session")
 def library_file(tmp_path_factory: pytest.TempPathFactory) -> FileDescriptor:
     """testdata/library.proto, compiled now into a pool of its own: an API that uses every HTTP
-    rule feature the gateway serves (each method, path variables, verbs, bodies, query)."""
+    rule feature the gateway serves (each method, verbs, bodies "*" or none)."""
     googleapis = Path(annotations_pb2.__file__).resolve().parents[2]
     well_known = Path(str(resources.files("grpc_tools") / "_proto"))
     out = tmp_path_factory.mktemp("library") / "library.pb"

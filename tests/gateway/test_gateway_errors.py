@@ -18,8 +18,8 @@ from yarl import URL
 from service import app
 from service.config import Settings
 from service.errors import AuthError, Reason
-from service.gateway.dispatch import ChannelDispatcher
-from service.gateway.errors import GatewayError, RpcFailure, rpc_error_response
+from service.gateway.dispatch import ChannelDispatcher, rpc_failure
+from service.gateway.errors import GatewayError, rpc_error_response
 from service.gateway.mux import call_metadata
 from service.gateway.routes import ErrorStyle, build_routes, service_files
 from service.http_server import serving_gateway
@@ -270,6 +270,7 @@ async def test_deadline_is_504(hung_target: str) -> None:
 class _Exploding:
     """A request class whose construction fails: an unexpected error inside the gateway."""
 
+    DESCRIPTOR = auth_service_pb2.AuthorizeRequest.DESCRIPTOR
     SerializeToString = auth_service_pb2.AuthorizeRequest.SerializeToString
 
     def __init__(self) -> None:
@@ -282,7 +283,7 @@ async def test_unexpected_error_is_500_and_logged(
     """An exception inside the gateway is 500 internal with no detail, logged with the request
     id."""
     routes = [
-        replace(r, request_class=_Exploding) if r.template.text == AUTHORIZE else r  # type: ignore[arg-type]
+        replace(r, request_class=_Exploding) if r.path == AUTHORIZE else r  # type: ignore[arg-type]
         for r in build_routes(service_files())
     ]
     caplog.set_level(logging.ERROR, logger="service.gateway.mux")
@@ -399,9 +400,9 @@ async def test_encoded_path_does_not_match_a_literal(http: aiohttp.ClientSession
 # --- status -> HTTP, with the server's own status builder ------------------------------------
 
 
-def _failure(error: AuthError) -> RpcFailure:
+def _failure(error: AuthError) -> grpc.aio.AioRpcError:
     status = error_status(error, "rid")
-    return RpcFailure(status.code, status.details, status.trailing_metadata)
+    return rpc_failure(status.code, status.details, status.trailing_metadata)
 
 
 def test_retry_info_becomes_retry_after_rounded_up() -> None:
@@ -424,8 +425,8 @@ def test_status_style_body_carries_the_http_status() -> None:
 
 def test_status_without_error_info_gets_a_fixed_message() -> None:
     """A status made by the gRPC library keeps its code but not its text."""
-    failure = RpcFailure(
-        grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; 10.1.2.3:50051", ()
+    failure = rpc_failure(
+        grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; 10.1.2.3:50051"
     )
     response = rpc_error_response(failure, ErrorStyle.ERROR_CODE, "rid")
     assert response.status == 503
