@@ -1,5 +1,3 @@
-"""The HTTP/JSON gateway, a gRPC client of the server in the manner of grpc-gateway's runtime:
-`routes.py` (the route table, compiled from the `google.api.http` options), `mux.py` (the handler
-that routes, calls and answers), `transcoding.py` (the marshaler, around protobuf's json_format),
-`errors.py` (the one error handler), `dispatch.py` (in process, or over a channel). The listener
-that serves it is service/http_server.py."""
+"""The HTTP/JSON gateway, a gRPC client of the servicers in the manner of grpc-gateway's runtime:
+routes (from the annotations), mux (route, call, answer), transcoding (the marshaler), errors (the
+one error handler), dispatch (in process or over a channel). service/http_server.py serves it."""

@@ -1,20 +1,18 @@
-"""How the gateway reaches the servicers: in process, or over a gRPC channel (grpc-gateway's
-`Register...HandlerServer` and `Register...HandlerFromEndpoint`).
-
-`authsvc serve` dispatches in process: the servicer's method is awaited as grpc.aio would
-(service/rpc/in_process.py), in a task of its own (its own context variables, as each gRPC call
-has), cancelled at the deadline. `authsvc gateway --grpc-target` calls a server elsewhere over a
-channel and tells it the client's address in `x-forwarded-for` metadata. Either way a failure is
-grpc.aio's `AioRpcError`, so both answer alike."""
+"""How the gateway reaches the servicers (grpc-gateway's `Register...HandlerServer` and
+`...HandlerFromEndpoint`): in process for `authsvc serve`, each call a task of its own (its own
+context variables, as each gRPC call has) running service/rpc/in_process.py; over a channel for
+`authsvc gateway`. Either way a failure is grpc.aio's `AioRpcError`, so both answer alike."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 from service.client_address import ClientAddress
@@ -31,29 +29,30 @@ _CHANNEL_OPTIONS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Caller:
-    """The REST client: its address (None if not an IP peer) and its HTTP connection."""
+class CallOptions:
+    """A call's metadata and seconds to run, and the REST client that makes it: its address
+    (None if not an IP peer) and its HTTP connection."""
 
+    metadata: Metadata
+    seconds: float
     address: ClientAddress | None
     transport: asyncio.BaseTransport | None
 
 
-class Dispatcher(Protocol):
-    async def open(self) -> None: ...
+class Dispatcher:
+    """How the gateway reaches the servicers: opened before the first call, closed after."""
 
-    async def close(self) -> None: ...
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def call(
-        self,
-        path: str,
-        request: Message,
-        reply_class: type[Message],
-        metadata: Metadata,
-        seconds: float,
-        caller: Caller,
+        self, method: MethodDescriptor, request: Message, options: CallOptions
     ) -> tuple[Message, Metadata]:
-        """The reply and its initial metadata within `seconds`; `AioRpcError` otherwise."""
-        ...
+        """The reply and its initial metadata in time; `AioRpcError` otherwise."""
+        raise NotImplementedError
 
 
 def rpc_failure(
@@ -63,7 +62,7 @@ def rpc_failure(
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
 
 
-class ChannelDispatcher:
+class ChannelDispatcher(Dispatcher):
     """Calls over a gRPC channel to `target` (TLS with `credentials`, plaintext without)."""
 
     def __init__(
@@ -93,28 +92,25 @@ class ChannelDispatcher:
             self._channel = None
 
     async def call(
-        self,
-        path: str,
-        request: Message,
-        reply_class: type[Message],
-        metadata: Metadata,
-        seconds: float,
-        caller: Caller,
+        self, method: MethodDescriptor, request: Message, options: CallOptions
     ) -> tuple[Message, Metadata]:
         assert self._channel is not None, "open() first"
-        if (stub := self._calls.get(path)) is None:
+        if (stub := self._calls.get(method.full_name)) is None:
+            reply_class = message_factory.GetMessageClass(method.output_type)
+            path = f"/{method.containing_service.full_name}/{method.name}"
             serialize = type(request).SerializeToString
             stub = self._channel.unary_unary(path, serialize, reply_class.FromString)
-            self._calls[path] = stub
-        if caller.address is not None:  # the address the gateway resolved, never the header;
+            self._calls[method.full_name] = stub
+        metadata = options.metadata
+        if options.address is not None:  # the address the gateway resolved, never the header;
             # the server believes it only from a peer among its trusted proxies
-            metadata = (*metadata, ("x-forwarded-for", str(caller.address.ip)))
-        call = stub(request, metadata=tracing.inject(metadata), timeout=seconds)
+            metadata = (*metadata, ("x-forwarded-for", str(options.address.ip)))
+        call = stub(request, metadata=tracing.inject(metadata), timeout=options.seconds)
         reply = await call
         return reply, tuple(await call.initial_metadata() or ())
 
 
-class InProcessDispatcher:
+class InProcessDispatcher(Dispatcher):
     """Awaits the servicers' methods directly. `servicers` maps a service's full proto name
     (`authsvc.v1.AuthService`, `grpc.health.v1.Health`) to the object whose methods, named as
     the RPCs, serve it, as the gRPC server has them registered."""
@@ -125,33 +121,22 @@ class InProcessDispatcher:
     def __str__(self) -> str:
         return "in-process servicers"
 
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
     async def call(
-        self,
-        path: str,
-        request: Message,
-        reply_class: type[Message],
-        metadata: Metadata,
-        seconds: float,
-        caller: Caller,
+        self, method: MethodDescriptor, request: Message, options: CallOptions
     ) -> tuple[Message, Metadata]:
-        service, _, name = path[1:].partition("/")
-        handler = getattr(self._servicers.get(service), name, None)
-        if not callable(handler):  # as a gRPC server answers for a method it does not have
+        servicer = self._servicers.get(method.containing_service.full_name)
+        if not callable(handler := getattr(servicer, method.name, None)):
+            # as a gRPC server answers for a method it does not have
             raise rpc_failure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
+        end = loop.time() + options.seconds
         # With tracing on, the REST span's traceparent crosses the hop in the metadata, and the
         # call has its server span, as the gRPC server's interceptor gives a network call.
-        peer = caller.address.grpc_peer() if caller.address else "unknown"
-        transport = caller.transport
+        peer = options.address.grpc_peer() if options.address else "unknown"
+        transport = options.transport
         peercert = transport.get_extra_info("peercert") if transport is not None else None
-        context = InProcessContext(tracing.inject(metadata), end, peer, peercert)
+        context = InProcessContext(tracing.inject(options.metadata), end, peer, peercert)
+        path = f"/{method.containing_service.full_name}/{method.name}"
         deadline = asyncio.timeout_at(end)
         try:
             async with deadline:  # a cancelled wait cancels the task, and waits for it

@@ -1,14 +1,9 @@
-"""The one error handler: every gateway answer's body is written here, and this is the only place
-a gRPC status (or the gateway's own refusal) becomes HTTP (grpc-gateway's `runtime/errors.go`).
-
-The HTTP status comes from `service.errors.HTTP_STATUS`. The body follows the route's style (the
-`authsvc.v1.error_body_style` option): `{"error_code": reason in lower case, "message": text}`
-(Redis Enterprise) or `{"status": N, "message": text}` (Densify). The reason is the status's
-`google.rpc.ErrorInfo` from our domain; a status without one was made by the gRPC library
-(unreachable server, deadline, ...) and gets a fixed message, never the library's text, which may
-name internal addresses. A 401 carries a Basic challenge; a `google.rpc.RetryInfo` becomes
-`Retry-After` in whole seconds, rounded up.
-"""
+"""The one error handler (grpc-gateway's `runtime/errors.go`): the only place a gRPC status, or
+the gateway's own refusal, becomes HTTP: the status from `service.errors.HTTP_STATUS`, the body in
+the route's style (`{"error_code", "message"}` or Densify's `{"status", "message"}`), the reason
+from our `google.rpc.ErrorInfo`, `Retry-After` from a `RetryInfo`, a Basic challenge on 401. A
+status without our ErrorInfo came from the gRPC library: its text may name internal addresses,
+so the client gets a fixed message."""
 
 from __future__ import annotations
 
@@ -92,31 +87,19 @@ def rpc_error_response(
 ) -> web.Response:
     """The HTTP answer for a failed gRPC call."""
     code = failure.code().name
-    status = HTTP_STATUS.get(code, 500)
-    reason, message, retry_after = _decode_status(failure)
-    if reason is None:
-        reason, message = code.lower(), _LIBRARY_MESSAGES.get(code, "internal error")
-    if status >= 500:
-        log.warning("gRPC call failed: %s %r (request id %s)", code, failure.details(), request_id)
-    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-    return error_response(status, reason, message or failure.details() or "", style, headers)
-
-
-def _decode_status(failure: grpc.aio.AioRpcError) -> tuple[str | None, str | None, int | None]:
-    """(reason in lower case, message, Retry-After seconds) from the status details, if any."""
+    reason, message = code.lower(), _LIBRARY_MESSAGES.get(code, "internal error")
+    headers = {}
     try:
         status = rpc_status.from_call(failure)
     except (ValueError, TypeError, DecodeError):  # not a status, or not this call's
-        return None, None, None
-    if status is None:
-        return None, None, None
-    reason: str | None = None
-    retry_after: int | None = None
-    for detail in status.details:
+        status = None
+    for detail in status.details if status is not None else ():
         info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
         if detail.Unpack(info) and info.domain == ERROR_DOMAIN and info.reason:
-            reason = info.reason.lower()
+            reason, message = info.reason.lower(), status.message or failure.details() or ""
         elif detail.Unpack(retry):
-            delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
-            retry_after = max(0, math.ceil(delay))
-    return reason, (status.message or failure.details()) if reason else None, retry_after
+            seconds = math.ceil(retry.retry_delay.ToNanoseconds() / 1e9)
+            headers["Retry-After"] = str(max(0, seconds))
+    if HTTP_STATUS.get(code, 500) >= 500:
+        log.warning("gRPC call failed: %s %r (request id %s)", code, failure.details(), request_id)
+    return error_response(HTTP_STATUS.get(code, 500), reason, message, style, headers)

@@ -26,7 +26,7 @@ from grpc_health.v1.health_pb2 import HealthCheckResponse
 from multidict import CIMultiDictProxy
 
 from service.client_address import IPNetwork, client_address
-from service.gateway.dispatch import Caller, Dispatcher
+from service.gateway.dispatch import CallOptions, Dispatcher, Metadata
 from service.gateway.errors import (
     GatewayError,
     bad_request,
@@ -41,7 +41,7 @@ from service.request_context import given_request_id
 
 log = logging.getLogger(__name__)
 
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_CHECK = health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name["Check"]
 DEFAULT_BODY_LIMIT = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_READY_TIMEOUT = 2.0
@@ -151,11 +151,9 @@ class Gateway:
         body = await self._read_json(request, seconds) if route.body else {}
         message = build_request(route.request_class, body)
         left = end - asyncio.get_running_loop().time()  # the body's time came out of it
-        caller = self._caller(request)
         try:
-            reply, initial = await self._dispatcher.call(
-                route.grpc_path, message, route.response_class, metadata, left, caller
-            )
+            options = self._options(request, metadata, left)
+            reply, initial = await self._dispatcher.call(route.method, message, options)
         except grpc.aio.AioRpcError as failure:
             return rpc_error_response(failure, route.error_style, request_id)
         return json_response(message_to_json(reply), headers=response_headers(initial))
@@ -170,8 +168,8 @@ class Gateway:
             raise bad_request("Grpc-Timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n)")
         return min(self._timeout, int(match[1]) * _GRPC_TIMEOUT_UNITS[match[2]])
 
-    def _caller(self, request: web.Request) -> Caller:
-        """Who is calling: the TCP peer, or whom trusted proxies name (client_address.py)."""
+    def _options(self, request: web.Request, metadata: Metadata, seconds: float) -> CallOptions:
+        """The call's options; its caller the TCP peer, or whom trusted proxies name."""
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         address = client_address(
@@ -180,27 +178,20 @@ class Gateway:
             request.headers.getall(hdrs.FORWARDED, ()),
             self._trusted_proxies,
         )
-        return Caller(address, transport)
+        return CallOptions(metadata, seconds, address, transport)
 
     async def _read_json(self, request: web.Request, seconds: float) -> Any:
-        """The parsed JSON body; {} when it is empty. A body that has not arrived within the
-        call's `seconds` is 408. A client gone mid-body cancels its handler (aiohttp's
-        handler_cancellation); should the read see the connection end first, it is 499, which
-        only the access log sees."""
-        limit = self.body_limit
-        too_large = GatewayError(
-            413, "payload_too_large", f"the request body is larger than {limit} bytes"
-        )
+        """The parsed JSON body, {} when empty; 408 if not in within `seconds`. A client gone
+        mid-body cancels its handler; should the read see it first, 499 (for the access log)."""
+        limit, unsupported = self.body_limit, "unsupported_media_type"
+        too_large = f"the request body is larger than {limit} bytes"
         if (request.content_length or 0) > limit:
-            raise too_large
-        # A compressed body is refused unread, as grpc-gateway's net/http never decodes one:
-        # aiohttp's decoders answer an undecodable deflate body with no end (the read waits for
-        # the deadline) and are where a decompression bomb would go off.
+            raise GatewayError(413, "payload_too_large", too_large)
+        # Refused unread, as grpc-gateway's net/http decodes none: aiohttp's decoders wait for
+        # the deadline on an undecodable deflate body, and are where a decompression bomb goes off.
         coding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
         if coding not in ("identity", ""):
-            raise GatewayError(
-                415, "unsupported_media_type", "send the request body without Content-Encoding"
-            )
+            raise GatewayError(415, unsupported, "send the request body without Content-Encoding")
         try:
             async with asyncio.timeout(seconds):
                 raw = await request.read()  # at most client_max_size (the limit), however sent
@@ -208,32 +199,28 @@ class Gateway:
             late = f"the request body did not arrive within {seconds:g} s"
             raise GatewayError(408, "request_timeout", late) from None
         except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
+            raise GatewayError(413, "payload_too_large", too_large) from None
         except ConnectionError:
             gone = "the client went away"
             raise GatewayError(CLIENT_CLOSED_REQUEST, "client_closed_request", gone) from None
         if not raw.strip(b" \t\r\n"):
             return {}
-        content_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
+        given = request.headers.get(hdrs.CONTENT_TYPE, "").strip()
         mime, charset = request.content_type, (request.charset or "utf-8").lower()
         json_like = mime == "application/json" or re.fullmatch(r"application/.*\+json", mime)
-        if content_type and (not json_like or charset not in ("utf-8", "utf8")):
-            raise GatewayError(
-                415,
-                "unsupported_media_type",
-                f"unsupported Content-Type {content_type!r}: send application/json (UTF-8)",
-            )
+        if given and (not json_like or charset not in ("utf-8", "utf8")):
+            wanted = f"unsupported Content-Type {given!r}: send application/json (UTF-8)"
+            raise GatewayError(415, unsupported, wanted)
         return parse_json(raw)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        check, seconds = health_pb2.HealthCheckRequest(), self._ready_timeout
+        check = health_pb2.HealthCheckRequest()
         try:
-            reply, _ = await self._dispatcher.call(
-                HEALTH_CHECK, check, HealthCheckResponse, (), seconds, self._caller(request)
-            )
+            options = self._options(request, (), self._ready_timeout)
+            reply, _ = await self._dispatcher.call(HEALTH_CHECK, check, options)
         except grpc.aio.AioRpcError as failure:
             message = f"gRPC health check failed: {failure.code().name}"
         else:
@@ -251,7 +238,7 @@ def response_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, s
     return {"Cache-Control": wanted[-1]} if wanted else {}
 
 
-def call_metadata(headers: CIMultiDictProxy[str], request_id: str) -> tuple[tuple[str, str], ...]:
+def call_metadata(headers: CIMultiDictProxy[str], request_id: str) -> Metadata:
     """The gRPC metadata of a request: its request id and Authorization header(s), nothing else;
     an Authorization that is not printable ASCII cannot be metadata: 400."""
     metadata = [("x-request-id", request_id)]

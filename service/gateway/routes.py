@@ -57,12 +57,7 @@ class Route:
     body: str  # "" (no body) or "*" (the whole request)
     method: MethodDescriptor
     request_class: type[Message] = field(compare=False)
-    response_class: type[Message] = field(compare=False)
     error_style: ErrorStyle
-
-    @property
-    def grpc_path(self) -> str:
-        return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
     @property
     def operation_id(self) -> str:
@@ -125,7 +120,6 @@ def _route(method: MethodDescriptor) -> Route:
         rule.body,
         method,
         message_factory.GetMessageClass(request),
-        message_factory.GetMessageClass(method.output_type),
         ErrorStyle.STATUS if status else ErrorStyle.ERROR_CODE,
     )
 
@@ -134,17 +128,15 @@ def _unserved(message: Descriptor, seen: set[str]) -> str | None:
     """A field of `message`, or of a message in it, of a kind transcoding.py does not serve."""
     seen.add(message.full_name)
     for found in message.fields:
-        inner = found.message_type
+        inner, kind = found.message_type, _UNSERVED_TYPES.get(found.type)
         if inner is None:
-            kind = _UNSERVED_TYPES.get(found.type)
+            pass
         elif inner.GetOptions().map_entry:
             kind = "a map"
         elif inner.full_name.startswith("google.protobuf."):
             kind = inner.full_name
         elif inner.full_name not in seen and (deeper := _unserved(inner, seen)):
             return deeper
-        else:
-            kind = None
         if kind is not None:
             return f"{found.full_name} ({kind})"
     return None
