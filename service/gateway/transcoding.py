@@ -102,7 +102,7 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
 
 
 def _check_object(descriptor: Descriptor, obj: Mapping[str, Any], where: str) -> None:
-    """Each field of `obj` checked, every REQUIRED one there, no two of one oneof."""
+    """Each field of `obj` checked, and every REQUIRED one there."""
     fields = _json_fields(descriptor)
     for key, value in obj.items():
         location = f"{where}.{key}" if where else key
@@ -144,7 +144,6 @@ def _check_value(field: FieldDescriptor, value: Any, where: str) -> None:
     low, high = INT_RANGES.get(kind, (0, 0))
     if kind in INT_RANGES and not low <= value <= high:
         raise TranscodeError(f"{label} must be between {low} and {high}")
-    return None
 
 
 def message_to_json(message: Message) -> Any:
