@@ -1,4 +1,4 @@
-"""The route table: path templates, the bindings read from the descriptors, generic routing."""
+"""The route table: literal paths, the bindings read from the descriptors, generic routing."""
 
 from __future__ import annotations
 
