@@ -41,6 +41,7 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # nginx's client_header_timeout is 60 s; small he
 # How long the unread rest of a refused body is drained before the connection closes: enough
 # for the client to read the answer (aiohttp's default is 10 s).
 LINGERING_SECONDS = 1.0
+EXPIRE_EARLY = 0.05  # seconds before aiohttp's shutdown wait ends that the gateway answers 503
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf request_id=%{X-Request-Id}o'
 
 
@@ -193,6 +194,9 @@ async def serving_gateway(
         # A client that hangs up cancels its call, as in gRPC: a login still queued for its hash
         # is dropped, not checked for nobody (one already hashing is finished and recorded).
         handler_cancellation=True,
+        # No body is ever decoded (the gateway refuses one under a Content-Encoding unread):
+        # not even the unread rest aiohttp drains, where a bad one would log a traceback.
+        auto_decompress=False,
     )
     await runner.setup()
     assert runner.server is not None
@@ -208,8 +212,10 @@ async def serving_gateway(
         yield int(bound)
     finally:
         # aiohttp waits `shutdown_timeout` for the handlers, then closes their connections
-        # with no answer: the gateway answers them first.
-        timer = asyncio.get_running_loop().call_later(shutdown_timeout, gateway.expire)
+        # with no answer: the gateway answers them first, a moment before (a handler that ends
+        # in the very turn aiohttp's wait does makes it log an InvalidStateError).
+        early = min(EXPIRE_EARLY, shutdown_timeout / 2)
+        timer = asyncio.get_running_loop().call_later(shutdown_timeout - early, gateway.expire)
         try:
             await runner.cleanup()
         finally:

@@ -5,6 +5,7 @@ context variables, as each gRPC call has) running service/rpc/in_process.py; ove
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,20 +40,20 @@ class CallOptions:
     transport: asyncio.BaseTransport | None
 
 
-class Dispatcher:
+class Dispatcher(abc.ABC):
     """How the gateway reaches the servicers: opened before the first call, closed after."""
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - a hook: in process, nothing to open
         pass
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - likewise
         pass
 
+    @abc.abstractmethod
     async def call(
         self, method: MethodDescriptor, request: Message, options: CallOptions
     ) -> tuple[Message, Metadata]:
         """The reply and its initial metadata in time; `AioRpcError` otherwise."""
-        raise NotImplementedError
 
 
 def rpc_failure(
@@ -74,7 +75,7 @@ class ChannelDispatcher(Dispatcher):
         self.target, self._credentials = target, credentials
         self._options = (*_CHANNEL_OPTIONS, *channel_options)
         self._channel: grpc.aio.Channel | None = None
-        self._calls: dict[str, Any] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
 
     def __str__(self) -> str:
         return f"gRPC {self.target}"

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 
 from service.errors import ERROR_DOMAIN, HTTP_STATUS
 from service.gateway.routes import ErrorStyle
+from service.observability.http import REASON
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def error_response(
     if style is ErrorStyle.STATUS:
         body = {"status": status, "message": message}
     challenge = {"WWW-Authenticate": BASIC_CHALLENGE} if status == 401 else {}
-    return json_response(body, status, {**(headers or {}), **challenge})
+    response = json_response(body, status, {**(headers or {}), **challenge})
+    response[REASON] = reason  # for the access line, whatever the body's style
+    return response
 
 
 def rpc_error_response(

@@ -70,7 +70,8 @@ class Gateway:
     ) -> None:
         """`routes`: by default every annotated authsvc.v1 RPC; `timeout` and `ready_timeout`
         (/readyz) in seconds; `trusted_proxies`: the peers whose X-Forwarded-For / Forwarded
-        name the client; `paths`: more GET handlers (grpc-gateway's `HandlePath`)."""
+        name the client; `paths`: more GET handlers (grpc-gateway's `HandlePath`). Whoever
+        serves it opens `dispatcher` first and closes it after (service/http_server.py)."""
         self._dispatcher = dispatcher
         self.body_limit, self._timeout, self._ready_timeout = body_limit, timeout, ready_timeout
         self._trusted_proxies = tuple(trusted_proxies)
@@ -100,8 +101,8 @@ class Gateway:
         assert task is not None
         self._in_flight.add(task)
         try:
-            route = self._resolve(request)
-            request[ROUTE] = request.rel_url.raw_path
+            path, route = self._resolve(request)
+            request[ROUTE] = path  # one of the table's, never a client's own
             if isinstance(route, Route):
                 style = route.error_style
                 response = await self._call(route, request, request_id)
@@ -130,17 +131,19 @@ class Gateway:
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
-    def _resolve(self, request: web.Request) -> Route | Handler:
-        """The route or GET handler of `request`; or 404, or 405 naming the methods allowed."""
-        routes = self._paths.get(request.rel_url.raw_path)
-        if routes is None:
-            raise GatewayError(404, "not_found", f"no such path: {request.path}")
+    def _resolve(self, request: web.Request) -> tuple[str, Route | Handler]:
+        """The path and route (or GET handler) of `request`; or 404, or 405 naming the methods
+        allowed. Messages quote the path as sent, at most 100 characters of it."""
+        path = request.rel_url.raw_path
+        shown = path if len(path) <= 100 else path[:100] + "..."
+        if (routes := self._paths.get(path)) is None:
+            raise GatewayError(404, "not_found", f"no such path: {shown}")
         method = "GET" if request.method == "HEAD" else request.method  # RFC 9110 9.3.2
         if method in routes:
-            return routes[method]
+            return path, routes[method]
         styles = {r.error_style for r in routes.values() if isinstance(r, Route)}
         allowed = ", ".join(sorted(routes.keys() | ({"HEAD"} if "GET" in routes else set())))
-        message = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+        message = f"{request.method} is not allowed on {shown}; allowed: {allowed}"
         style = styles.pop() if len(styles) == 1 else ErrorStyle.ERROR_CODE
         raise GatewayError(405, "method_not_allowed", message, {"Allow": allowed}, style=style)
 

@@ -28,8 +28,10 @@ from google.protobuf.message import Message
 # The proto package whose `*_service_pb2` modules the gateway serves.
 SERVICE_PACKAGE = "authsvc.v1"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
-# Literal segments, then an optional ":verb" (google.api.http's grammar without variables).
-_PATH = re.compile(r"((/[^/{}*:=]+)+|/)(:[^/{}*:=]+)?")
+# Literal segments, then an optional ":verb" (google.api.http's grammar without variables), of
+# the characters a path can hold unencoded (RFC 3986 pchar) but the template's own `{}*=:`.
+_LITERAL = r"[A-Za-z0-9\-._~!$&'()+,;@]+"
+_PATH = re.compile(rf"((/{_LITERAL})+|/)(:{_LITERAL})?")
 _UNSERVED_TYPES = {
     FieldDescriptor.TYPE_BYTES: "bytes",
     FieldDescriptor.TYPE_FLOAT: "float",
@@ -101,7 +103,8 @@ def _route(method: MethodDescriptor) -> Route:
     refused = {
         "streaming": method.client_streaming or method.server_streaming,
         f"HTTP method {rule.custom.kind or kind!r}": kind not in HTTP_METHODS,
-        f"path {path!r} (literal segments, a :verb)": path and not _PATH.fullmatch(path),
+        f"path {path!r} (literal segments, a :verb)": kind in HTTP_METHODS
+        and not _PATH.fullmatch(path),
         f'body {rule.body!r} (only "*" or none)': rule.body not in ("", "*"),
         "no body for a request with fields": not rule.body and request.fields,
         "response_body": rule.response_body,

@@ -7,7 +7,8 @@ value (a password, say). So the body is first checked against the descriptor, an
 names the field, never its value: an unknown field (known by `json_name` only: the seeds'
 `new_password`, `userName`), a wrong type, `null`, an integer out of range or with a fraction,
 an enum not by name, an unpaired surrogate, a missing `(google.api.field_behavior) = REQUIRED`
-field. Replies print every field, 64-bit integers as JSON numbers (the seeds' `expires`).
+field; json_format itself refuses two members of one oneof. Replies print every field, 64-bit
+integers as JSON numbers (the seeds' `expires`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def build_request(request_class: type[Message], body: Any) -> Message:
     _check_object(descriptor, body, "")
     try:
         return json_format.ParseDict(body, request_class())
-    except json_format.ParseError:  # nothing the strict pass lets through, but be sure
+    except json_format.ParseError:  # two members of one oneof; nothing else the check passes
         raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
 
 

@@ -3,8 +3,6 @@ per answered request, after the answer: no middleware layer on the request path)
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -12,10 +10,13 @@ from aiohttp.web_response import StreamResponse
 
 from service.observability import logs, metrics
 
-# The route template the gateway matched (`/v1/users/authorize`), or a built-in path; set by the
-# gateway, read here. Never the raw path, which is unbounded and may carry a query.
+# The path of the route the gateway matched (`/v1/users/authorize`), or of a built-in; set by the
+# gateway, read here. Never the request's own path, which is unbounded and may carry a query.
 ROUTE = web.RequestKey("authsvc_route", str)
 UNMATCHED = "unmatched"
+# An error answer's reason (`invalid_credentials`), whatever its body style; set where the body
+# is written (gateway/errors.py), read here.
+REASON = web.ResponseKey("authsvc_reason", str)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -28,22 +29,8 @@ class AccessLogger(AbstractAccessLogger):
             "http",
             f"{request.method} {route}",
             str(response.status),
-            _reason(response),
+            response.get(REASON, "").upper() or None,
             time,
             response.headers.get("X-Request-Id", ""),
             request.remote or "unknown",
         )
-
-
-def _reason(response: StreamResponse) -> str | None:
-    """The error body's `error_code` (the reason in lower case), upper-cased as on gRPC."""
-    if response.status < 400 or not isinstance(response, web.Response):
-        return None
-    body = response.body
-    if not isinstance(body, bytes) or len(body) > 4096:
-        return None
-    try:
-        code = json.loads(body).get("error_code")
-    except (ValueError, AttributeError):
-        return None
-    return code.upper() if isinstance(code, str) else None

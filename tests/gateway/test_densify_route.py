@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 import aiohttp
 import jwt
+import pytest
 
 from service import app
-from tests.gateway.helpers import json_of
+from tests.gateway.helpers import basic_auth, json_of
 from tests.support import new_user
 
 DENSIFY = "/authorize"
@@ -41,6 +44,29 @@ async def test_wrong_password_is_status_401(
         assert response.headers["WWW-Authenticate"].startswith("Basic ")
         body = await json_of(response)
     assert body == {"status": 401, "message": "invalid username or password"}
+
+
+async def test_access_line_names_the_reason_in_either_style(
+    http: aiohttp.ClientSession, services: app.Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The access line of a failed call carries its reason whatever the body's style: the
+    Densify route's (no error_code in the body) as the Redis route's."""
+    user = await new_user(services, "pw")
+    caplog.set_level(logging.INFO, logger="authsvc.access")
+    async with http.post(DENSIFY, json={"userName": user.username, "pwd": "nope"}) as response:
+        assert response.status == 401
+    headers = basic_auth(user.username, "nope")
+    async with http.post("/v1/users/authorize", headers=headers) as response:
+        assert response.status == 401
+    for _ in range(50):  # the access line is written after the answer
+        lines = [r for r in caplog.records if r.name == "authsvc.access"]
+        if len(lines) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(r.method, r.reason) for r in lines[-2:]] == [
+        ("POST /authorize", "INVALID_CREDENTIALS"),
+        ("POST /v1/users/authorize", "INVALID_CREDENTIALS"),
+    ]
 
 
 async def test_missing_pwd_is_status_400(

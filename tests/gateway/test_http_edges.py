@@ -323,14 +323,16 @@ async def test_grpc_timeout_header_sets_the_calls_deadline(
 
 @pytest.mark.parametrize(
     ("encoding", "body"),
-    [("gzip", b"abcd"), ("deflate", b"abcd"), ("gzip", gzip.compress(b"{}"))],
-    ids=["bad-gzip", "bad-deflate", "gzip"],
+    [("gzip", b"abcd"), ("deflate", b"abcd"), ("br", b"abcd"), ("gzip", gzip.compress(b"{}"))],
+    ids=["bad-gzip", "bad-deflate", "br", "gzip"],
 )
 async def test_a_compressed_body_is_415_unread(
-    gateway_url: str, encoding: str, body: bytes
+    gateway_url: str, caplog: pytest.LogCaptureFixture, encoding: str, body: bytes
 ) -> None:
     """A body under any Content-Encoding, decodable or not, sent after the head, is a JSON 415
-    at once: not a 500 (bad gzip), not a wait for the deadline (bad deflate)."""
+    at once: not a 500 (bad gzip), not a wait for the deadline (bad deflate), and no error in
+    the log when aiohttp drains the unread rest."""
+    caplog.set_level(logging.WARNING)
     reader, writer = await raw_request(
         gateway_url,
         b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\n"
@@ -350,6 +352,27 @@ async def test_a_compressed_body_is_415_unread(
     assert answer.startswith(b"HTTP/1.1 415 "), answer[:80]
     assert b'"error_code": "unsupported_media_type"' in answer and b"Connection: close" in answer
     assert time.monotonic() - started < 3
+    await asyncio.sleep(0.1)  # the drain of the rest
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_compressed_body_on_a_bodiless_route_is_ignored(
+    gateway_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A route that takes no body ignores one, compressed or not, undecodable too: the JWKS
+    is served and nothing is logged as an error."""
+    caplog.set_level(logging.WARNING)
+    reader, writer = await raw_request(
+        gateway_url,
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: 7\r\n\r\ngarbage",
+    )
+    try:
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_an_identity_content_encoding_is_read(http: aiohttp.ClientSession) -> None:

@@ -75,6 +75,10 @@ def test_every_service_module_is_discovered() -> None:
         ("/v1/{a={b}}", False),
         ("/v1/**/x", False),
         ("/v1/x:a:b", False),
+        ("", False),
+        ("/v1/a b", False),
+        ("/v1/a?b", False),
+        ("/v1/é", False),
     ],
 )
 def test_paths_are_literal(path: str, served: bool) -> None:

@@ -4,13 +4,15 @@ connection closed with no answer."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 from authsvc.v1 import token_service_pb2
 
-from service.gateway.dispatch import InProcessDispatcher
+from service.gateway.dispatch import ChannelDispatcher, InProcessDispatcher
 from service.http_server import serving_gateway
 
 
@@ -83,3 +85,36 @@ async def test_call_within_the_grace_gets_its_answer() -> None:
     assert status == 200
     assert body["active"] is True
     assert not tokens.cancelled
+
+
+async def test_a_body_still_arriving_at_the_grace_is_answered_503_cleanly(
+    dead_target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request whose body is still on its way when the grace ends is answered the JSON 503
+    at the grace, and aiohttp logs no error (it did when the answer came in the very turn its
+    own wait ended)."""
+    caplog.set_level(logging.WARNING)
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def serve() -> None:
+        dispatcher = ChannelDispatcher(dead_target)
+        async with serving_gateway(dispatcher, "127.0.0.1:0", shutdown_timeout=1.0) as bound:
+            port.set_result(bound)
+            await stop.wait()
+
+    server = asyncio.create_task(serve())
+    reader, writer = await asyncio.open_connection("127.0.0.1", await port)
+    writer.write(
+        b"POST /v1/users/authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 20\r\n\r\n{"ttl":'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    stop.set()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await server
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+    assert b"shutting down" in answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
