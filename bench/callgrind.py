@@ -5,8 +5,8 @@ The server runs with a cheap argon2id (t=1, m=64 KiB, p=1: the hash's own instru
 what is measured here, and under valgrind a Keycloak-cost hash takes a second or more), 8 users,
 `--logins` logins over gRPC or REST from this process with 8 in flight after a warm-up. The
 counters are zeroed before the window and dumped after it (`callgrind_control -z`, `-d`), one
-file per thread; the report gives each thread's instructions (Ir) per login and the top
-functions of the busiest ones. Valgrind runs one thread at a time, so how the threads interleave
+file per thread; the report gives each thread's instructions (Ir) per login (`--cprofile`
+writes a cProfile of the whole run instead, whose call counts are exact). Valgrind runs one thread at a time, so how the threads interleave
 differs from a real run (fewer logins batched per event-loop wakeup): compare runs of this
 script with each other, not with the CPU times of bench/overhead.py.
 
