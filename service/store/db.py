@@ -148,7 +148,7 @@ async def create_pool(
 def deadline_exceeded() -> AuthError:
     """The caller's deadline ran out: its own doing, not the database's, so DEADLINE_EXCEEDED
     without a retry hint, and no warning (a tiny deadline is not a database alarm)."""
-    return AuthError(Reason.DEADLINE_EXCEEDED, "deadline exceeded")
+    return AuthError(Reason.DEADLINE_EXCEEDED, "the service did not answer in time")
 
 
 def _cause(exc: BaseException) -> str:

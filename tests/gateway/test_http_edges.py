@@ -321,6 +321,22 @@ async def test_grpc_timeout_header_sets_the_calls_deadline(
             assert (await r.json())["error_code"] == "invalid_argument"
 
 
+async def test_a_deadline_that_runs_out_reads_the_same_whoever_notices(
+    http: aiohttp.ClientSession, services: app.Services
+) -> None:
+    """A deadline met in the gateway's hop and one met by the store waiting on the database are
+    one 504 to the client, with one message."""
+    user = await new_user(services, "deadline-pw")
+    body = {"username": user.username, "password": "deadline-pw"}
+    messages = set()
+    for timeout in ("1n", "1u", "100u", "1m", "2m", "5m") * 3:
+        headers = {"Grpc-Timeout": timeout}
+        async with http.post("/v1/users/authorize", json=body, headers=headers) as r:
+            if r.status == 504:
+                messages.add((await r.json())["message"])
+    assert messages == {"the service did not answer in time"}
+
+
 @pytest.mark.parametrize(
     ("encoding", "body"),
     [("gzip", b"abcd"), ("deflate", b"abcd"), ("br", b"abcd"), ("gzip", gzip.compress(b"{}"))],
