@@ -75,7 +75,6 @@ class ChannelDispatcher(Dispatcher):
         self.target, self._credentials = target, credentials
         self._options = (*_CHANNEL_OPTIONS, *channel_options)
         self._channel: grpc.aio.Channel | None = None
-        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
 
     def __str__(self) -> str:
         return f"gRPC {self.target}"
@@ -85,7 +84,7 @@ class ChannelDispatcher(Dispatcher):
             channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
             channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-        self._channel, self._calls = channel, {}
+        self._channel = channel
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -96,12 +95,10 @@ class ChannelDispatcher(Dispatcher):
         self, method: MethodDescriptor, request: Message, options: CallOptions
     ) -> tuple[Message, Metadata]:
         assert self._channel is not None, "open() first"
-        if (stub := self._calls.get(method.full_name)) is None:
-            reply_class = message_factory.GetMessageClass(method.output_type)
-            path = f"/{method.containing_service.full_name}/{method.name}"
-            serialize = type(request).SerializeToString
-            stub = self._channel.unary_unary(path, serialize, reply_class.FromString)
-            self._calls[method.full_name] = stub
+        reply_class = message_factory.GetMessageClass(method.output_type)
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        serialize = type(request).SerializeToString
+        stub = self._channel.unary_unary(path, serialize, reply_class.FromString)
         metadata = options.metadata
         if options.address is not None:  # the address the gateway resolved, never the header;
             # the server believes it only from a peer among its trusted proxies
@@ -138,14 +135,11 @@ class InProcessDispatcher(Dispatcher):
         peercert = transport.get_extra_info("peercert") if transport is not None else None
         context = InProcessContext(tracing.inject(options.metadata), end, peer, peercert)
         path = f"/{method.containing_service.full_name}/{method.name}"
-        deadline = asyncio.timeout_at(end)
         try:
-            async with deadline:  # a cancelled wait cancels the task, and waits for it
+            async with asyncio.timeout_at(end):  # cancelled, it cancels the task and waits for it
                 call = tracing.in_process(serve(handler, request, context, path), path, context)
                 reply = await loop.create_task(call)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
+        except TimeoutError:  # the deadline's: serve() turns the servicer's own into UNKNOWN
             raise rpc_failure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         except InProcessAbort as abort:
             raise rpc_failure(abort.code, abort.details, abort.trailing_metadata) from None

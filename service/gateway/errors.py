@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from service.observability.http import REASON
 
 log = logging.getLogger(__name__)
 
+_dumps = partial(json.dumps, ensure_ascii=False, allow_nan=False)
 BASIC_CHALLENGE = 'Basic realm="authsvc", charset="UTF-8"'
 # What a client is told of a status with no ErrorInfo of ours (its text is for operators).
 _LIBRARY_MESSAGES = {
@@ -62,11 +64,8 @@ def json_response(
 ) -> web.Response:
     """Every body of the gateway: JSON, UTF-8, not cached (replies carry tokens) unless
     `headers` say otherwise."""
-    text = json.dumps(body, ensure_ascii=False, allow_nan=False)
-    response = web.Response(text=text, status=status, content_type="application/json")
-    response.headers.update({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
-    response.headers.update(headers or {})
-    return response
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 def error_response(

@@ -115,16 +115,11 @@ def _route(method: MethodDescriptor) -> Route:
     if refusals:
         raise RouteError(f"{method.full_name}: {', '.join(refusals)} not supported")
     extensions: Any = options.Extensions
-    style = extensions[http_options_pb2.error_body_style]
-    status = style == http_options_pb2.ERROR_BODY_STYLE_STATUS
-    return Route(
-        kind.upper(),
-        path,
-        rule.body,
-        method,
-        message_factory.GetMessageClass(request),
-        ErrorStyle.STATUS if status else ErrorStyle.ERROR_CODE,
-    )
+    style = ErrorStyle.ERROR_CODE
+    if extensions[http_options_pb2.error_body_style] == http_options_pb2.ERROR_BODY_STYLE_STATUS:
+        style = ErrorStyle.STATUS
+    request_class = message_factory.GetMessageClass(request)
+    return Route(kind.upper(), path, rule.body, method, request_class, style)
 
 
 def _unserved(message: Descriptor, seen: set[str]) -> str | None:

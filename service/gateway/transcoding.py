@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from functools import cache, partial
 from typing import Any, Final, cast
 
-from google.api import field_behavior_pb2
+from google.api.field_behavior_pb2 import REQUIRED, field_behavior
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from service.gateway.errors import GatewayError
+from service.gateway.errors import bad_request
 
 F = FieldDescriptor
 INT_RANGES: Final = {
@@ -41,31 +41,24 @@ _EXPECTED: Final[dict[int, tuple[type, str]]] = {
 }
 
 
-class TranscodeError(GatewayError):
-    """The request cannot be turned into the message (400); the text is safe to show."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(400, "invalid_argument", message)
-
-
 def parse_json(raw: bytes) -> Any:
     """A request body's JSON value: UTF-8, no key twice in an object, no NaN or Infinity."""
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_constant)
     except UnicodeDecodeError:
-        raise TranscodeError("the request body is not UTF-8") from None
+        raise bad_request("the request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         where = f"(line {exc.lineno}, column {exc.colno})"
-        raise TranscodeError(f"malformed JSON: {exc.msg} {where}") from None
+        raise bad_request(f"malformed JSON: {exc.msg} {where}") from None
     except (ValueError, RecursionError):  # NaN, Infinity; an integer of too many digits
-        raise TranscodeError("malformed JSON") from None
+        raise bad_request("malformed JSON") from None
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
-        if key in result:  # TranscodeError is no ValueError: json.loads lets it through
-            raise TranscodeError(f"malformed JSON: key {key!r} appears twice")
+        if key in result:  # GatewayError is no ValueError: json.loads lets it through
+            raise bad_request(f"malformed JSON: key {key!r} appears twice")
         result[key] = value
     return result
 
@@ -78,58 +71,50 @@ def build_request(request_class: type[Message], body: Any) -> Message:
     """The request message from its parsed JSON body (`{}` when the request had none)."""
     descriptor = cast(Descriptor, request_class.DESCRIPTOR)
     if not isinstance(body, dict):
-        raise TranscodeError("the request body must be a JSON object")
+        raise bad_request("the request body must be a JSON object")
     _check_object(descriptor, body, "")
     try:
         return json_format.ParseDict(body, request_class())
     except json_format.ParseError:  # two members of one oneof; nothing else the check passes
-        raise TranscodeError(f"the request is not a valid {descriptor.full_name}") from None
+        raise bad_request(f"the request is not a valid {descriptor.full_name}") from None
 
 
 @cache
-def _required(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
-    """The fields marked `(google.api.field_behavior) = REQUIRED`."""
-    behavior = field_behavior_pb2.field_behavior
-    return tuple(
-        f
-        for f in descriptor.fields
-        if field_behavior_pb2.REQUIRED in f.GetOptions().Extensions[behavior]
-    )
-
-
-@cache
-def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
-    return {f.json_name: f for f in descriptor.fields}
+def _fields(descriptor: Descriptor) -> tuple[dict[str, FieldDescriptor], list[str]]:
+    """The fields by JSON name; the names of those `(google.api.field_behavior) = REQUIRED`."""
+    fields = {f.json_name: f for f in descriptor.fields}
+    named = [k for k, f in fields.items() if REQUIRED in f.GetOptions().Extensions[field_behavior]]
+    return fields, named
 
 
 def _check_object(descriptor: Descriptor, obj: Mapping[str, Any], where: str) -> None:
     """Each field of `obj` checked, and every REQUIRED one there."""
-    fields = _json_fields(descriptor)
+    fields, required = _fields(descriptor)
     for key, value in obj.items():
         location = f"{where}.{key}" if where else key
         if (field := fields.get(key)) is None:
-            raise TranscodeError(f"unknown field {location!r}")
+            raise bad_request(f"unknown field {location!r}")
         if not field.is_repeated or value is None:
             _check_value(field, value, location)
         elif not isinstance(value, list):
-            raise TranscodeError(f"field {location!r} must be a JSON array")
+            raise bad_request(f"field {location!r} must be a JSON array")
         else:
             for i, item in enumerate(value):
                 _check_value(field, item, f"{location}[{i}]")
-    for required in _required(descriptor):
-        if required.json_name not in obj:
-            location = f"{where}.{required.json_name}" if where else required.json_name
-            raise TranscodeError(f"missing required field {location!r}")
+    for name in required:
+        if name not in obj:
+            location = f"{where}.{name}" if where else name
+            raise bad_request(f"missing required field {location!r}")
 
 
 def _check_value(field: FieldDescriptor, value: Any, where: str) -> None:
     """One value of `field` (an item, for a repeated one): the JSON json_format should read."""
     label = f"field {where!r}"
     if value is None:
-        raise TranscodeError(f"{label} must not be null")
+        raise bad_request(f"{label} must not be null")
     if field.message_type is not None:
         if not isinstance(value, dict):
-            raise TranscodeError(f"{label} must be a JSON object")
+            raise bad_request(f"{label} must be a JSON object")
         return _check_object(field.message_type, value, where)
     kind, enum = field.cpp_type, field.enum_type
     if kind in INT_RANGES and isinstance(value, float) and value.is_integer():
@@ -139,12 +124,12 @@ def _check_value(field: FieldDescriptor, value: Any, where: str) -> None:
         what = "one of: " + ", ".join(enum.values_by_name)
     valid = isinstance(value, types) and (kind == F.CPPTYPE_BOOL or not isinstance(value, bool))
     if not valid or (enum is not None and value not in enum.values_by_name):
-        raise TranscodeError(f"{label} must be {what}")
+        raise bad_request(f"{label} must be {what}")
     if kind == F.CPPTYPE_STRING and re.search("[\ud800-\udfff]", value):
-        raise TranscodeError(f"{label} is not valid UTF-8 text")
+        raise bad_request(f"{label} is not valid UTF-8 text")
     low, high = INT_RANGES.get(kind, (0, 0))
     if kind in INT_RANGES and not low <= value <= high:
-        raise TranscodeError(f"{label} must be between {low} and {high}")
+        raise bad_request(f"{label} must be between {low} and {high}")
 
 
 def message_to_json(message: Message) -> Any:

@@ -11,8 +11,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import Message
 
+from service.gateway.errors import GatewayError
 from service.gateway.routes import Route
-from service.gateway.transcoding import TranscodeError, build_request, message_to_json
+from service.gateway.transcoding import build_request, message_to_json
 
 
 def route_for(routes: list[Route], method: str, path: str) -> Route:
@@ -72,9 +73,9 @@ def test_body_fills_the_request(library_routes) -> None:
     ],
 )
 def test_bad_bodies(library_routes, body: dict[str, Any], fragment: str) -> None:
-    """Each body that does not mean exactly one message is a TranscodeError naming the field."""
+    """Each body that does not mean exactly one message is a 400 naming the field."""
     route = route_for(library_routes, "POST", "/v1/books")
-    with pytest.raises(TranscodeError, match=re.escape(fragment)):
+    with pytest.raises(GatewayError, match=re.escape(fragment)):
         build_request(route.request_class, body)
 
 
