@@ -6,9 +6,10 @@ what is measured here, and under valgrind a Keycloak-cost hash takes a second or
 `--logins` logins over gRPC or REST from this process with 8 in flight after a warm-up. The
 counters are zeroed before the window and dumped after it (`callgrind_control -z`, `-d`), one
 file per thread; the report gives each thread's instructions (Ir) per login (`--cprofile`
-writes a cProfile of the whole run instead, whose call counts are exact). Valgrind runs one thread at a time, so how the threads interleave
-differs from a real run (fewer logins batched per event-loop wakeup): compare runs of this
-script with each other, not with the CPU times of bench/overhead.py.
+writes a cProfile of the whole run instead, whose call counts are exact). Valgrind runs one
+thread at a time, so how the threads interleave differs from a real run (fewer logins batched
+per event-loop wakeup): compare runs of this script with each other, not with the CPU times of
+bench/overhead.py.
 
 Usage: .venv/bin/python bench/callgrind.py [--logins 300] [--transport grpc|rest|grpc-health]
     [--env K=V] [--cprofile] [--out DIR]

@@ -19,6 +19,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from multidict import CIMultiDict
 
 from service.errors import ERROR_DOMAIN, HTTP_STATUS
 from service.gateway.routes import ErrorStyle
@@ -64,8 +65,9 @@ def json_response(
 ) -> web.Response:
     """Every body of the gateway: JSON, UTF-8, not cached (replies carry tokens) unless
     `headers` say otherwise."""
-    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})}
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    merged = CIMultiDict({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    merged.update(headers or {})
+    return web.json_response(body, status=status, headers=merged, dumps=_dumps)
 
 
 def error_response(

@@ -30,7 +30,7 @@ SERVICE_PACKAGE = "authsvc.v1"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 # Literal segments, then an optional ":verb" (google.api.http's grammar without variables), of
 # the characters a path can hold unencoded (RFC 3986 pchar) but the template's own `{}*=:`.
-_LITERAL = r"[A-Za-z0-9\-._~!$&'()+,;@]+"
+_LITERAL = r"(?!\.\.?(?:[/:]|$))[A-Za-z0-9\-._~!$&'()+,;@]+"  # no `.` or `..`: clients drop them
 _PATH = re.compile(rf"((/{_LITERAL})+|/)(:{_LITERAL})?")
 _UNSERVED_TYPES = {
     FieldDescriptor.TYPE_BYTES: "bytes",

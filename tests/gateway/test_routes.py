@@ -79,6 +79,10 @@ def test_every_service_module_is_discovered() -> None:
         ("/v1/a b", False),
         ("/v1/a?b", False),
         ("/v1/é", False),
+        ("/v1/..", False),
+        ("/v1/a/./b", False),
+        ("/v1/./x:do", False),
+        ("/v1/.well-known", True),
     ],
 )
 def test_paths_are_literal(path: str, served: bool) -> None:

@@ -87,8 +87,9 @@ async def test_call_within_the_grace_gets_its_answer() -> None:
     assert not tokens.cancelled
 
 
+@pytest.mark.parametrize("grace", [0.01, 1.0])
 async def test_a_body_still_arriving_at_the_grace_is_answered_503_cleanly(
-    dead_target: str, caplog: pytest.LogCaptureFixture
+    dead_target: str, caplog: pytest.LogCaptureFixture, grace: float
 ) -> None:
     """A request whose body is still on its way when the grace ends is answered the JSON 503
     at the grace, and aiohttp logs no error (it did when the answer came in the very turn its
@@ -99,7 +100,7 @@ async def test_a_body_still_arriving_at_the_grace_is_answered_503_cleanly(
 
     async def serve() -> None:
         dispatcher = ChannelDispatcher(dead_target)
-        async with serving_gateway(dispatcher, "127.0.0.1:0", shutdown_timeout=1.0) as bound:
+        async with serving_gateway(dispatcher, "127.0.0.1:0", shutdown_timeout=grace) as bound:
             port.set_result(bound)
             await stop.wait()
 
