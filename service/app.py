@@ -246,7 +246,8 @@ async def every(
         except Exception:
             log.exception("%s failed", what)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: see store/signing_keys.py
+                await stop.wait()
 
 
 async def rotate_keys(keys: KeyRing) -> None:

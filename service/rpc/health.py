@@ -106,7 +106,8 @@ class HealthServicer(aio.HealthServicer):
             # does not hold the server's drain for its whole grace period.
             if request.service in self._names:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(written.not_serving.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await written.not_serving.wait()
             streaming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streaming

@@ -158,18 +158,21 @@ async def _listen(dsn: str, on_change: Callable[[], None], db_timeout: float) ->
             )
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn, event=lost: event.set())
-            await asyncio.wait_for(
-                conn.add_listener(KEYS_CHANNEL, lambda *_: on_change()), db_timeout
-            )
+            async with asyncio.timeout(db_timeout):
+                await conn.add_listener(KEYS_CHANNEL, lambda *_: on_change())
             on_change()
             if failing:
                 log.info("listening for signing key changes again")
                 failing = False
             while not lost.is_set():
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+                # that comes as its awaitable completes, and the task would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), LISTEN_CHECK_SECONDS)
+                    async with asyncio.timeout(LISTEN_CHECK_SECONDS):
+                        await lost.wait()
                 if not lost.is_set():
-                    await asyncio.wait_for(conn.execute(LISTEN_PING), db_timeout)
+                    async with asyncio.timeout(db_timeout):
+                        await conn.execute(LISTEN_PING)
             raise ConnectionError("listening connection closed")
         except Exception as exc:  # whatever it is, the server goes on: log, retry later
             if not failing:  # a line per outage, not per retry
