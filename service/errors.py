@@ -102,6 +102,9 @@ def invalid_argument(message: str) -> AuthError:
 
 
 INVALID_CREDENTIALS_MESSAGE = "invalid username or password"
+# A deadline that ran out, whoever noticed it (the store waiting on the database, the gateway's
+# hop): one text, so that a client sees one 504.
+DEADLINE_EXCEEDED_MESSAGE = "the service did not answer in time"
 
 
 def invalid_credentials() -> AuthError:

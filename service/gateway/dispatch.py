@@ -56,6 +56,11 @@ class Dispatcher(abc.ABC):
         """The reply and its initial metadata in time; `AioRpcError` otherwise."""
 
 
+def grpc_path(method: MethodDescriptor) -> str:
+    """The method's path in gRPC's wire format: `/authsvc.v1.AuthService/Authorize`."""
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
 def rpc_failure(
     code: grpc.StatusCode, details: str, trailing: Iterable[tuple[str, str | bytes]] = ()
 ) -> grpc.aio.AioRpcError:
@@ -96,9 +101,8 @@ class ChannelDispatcher(Dispatcher):
     ) -> tuple[Message, Metadata]:
         assert self._channel is not None, "open() first"
         reply_class = message_factory.GetMessageClass(method.output_type)
-        path = f"/{method.containing_service.full_name}/{method.name}"
         serialize = type(request).SerializeToString
-        stub = self._channel.unary_unary(path, serialize, reply_class.FromString)
+        stub = self._channel.unary_unary(grpc_path(method), serialize, reply_class.FromString)
         metadata = options.metadata
         if options.address is not None:  # the address the gateway resolved, never the header;
             # the server believes it only from a peer among its trusted proxies
@@ -134,7 +138,7 @@ class InProcessDispatcher(Dispatcher):
         transport = options.transport
         peercert = transport.get_extra_info("peercert") if transport is not None else None
         context = InProcessContext(tracing.inject(options.metadata), end, peer, peercert)
-        path = f"/{method.containing_service.full_name}/{method.name}"
+        path = grpc_path(method)
         try:
             async with asyncio.timeout_at(end):  # cancelled, it cancels the task and waits for it
                 call = tracing.in_process(serve(handler, request, context, path), path, context)

@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from multidict import CIMultiDict
 
-from service.errors import ERROR_DOMAIN, HTTP_STATUS
+from service.errors import DEADLINE_EXCEEDED_MESSAGE, ERROR_DOMAIN, HTTP_STATUS
 from service.gateway.routes import ErrorStyle
 from service.observability.http import REASON
 
@@ -32,7 +32,7 @@ BASIC_CHALLENGE = 'Basic realm="authsvc", charset="UTF-8"'
 # What a client is told of a status with no ErrorInfo of ours (its text is for operators).
 _LIBRARY_MESSAGES = {
     "CANCELLED": "the request was cancelled",
-    "DEADLINE_EXCEEDED": "the service did not answer in time",
+    "DEADLINE_EXCEEDED": DEADLINE_EXCEEDED_MESSAGE,
     "UNAVAILABLE": "the service is unavailable; try again later",
     "UNIMPLEMENTED": "this operation is not implemented by the service",
     "RESOURCE_EXHAUSTED": "the request is too large or the service is overloaded",
@@ -91,6 +91,7 @@ def rpc_error_response(
 ) -> web.Response:
     """The HTTP answer for a failed gRPC call."""
     code = failure.code().name
+    http_status = HTTP_STATUS.get(code, 500)
     reason, message = code.lower(), _LIBRARY_MESSAGES.get(code, "internal error")
     headers = {}
     try:
@@ -104,6 +105,6 @@ def rpc_error_response(
         elif detail.Unpack(retry):
             seconds = math.ceil(retry.retry_delay.ToNanoseconds() / 1e9)
             headers["Retry-After"] = str(max(0, seconds))
-    if HTTP_STATUS.get(code, 500) >= 500:
+    if http_status >= 500:
         log.warning("gRPC call failed: %s %r (request id %s)", code, failure.details(), request_id)
-    return error_response(HTTP_STATUS.get(code, 500), reason, message, style, headers)
+    return error_response(http_status, reason, message, style, headers)

@@ -154,8 +154,8 @@ class Gateway:
         body = await self._read_json(request, seconds) if route.body else {}
         message = build_request(route.request_class, body)
         left = end - asyncio.get_running_loop().time()  # the body's time came out of it
+        options = self._options(request, metadata, left)
         try:
-            options = self._options(request, metadata, left)
             reply, initial = await self._dispatcher.call(route.method, message, options)
         except grpc.aio.AioRpcError as failure:
             return rpc_error_response(failure, route.error_style, request_id)
@@ -221,8 +221,8 @@ class Gateway:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         check = health_pb2.HealthCheckRequest()
+        options = self._options(request, (), self._ready_timeout)
         try:
-            options = self._options(request, (), self._ready_timeout)
             reply, _ = await self._dispatcher.call(HEALTH_CHECK, check, options)
         except grpc.aio.AioRpcError as failure:
             message = f"gRPC health check failed: {failure.code().name}"

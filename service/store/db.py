@@ -26,7 +26,7 @@ import asyncpg
 
 from service import request_context
 from service.addresses import safe_dsn
-from service.errors import AuthError, Reason
+from service.errors import DEADLINE_EXCEEDED_MESSAGE, AuthError, Reason
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ async def create_pool(
 def deadline_exceeded() -> AuthError:
     """The caller's deadline ran out: its own doing, not the database's, so DEADLINE_EXCEEDED
     without a retry hint, and no warning (a tiny deadline is not a database alarm)."""
-    return AuthError(Reason.DEADLINE_EXCEEDED, "the service did not answer in time")
+    return AuthError(Reason.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE)
 
 
 def _cause(exc: BaseException) -> str:
