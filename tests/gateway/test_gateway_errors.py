@@ -391,6 +391,19 @@ async def test_two_authorization_headers_reach_the_servicer(http: aiohttp.Client
         assert "more than one" in (await json_of(response))["message"]
 
 
+async def test_404_quotes_the_path_as_sent_and_bounded(http: aiohttp.ClientSession) -> None:
+    """A 404 names the path as it was sent (not decoded), whole when short, cut at 100
+    characters when long (a client's path is not echoed unbounded)."""
+    async with http.post(URL("/v1/users/%61uthorize", encoded=True)) as response:
+        assert response.status == 404
+        assert (await json_of(response))["message"] == "no such path: /v1/users/%61uthorize"
+    long_path = "/v1/" + "x" * 2000
+    async with http.get(long_path) as response:
+        assert response.status == 404
+        message = (await json_of(response))["message"]
+    assert message == "no such path: " + long_path[:100] + "..."
+
+
 async def test_encoded_path_does_not_match_a_literal(http: aiohttp.ClientSession) -> None:
     """A percent-encoded literal segment is another path (404), never a 5xx."""
     async with http.post(URL("/v1/users/authoriz%65", encoded=True)) as response:
